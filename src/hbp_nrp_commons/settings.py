@@ -1,0 +1,151 @@
+"""Settings of every NRP process, read from environment variables.
+
+Settings are read only when a process or an app is built (:func:`load_settings`) and then
+passed explicitly; no module reads the environment at import time. The README lists every
+variable with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_STORAGE_PORT = 9000
+DEFAULT_BACKEND_PORT = 8090
+DEFAULT_MQTT_PORT = 1883
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else default
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Settings of the storage server (``nrp storage``)."""
+
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_STORAGE_PORT
+    templates: Path | None = None
+    max_upload_mb: int = 2000
+    zip_max_mb: int = 2000
+    zip_max_files: int = 10000
+    zip_max_ratio: int = 100
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Where the MQTT broker is and which topic prefix to use."""
+
+    host: str = "localhost"
+    port: int = DEFAULT_MQTT_PORT
+    prefix: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one NRP installation, rooted at ``data_dir``."""
+
+    data_dir: Path
+    storage: StorageSettings
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    storage_url: str = f"http://localhost:{DEFAULT_STORAGE_PORT}/storage"
+    storage_timeout: float = 30.0
+    backend_host: str = "127.0.0.1"
+    backend_port: int = DEFAULT_BACKEND_PORT
+
+    @property
+    def backend_dir(self) -> Path:
+        """The REST server's state: registry database, simulation folders, spooled logs."""
+        return self.data_dir / "backend"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Return a copy with some fields replaced (command-line options win over the environment)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """Split ``host[:port]``; a missing port gives ``default_port``."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep:
+        return value.strip(), default_port
+    try:
+        return host, int(port)
+    except ValueError as exc:
+        raise SettingsError(f"expected host:port, got {value!r}") from exc
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from environment variables.
+
+    Args:
+        env: the environment to read; ``os.environ`` when ``None``.
+
+    Raises:
+        SettingsError: a variable has an unusable value; the message names it.
+    """
+    env = os.environ if env is None else env
+    data_dir = _path(env, "NRP_DATA_DIR", Path("~/.local/share/nrp").expanduser())
+    templates_raw = env.get("NRP_STORAGE_TEMPLATES", "").strip()
+    storage = StorageSettings(
+        root=_path(env, "STORAGE_PATH", data_dir / "storage"),
+        host=env.get("NRP_STORAGE_HOST", "").strip() or "127.0.0.1",
+        port=_int(env, "NRP_STORAGE_PORT", DEFAULT_STORAGE_PORT),
+        templates=Path(templates_raw).expanduser() if templates_raw else None,
+        max_upload_mb=_int(env, "NRP_STORAGE_MAX_UPLOAD_MB", 2000),
+        zip_max_mb=_int(env, "NRP_STORAGE_ZIP_MAX_MB", 2000),
+        zip_max_files=_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
+        zip_max_ratio=_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
+    )
+    broker = env.get("NRP_MQTT_BROKER_ADDRESS", "").strip()
+    mqtt_host, mqtt_port = parse_host_port(broker, DEFAULT_MQTT_PORT) if broker else ("localhost", DEFAULT_MQTT_PORT)
+    mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())
+    storage_url = env.get("NRP_STORAGE_URL", "").strip()
+    if not storage_url:
+        address = env.get("STORAGE_ADDRESS", "").strip() or "localhost"
+        port = env.get("STORAGE_PORT", "").strip() or str(DEFAULT_STORAGE_PORT)
+        storage_url = f"http://{address}:{port}/storage"
+    return Settings(
+        data_dir=data_dir,
+        storage=storage,
+        mqtt=mqtt,
+        storage_url=storage_url.rstrip("/"),
+        storage_timeout=_float(env, "NRP_STORAGE_TIMEOUT", 30.0),
+        backend_host=env.get("NRP_BACKEND_HOST", "").strip() or "127.0.0.1",
+        backend_port=_int(env, "NRP_BACKEND_PORT", DEFAULT_BACKEND_PORT),
+    )

@@ -1,0 +1,1 @@
+"""hbp_nrp_storage package."""
