@@ -35,3 +35,13 @@ def test_environment_overrides(tmp_path: Path) -> None:
 def test_bad_value_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="NRP_STORAGE_PORT"):
         load_settings({"NRP_STORAGE_PORT": "ninety"})
+
+
+@pytest.mark.parametrize("value", ["", "host:host:90", "host:host", ":1883", "host:70000"])
+def test_unusable_broker_address_falls_back_to_default(value: str) -> None:
+    settings = load_settings({"NRP_MQTT_BROKER_ADDRESS": value})
+    assert (settings.mqtt.host, settings.mqtt.port) == ("localhost", 1883)
+
+
+def test_storage_port_builds_the_original_url() -> None:
+    assert load_settings({"STORAGE_PORT": "99"}).storage_url == "http://localhost:99/storage"

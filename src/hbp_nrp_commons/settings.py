@@ -7,10 +7,13 @@ variable with its default.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_PORT = 9000
 DEFAULT_BACKEND_PORT = 8090
@@ -110,6 +113,23 @@ def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
         raise SettingsError(f"expected host:port, got {value!r}") from exc
 
 
+def parse_broker_address(value: str) -> tuple[str, int]:
+    """Read ``NRP_MQTT_BROKER_ADDRESS``: ``host:port`` when valid, else ``localhost:1883`` with a warning.
+
+    As in the original, an unusable value (empty, ``host:host:90``, ``host:host``) falls back to the
+    default broker instead of stopping the process.
+    """
+    value = value.strip()
+    default = ("localhost", DEFAULT_MQTT_PORT)
+    if not value:
+        return default
+    parts = value.split(":")
+    if len(parts) != 2 or not parts[0] or not parts[1].isdigit() or not 0 < int(parts[1]) < 65536:
+        logger.warning("NRP_MQTT_BROKER_ADDRESS=%r is not host:port; using localhost:1883", value)
+        return default
+    return parts[0], int(parts[1])
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from environment variables.
 
@@ -132,8 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zip_max_files=_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
         zip_max_ratio=_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
     )
-    broker = env.get("NRP_MQTT_BROKER_ADDRESS", "").strip()
-    mqtt_host, mqtt_port = parse_host_port(broker, DEFAULT_MQTT_PORT) if broker else ("localhost", DEFAULT_MQTT_PORT)
+    mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())
     storage_url = env.get("NRP_STORAGE_URL", "").strip()
     if not storage_url:
