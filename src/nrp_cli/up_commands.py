@@ -1,0 +1,286 @@
+"""``nrp up``: the whole system on one machine, on its embedded defaults.
+
+Starts, in order, the MQTT broker (embedded amqtt in its own process unless
+``NRP_MQTT_BROKER_ADDRESS`` names an external one), the storage server with the bundled experiments
+and user ``nrpuser``, and the REST server; writes ``nrp-up.env`` in the data root so the other ``nrp``
+commands find the URLs and the token; stops everything in reverse order on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import click
+import requests
+
+from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
+from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
+
+BUNDLED_OWNER = "nrpuser"
+UP_ENV_FILE = "nrp-up.env"
+SKIPPED_NAMES = {"__pycache__", "__init__.py"}
+
+
+class UpError(click.ClickException):
+    """A start-up problem reported to the user; nothing is left running."""
+
+
+@dataclass
+class RunningSystem:
+    """URLs and processes of one ``nrp up``."""
+
+    backend_url: str
+    storage_url: str
+    broker_address: str
+    broker_embedded: bool
+    token: str
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when ``host:port`` can be bound right now (port 0 is always free)."""
+    if port == 0:
+        return True
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _require_free(host: str, port: int, option: str, variable: str) -> None:
+    if not port_is_free(host, port):
+        raise UpError(f"Port {port} on {host} is busy; choose another with {option} or {variable}")
+
+
+def _iter_experiment_files(folder: Path) -> list[Path]:
+    files = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if any(part in SKIPPED_NAMES or part.endswith(".pyc") for part in relative.parts):
+            continue
+        if path.is_file():
+            files.append(path)
+    return files
+
+
+def import_bundled_experiments(storage_url: str, token: str, storage_root: Path) -> list[str]:
+    """Create every bundled experiment that storage lacks, under its own folder name, public to all.
+
+    Returns:
+        the names of the experiments created now.
+    """
+    import nrp_experiments
+    from hbp_nrp_storage.users import UserStore
+
+    store = UserStore(storage_root)
+    created = []
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    for folder in nrp_experiments.bundled_experiments():
+        name = folder.name
+        if store.get_experiment(name) is not None and (storage_root / name).is_dir():
+            continue
+        answer = session.put(f"{storage_url}/storage/{quote(name, safe='')}", timeout=30)
+        if answer.status_code not in (200, 201, 409):
+            raise UpError(f"Could not create bundled experiment {name}: {answer.status_code} {answer.text}")
+        for path in _iter_experiment_files(folder):
+            relative = "/".join(quote(part, safe="") for part in path.relative_to(folder).parts)
+            answer = session.post(
+                f"{storage_url}/storage/{quote(name, safe='')}/{relative}",
+                data=path.read_bytes(),
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=30,
+            )
+            if answer.status_code != 200:
+                raise UpError(f"Could not upload {name}/{relative}: {answer.status_code} {answer.text}")
+        store.add_experiment(name, BUNDLED_OWNER, "Public")
+        created.append(name)
+    return created
+
+
+def issue_owner_token(storage_root: Path) -> str:
+    """Create ``nrpuser`` on first start; return a fresh token for it at every start."""
+    from hbp_nrp_storage.users import UserStore
+
+    store = UserStore(storage_root)
+    if not store.user_exists(BUNDLED_OWNER):
+        return store.add_user(BUNDLED_OWNER)
+    return store.issue_token(BUNDLED_OWNER)
+
+
+def write_up_env(data_dir: Path, system: RunningSystem) -> Path:
+    """Write ``nrp-up.env`` (mode 0600) with the URLs and token the CLI reads."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / UP_ENV_FILE
+    content = (
+        f"NRP_BACKEND_URL={system.backend_url}\n"
+        f"NRP_STORAGE_URL={system.storage_url}\n"
+        f"NRP_MQTT_BROKER_ADDRESS={system.broker_address}\n"
+        f"NRP_TOKEN={system.token}\n"
+    )
+    temporary = path.with_name(f".{UP_ENV_FILE}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return path
+
+
+def _echo_output(prefix: str, verbose: bool):
+    def on_line(line: str) -> None:
+        if verbose:
+            click.echo(f"[{prefix}] {line}", nl=False)
+
+    return on_line
+
+
+class Stack:
+    """The processes of one ``nrp up``, stopped in reverse start order."""
+
+    def __init__(self, settings: Settings, host: str, port: int, storage_port: int, verbose: bool) -> None:
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.storage_port = storage_port
+        self.verbose = verbose
+        self.services: list[tuple[str, ServiceProcess]] = []
+
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
+        try:
+            service = start_service(args, env=env, timeout=60, on_line=_echo_output(name, self.verbose))
+        except ServiceStartError as exc:
+            raise UpError(f"{name} did not start: {exc}") from exc
+        self.services.append((name, service))
+        return service
+
+    def start(self) -> RunningSystem:
+        python = sys.executable
+        external = os.environ.get("NRP_MQTT_BROKER_ADDRESS", "").strip()
+        if self.port != self.storage_port:
+            _require_free(self.host, self.port, "--port", "NRP_BACKEND_PORT")
+        _require_free(self.host, self.storage_port, "--storage-port", "NRP_STORAGE_PORT")
+        if self.port == self.storage_port and self.port != 0:
+            raise UpError("--port and --storage-port must differ")
+
+        if external:
+            broker_address = f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"
+            embedded = False
+        else:
+            broker_port = DEFAULT_MQTT_PORT
+            if not port_is_free("127.0.0.1", broker_port):
+                broker_port = 0
+            broker = self._start(
+                "broker",
+                [python, "-m", "hbp_nrp_commons.broker", "--host", "127.0.0.1", "--port", str(broker_port)],
+            )
+            if broker_port == 0:
+                click.echo(
+                    f"Port {DEFAULT_MQTT_PORT} is busy; the embedded MQTT broker uses port {broker.port}"
+                )
+            broker_address = f"127.0.0.1:{broker.port}"
+            embedded = True
+
+        storage_root = self.settings.storage.root
+        storage = self._start(
+            "storage",
+            [
+                python,
+                "-m",
+                "nrp_cli.main",
+                "storage",
+                "--root",
+                str(storage_root),
+                "--host",
+                self.host,
+                "--port",
+                str(self.storage_port),
+            ],
+        )
+        storage_url = storage.url
+        token = issue_owner_token(storage_root)
+        created = import_bundled_experiments(storage_url, token, storage_root)
+        if created:
+            click.echo(f"Imported bundled experiments: {', '.join(created)}")
+
+        backend = self._start(
+            "backend",
+            [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(self.port)],
+            env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address},
+        )
+        return RunningSystem(
+            backend_url=backend.url,
+            storage_url=storage_url,
+            broker_address=broker_address,
+            broker_embedded=embedded,
+            token=token,
+        )
+
+    def first_dead(self) -> str | None:
+        for name, service in self.services:
+            if not service.alive():
+                return name
+        return None
+
+    def stop(self) -> None:
+        """Stop the REST server first (it stops simulations, uploads logs), then storage, then broker."""
+        grace = float(os.environ.get("NRP_STOP_GRACE", "10") or 10)
+        for name, service in reversed(self.services):
+            timeout = grace + 30 if name == "backend" else 10
+            service.stop(timeout=timeout)
+            if self.verbose:
+                click.echo(f"Stopped {name}")
+        self.services.clear()
+
+
+def register(cli: click.Group) -> None:
+    """Add ``nrp up`` to the command group."""
+
+    @cli.command("up")
+    @click.option("--host", default=None, help="Listen address of the REST and storage servers [127.0.0.1].")
+    @click.option("--port", type=int, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
+    @click.option("--storage-port", type=int, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
+    @click.option("--verbose", is_flag=True, help="Show the servers' own output.")
+    def up(host: str | None, port: int | None, storage_port: int | None, verbose: bool) -> None:
+        """Start the MQTT broker, the storage server and the REST server; Ctrl-C stops them."""
+        settings = load_settings()
+        stack = Stack(
+            settings,
+            host=host or settings.backend_host,
+            port=settings.backend_port if port is None else port,
+            storage_port=settings.storage.port if storage_port is None else storage_port,
+            verbose=verbose,
+        )
+        stopping = threading.Event()
+
+        def request_stop(signum: int, _frame: object) -> None:
+            stopping.set()
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            system = stack.start()
+            write_up_env(settings.data_dir, system)
+            kind = "embedded" if system.broker_embedded else "external"
+            click.echo(f"REST API: {system.backend_url}")
+            click.echo(f"API docs: {system.backend_url}/docs")
+            click.echo(f"Storage: {system.storage_url}")
+            click.echo(f"MQTT broker: {system.broker_address} ({kind})")
+            click.echo(f"Token: {system.token}")
+            click.echo("Press Ctrl-C to stop.", nl=True)
+            sys.stdout.flush()
+            while not stopping.wait(0.5):
+                dead = stack.first_dead()
+                if dead:
+                    raise UpError(f"the {dead} process exited unexpectedly")
+        finally:
+            stack.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
