@@ -1,0 +1,1 @@
+"""nrp-core compatible simulation runtime in pure Python."""

@@ -1,0 +1,1 @@
+"""Datapack payload families; ``nrp_core.data.nrp_json`` holds the JSON datapacks."""
