@@ -1,0 +1,103 @@
+"""Errors of the Simulation Server and the ``runtime_error`` report (backend contract 5.7, 6.3, 7.4)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+
+class ServerProcessExitCodes(enum.IntEnum):
+    """Exit codes of the Simulation Server process (contract 6.3)."""
+
+    NO_ERROR = 0
+    INITIALIZATION_ERROR = 1
+    SHUTDOWN_ERROR = 2
+    RUNNING_ERROR = 3
+
+
+class ErrorType(enum.StrEnum):
+    """``error_type`` values of a ``runtime_error`` message."""
+
+    LOADING = "Loading"
+    COMPILE = "Compile"
+    RUNTIME = "Runtime"
+    SIM_TIMEOUT = "SimTimeout"
+
+
+@dataclass(frozen=True)
+class ScriptError:
+    """One error to report on the ``runtime_error`` topic.
+
+    ``file_name``, ``line_number``, ``offset`` and ``line_text`` locate the error in the main script;
+    -1 and ``""`` mean unknown. ``traceback`` is kept for logs and REST only, never published.
+    """
+
+    msg: str
+    error_type: ErrorType
+    file_name: str = ""
+    line_number: int = -1
+    offset: int = -1
+    line_text: str = ""
+    traceback: str = ""
+
+    def payload(self, sim_id: str) -> dict[str, Any]:
+        """The ``runtime_error`` message body (contract 5.7)."""
+        return {
+            "sim_id": str(sim_id),
+            "msg": self.msg,
+            "error_type": str(self.error_type),
+            "fileName": self.file_name,
+            "line_number": self.line_number,
+            "offset": self.offset,
+            "line_text": self.line_text,
+        }
+
+
+class SimulationServerError(Exception):
+    """Base class of the errors raised by the Simulation Server itself."""
+
+
+class ConfigurationError(SimulationServerError):
+    """The experiment configuration cannot be read, parsed or validated."""
+
+
+class ScriptLoadError(SimulationServerError):
+    """The main script or the nrp-core client could not be loaded; ``report`` says how."""
+
+    def __init__(self, report: ScriptError) -> None:
+        super().__init__(report.msg)
+        self.report = report
+
+
+class NrpCoreRunError(RuntimeError):
+    """A function or an engine failed inside ``nrp.run_loop`` (contract 7.4).
+
+    Raised by the ``nrp`` object in place of the client's ``RuntimeError``. It is still a
+    ``RuntimeError``, so scripts that catch that keep working.
+
+    Attributes:
+        detail: ``<engine or function name> (<file>:<line>): <error>``, the first line of the
+            client's message.
+        client_traceback: the rest of the client's message (the failing function's traceback).
+    """
+
+    def __init__(self, detail: str, client_traceback: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.client_traceback = client_traceback
+
+    @classmethod
+    def from_client_error(cls, exc: BaseException) -> NrpCoreRunError:
+        """Build one from the client's ``Request failed with error "<msg>". ...`` exception."""
+        text = str(exc)
+        head = 'Request failed with error "'
+        tail = '". The only possible action now is "shutdown()".'
+        if text.startswith(head):
+            text = text[len(head) :]
+            if text.endswith(tail):
+                text = text[: -len(tail)]
+            elif text.endswith('"'):
+                text = text[:-1]
+        first, _, rest = text.strip().partition("\n")
+        return cls(first.strip() or type(exc).__name__, rest.strip())
