@@ -1,0 +1,169 @@
+"""The embedded MQTT broker (amqtt) that ``nrp up`` starts when no external broker is configured.
+
+Run it as its own process so it does not share the REST server's interpreter lock and tests can
+kill and restart it::
+
+    python -m hbp_nrp_commons.broker [--host 127.0.0.1] [--port 1883]
+
+Port 0 picks a free port. Once it accepts connections it prints
+``Listening on mqtt://<host>:<port>`` on stdout. Anonymous clients are allowed, retained messages
+are kept in memory, SIGTERM and SIGINT stop it cleanly (exit code 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LISTENING_PREFIX = "Listening on mqtt://"
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if a TCP server could bind ``host:port`` right now (``nrp up`` checks 1883 with it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _broker_config(host: str, port: int) -> dict[str, Any]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        # Only anonymous authentication: no $SYS publisher, no packet logging.
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+
+def _bound_port(broker: Any, fallback: int) -> int:
+    """The port the default listener actually bound (differs from the requested one for port 0)."""
+    # amqtt has no public accessor for its listening sockets; fall back to the requested port.
+    servers = getattr(broker, "_servers", {})
+    server = servers.get("default")
+    sockets = getattr(getattr(server, "instance", None), "sockets", None) or []
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    return fallback
+
+
+async def serve(host: str, port: int, stop: asyncio.Event, ready: Any = None) -> None:
+    """Run the broker until ``stop`` is set.
+
+    Args:
+        host: address to bind.
+        port: port to bind; 0 picks a free one.
+        stop: set it to shut the broker down.
+        ready: called with the bound port once the broker accepts connections.
+    """
+    from amqtt.broker import Broker
+
+    broker = Broker(_broker_config(host, port))
+    await broker.start()
+    try:
+        if ready is not None:
+            ready(_bound_port(broker, port))
+        await stop.wait()
+    finally:
+        await broker.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m hbp_nrp_commons.broker``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hbp_nrp_commons.broker", description="Run the embedded MQTT broker."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1883, help="port to bind, 0 for any (default 1883)")
+    parser.add_argument("--verbose", action="store_true", help="log the broker's activity")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s [%(name)-12.12s] [%(levelname)s]  %(message)s",
+    )
+    if not args.verbose:
+        # amqtt logs every connection and a harmless error per dropped client at INFO/WARNING.
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+
+    def ready(bound: int) -> None:
+        sys.stdout.write(f"{LISTENING_PREFIX}{args.host}:{bound}\n")
+        sys.stdout.flush()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(args.host, args.port, stop, ready)
+
+    try:
+        asyncio.run(run())
+    except Exception as exc:  # a busy port, a bad address
+        sys.stderr.write(f"MQTT broker failed: {exc}\n")
+        return 1
+    return 0
+
+
+def start_embedded_broker(
+    host: str = "127.0.0.1", port: int = 1883, timeout: float = 15.0, stderr: Any = None
+) -> tuple[subprocess.Popen[str], str, int]:
+    """Start the embedded broker in a child process and wait until it accepts connections.
+
+    Args:
+        host: address to bind.
+        port: port to bind; 0 picks a free one. A busy port makes it fail: check with
+            :func:`port_is_free` first.
+        timeout: seconds to wait for the ``Listening on`` line.
+        stderr: where the broker's log goes (inherited by default).
+
+    Returns:
+        ``(process, host, port)`` with the port actually bound. Stop the process with
+        ``terminate()`` (SIGTERM) and ``wait()``.
+
+    Raises:
+        RuntimeError: the broker exited or did not become ready in time.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hbp_nrp_commons.broker", "--host", host, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    found: list[int] = []
+    seen = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # keeps draining so the child never blocks on a full pipe
+            if line.startswith(LISTENING_PREFIX) and not found:
+                found.append(int(line.strip().rsplit(":", 1)[1]))
+                seen.set()
+        seen.set()
+
+    threading.Thread(target=pump, name="embedded-broker-stdout", daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not seen.wait(0.05) and time.monotonic() < deadline:
+        pass
+    if not found:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+        raise RuntimeError(
+            f"the embedded MQTT broker did not start on {host}:{port} (exit code {proc.returncode})"
+        )
+    return proc, host, found[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
