@@ -1,0 +1,1 @@
+"""JSON Schema (draft-07) files of simulation_config.json, one per sub-schema."""
