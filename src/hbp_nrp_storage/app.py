@@ -1,0 +1,94 @@
+"""The storage server's Flask app factory."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from hbp_nrp_commons.settings import StorageSettings
+
+from .errors import StorageServerError, error_body
+from .paths import RawPathMiddleware
+from .routes import StorageApi
+from .store import ExperimentStore
+from .templates import TemplateCatalogue, default_templates_dir
+from .users import UserStore
+from .zips import ZipLimits
+
+log = logging.getLogger(__name__)
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, PUT, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": (
+        "Accept, Authorization, Context-Id, Content-Type, Origin, X-Requested-With"
+    ),
+    "Access-Control-Expose-Headers": "uuid, content-disposition",
+}
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
+
+
+def build_api(settings: StorageSettings) -> StorageApi:
+    """The request handler of ``settings.root``; opening the store removes leftover temporaries."""
+    templates = settings.templates if settings.templates is not None else default_templates_dir()
+    root = settings.root.expanduser().resolve()
+    return StorageApi(
+        store=ExperimentStore(root),
+        users=UserStore(root),
+        templates=TemplateCatalogue(templates),
+        max_upload=settings.max_upload_bytes,
+        zip_limits=ZipLimits(
+            max_bytes=settings.zip_max_mb * 1024 * 1024,
+            max_files=settings.zip_max_files,
+            max_ratio=settings.zip_max_ratio,
+        ),
+    )
+
+
+def create_app(settings: StorageSettings) -> Flask:
+    """Build the storage server app for one storage root.
+
+    Args:
+        settings: root, templates folder and limits; the listen address is the server's business.
+
+    Returns:
+        a Flask app whose ``wsgi_app`` routes on the raw request path; ``app.extensions["nrp_storage"]``
+        holds the :class:`StorageApi`.
+    """
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = None  # the API checks the limit itself and answers JSON
+    api = build_api(settings)
+    app.extensions["nrp_storage"] = api
+
+    def dispatch(path: str = "") -> Response:
+        return api.dispatch(request)
+
+    app.add_url_rule("/", "dispatch", dispatch, methods=ALL_METHODS, provide_automatic_options=False)
+    app.add_url_rule(
+        "/<path:path>", "dispatch", dispatch, methods=ALL_METHODS, provide_automatic_options=False
+    )
+
+    @app.errorhandler(StorageServerError)
+    def storage_error(exc: StorageServerError) -> tuple[Response, int]:
+        return jsonify(exc.to_json()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        return jsonify(error_body(status, exc.description or exc.name)), status
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return jsonify(error_body(500, f"Internal error: {type(exc).__name__}")), 500
+
+    @app.after_request
+    def cors(response: Response) -> Response:
+        response.headers.update(CORS_HEADERS)
+        return response
+
+    app.wsgi_app = RawPathMiddleware(app.wsgi_app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,229 @@
+"""``nrp storage``, ``nrp user add|token`` and ``nrp experiments list|upload|download``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
+
+err = Console(stderr=True)
+out = Console(highlight=False)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _storage_root(root: Path | None) -> Path:
+    return root if root is not None else _settings().storage.root
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of a file such as ``nrp-up.env``; blank lines and ``#`` comments skipped."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def resolve_storage_access(
+    url: str | None, token: str | None, env: Mapping[str, str] | None = None
+) -> tuple[str, str | None]:
+    """Storage URL and token: options, then the environment, then ``$NRP_DATA_DIR/nrp-up.env``.
+
+    Click fills ``url``/``token`` from ``NRP_STORAGE_URL``/``NRP_TOKEN`` already; the file and the
+    settings' default URL are the fallbacks.
+    """
+    env = os.environ if env is None else env
+    settings = load_settings(env)
+    up_env = read_env_file(settings.data_dir / "nrp-up.env")
+    url = url or env.get("NRP_STORAGE_URL") or up_env.get("NRP_STORAGE_URL") or settings.storage_url
+    token = token or env.get("NRP_TOKEN") or up_env.get("NRP_TOKEN")
+    return url.rstrip("/"), token
+
+
+# nrp storage
+
+
+@click.command("storage")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root (STORAGE_PATH).")
+@click.option("--host", help="Listen address (NRP_STORAGE_HOST).")
+@click.option("--port", type=int, help="Listen port, 0 = a free port (NRP_STORAGE_PORT).")
+def storage_command(root: Path | None, host: str | None, port: int | None) -> None:
+    """Run the storage server (experiment folders, users and tokens)."""
+    import logging
+
+    from hbp_nrp_storage.server import PortBusyError, serve
+
+    settings = _settings().storage
+    changes: dict[str, object] = {}
+    if root is not None:
+        changes["root"] = root
+    if host:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    if changes:
+        from dataclasses import replace
+
+        settings = replace(settings, **changes)  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def announce(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        serve(settings, announce)
+    except PortBusyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+# nrp user
+
+
+@click.group("user")
+def user_group() -> None:
+    """Manage storage users and their tokens (works whether the server runs or not)."""
+
+
+_root_option = click.option(
+    "--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root (STORAGE_PATH)."
+)
+_ttl_option = click.option(
+    "--ttl", type=float, default=None, help="Token lifetime in seconds (default: never)."
+)
+
+
+@user_group.command("add")
+@click.argument("name")
+@_root_option
+@_ttl_option
+def user_add(name: str, root: Path | None, ttl: float | None) -> None:
+    """Create user NAME and print a new token for it."""
+    from hbp_nrp_storage.users import UserError, UserStore
+
+    try:
+        token = UserStore(_storage_root(root)).add_user(name, ttl)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    err.print(f"Created user [bold]{name}[/bold]; its token:")
+    click.echo(token)
+
+
+@user_group.command("token")
+@click.argument("name")
+@_root_option
+@_ttl_option
+def user_token(name: str, root: Path | None, ttl: float | None) -> None:
+    """Print a new token for the existing user NAME."""
+    from hbp_nrp_storage.users import UserError, UserStore
+
+    try:
+        token = UserStore(_storage_root(root)).issue_token(name, ttl)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    err.print(f"New token for [bold]{name}[/bold]:")
+    click.echo(token)
+
+
+# nrp experiments
+
+
+@click.group("experiments")
+@click.option("--url", help="Storage base URL (NRP_STORAGE_URL, else nrp-up.env).")
+@click.option("--token", help="Bearer token (NRP_TOKEN, else nrp-up.env).")
+@click.pass_context
+def experiments_group(ctx: click.Context, url: str | None, token: str | None) -> None:
+    """List, upload and download storage experiments."""
+    ctx.ensure_object(dict)
+    ctx.obj["url"], ctx.obj["token"] = url, token
+
+
+def _client(ctx: click.Context):  # noqa: ANN202
+    from hbp_nrp_backend.storage_client import StorageClient
+
+    url, token = resolve_storage_access(ctx.obj.get("url"), ctx.obj.get("token"))
+    if not token:
+        raise click.ClickException("no token: pass --token, set NRP_TOKEN, or run `nrp up` (nrp-up.env)")
+    return StorageClient(url, timeout=_settings().storage_timeout), token
+
+
+def _run(action):  # noqa: ANN001, ANN202
+    from hbp_nrp_backend.storage_client import StorageError
+
+    try:
+        return action()
+    except StorageError as exc:
+        raise click.ClickException(f"{exc}{': ' + exc.detail if exc.detail else ''}") from exc
+
+
+@experiments_group.command("list")
+@click.option("--all", "list_all", is_flag=True, help="Every folder in storage, not only yours.")
+@click.pass_context
+def experiments_list(ctx: click.Context, list_all: bool) -> None:
+    """List the experiments you can read."""
+    client, token = _client(ctx)
+    with client:
+        items = _run(lambda: client.list_experiments(token, None, get_all=list_all))
+    table = Table("id", "name", "owned", "clone date")
+    for item in items:
+        config = item.get("configuration", {})
+        table.add_row(
+            item["id"],
+            str(config.get("SimulationName", "")),
+            "yes" if item.get("owned") else "",
+            str(config.get("cloneDate", "")),
+        )
+    out.print(table)
+
+
+@experiments_group.command("upload")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--name", help="Experiment id (default: the folder's name).")
+@click.pass_context
+def experiments_upload(ctx: click.Context, directory: Path, name: str | None) -> None:
+    """Upload DIRECTORY as a new experiment (its whole tree, empty folders included)."""
+    client, token = _client(ctx)
+    exp = name or directory.resolve().name
+    with client:
+        count = _run(lambda: client.upload_experiment(token, exp, directory))
+    err.print(f"Uploaded [bold]{count}[/bold] files to experiment [bold]{exp}[/bold]")
+    click.echo(exp)
+
+
+@experiments_group.command("download")
+@click.argument("experiment_id")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+def experiments_download(ctx: click.Context, experiment_id: str, directory: Path) -> None:
+    """Download experiment EXPERIMENT_ID into DIRECTORY (logs and caches left out)."""
+    client, token = _client(ctx)
+    with client:
+        files = _run(lambda: client.clone_experiment(token, experiment_id, directory))
+    err.print(f"Downloaded [bold]{len(files)}[/bold] files into {directory}")
+
+
+def register(cli: click.Group) -> None:
+    """Add the storage commands to the ``nrp`` group."""
+    cli.add_command(storage_command)
+    cli.add_command(user_group)
+    cli.add_command(experiments_group)
