@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,12 @@ class ScriptLoadError(SimulationServerError):
         self.report = report
 
 
+# nrp-core names the failing part as ``Function "tf_1" (tf_1.py:7): ...`` or ``Engine "python_1" ...``
+_NAMED_PART = re.compile(
+    r'^(?:Function|Engine|Transceiver function|Preprocessing function|Status function) "([^"]+)" '
+)
+
+
 class NrpCoreRunError(RuntimeError):
     """A function or an engine failed inside ``nrp.run_loop`` (contract 7.4).
 
@@ -100,4 +107,5 @@ class NrpCoreRunError(RuntimeError):
             elif text.endswith('"'):
                 text = text[:-1]
         first, _, rest = text.strip().partition("\n")
-        return cls(first.strip() or type(exc).__name__, rest.strip())
+        detail = _NAMED_PART.sub(r"\1 ", first.strip())
+        return cls(detail or type(exc).__name__, rest.strip())

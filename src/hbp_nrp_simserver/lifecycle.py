@@ -1,0 +1,137 @@
+"""The Simulation Server's side of the simulation lifecycle (backend contract 4.4, simserver column).
+
+The backend drives it over MQTT (``initialized``, ``started``, ``paused``); it publishes
+``completed`` when the script ends and ``failed`` when loading fails. Stop arrives as SIGTERM and is
+fired locally by the server's shutdown sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from hbp_nrp_commons import mqtt
+from hbp_nrp_commons.lifecycle import (
+    SIMSERVER_PROPAGATED,
+    InvalidTransitionError,
+    SimulationLifecycle,
+    TransitionEvent,
+)
+from hbp_nrp_simserver.errors import ScriptError
+from hbp_nrp_simserver.notifier import Notifier
+from hbp_nrp_simserver.script_runner import STOP_JOIN_TIMEOUT, NRPScriptRunner
+
+logger = logging.getLogger(__name__)
+
+
+class SimulationServerLifecycle(SimulationLifecycle):
+    """Runs the script runner as the lifecycle commands.
+
+    Connects to the broker and subscribes to the lifecycle topic when built, so the backend's
+    retained init message arrives at once and initializes the simulation in the lifecycle topic's
+    worker thread.
+
+    Args:
+        sim_id: the simulation id (its integer form names the topics).
+        settings: broker address and topic prefix (``hbp_nrp_commons.settings.MqttSettings``).
+        runner: the script runner to drive.
+        notifier: publishes a status at every state change.
+        done_event: set once a final state was reached and everything is shut down; a new event
+            when omitted.
+        connection: an MQTT connection to use (and close at shutdown); a new one when omitted,
+            None only with ``connect=False`` for a purely local lifecycle.
+        connect: connect and subscribe now.
+        timeout: seconds to wait for the broker.
+
+    Raises:
+        hbp_nrp_commons.mqtt.BrokerUnreachable: the broker did not answer in time.
+    """
+
+    def __init__(
+        self,
+        sim_id: str | int,
+        settings: Any,
+        runner: NRPScriptRunner,
+        notifier: Notifier,
+        *,
+        done_event: threading.Event | None = None,
+        connection: mqtt.MqttConnection | None = None,
+        connect: bool = True,
+        timeout: float = 5.0,
+    ) -> None:
+        topic_id = int(sim_id)
+        if connection is None and connect:
+            base = mqtt.node_name(settings.prefix, mqtt.SIMSERVER_NODE)
+            connection = mqtt.MqttConnection(settings, mqtt.client_id(base, topic_id))
+        super().__init__(
+            topic_id,
+            connection,
+            mqtt.SIMSERVER_NODE,
+            settings.prefix,
+            SIMSERVER_PROPAGATED,
+            clear_topic_on_connect=False,
+        )
+        if done_event is not None:
+            self.done_event = done_event
+        self.runner = runner
+        self.notifier = notifier
+        if connect:
+            try:
+                self.connect(timeout)
+            except Exception:
+                if connection is not None:
+                    connection.close()
+                raise
+
+    # -- transition callbacks ------------------------------------------------------------------
+
+    def initialize(self, event: TransitionEvent) -> None:
+        """Load and compile the script, initialize nrp-core, then clear the consumed init message."""
+        try:
+            self.runner.initialize()
+        finally:
+            self.clear_retained()
+
+    def start(self, event: TransitionEvent) -> None:  # type: ignore[override]
+        """Let the script run; start ``MainScriptThread`` unless one is alive."""
+        self.runner.start(self._script_finished)
+
+    def pause(self, event: TransitionEvent) -> None:
+        """Hold the script at its next ``nrp.run_loop``."""
+        self.runner.pause()
+
+    def stop(self, event: TransitionEvent) -> None:
+        """Request a stop and wait for the script thread, without holding the lifecycle lock."""
+        self.runner.control.request_stop()
+        with self.released_lock():
+            self.runner.stop(STOP_JOIN_TIMEOUT)
+
+    def fail(self, event: TransitionEvent) -> None:
+        """Stop the script like ``stop``, then publish one status (state ``failed``)."""
+        self.stop(event)
+        self.notifier.publish_status()
+
+    def on_state_changed(self, source: str, target: str, event: str) -> None:
+        self.notifier.publish_status()
+
+    def on_reconnect(self) -> None:
+        self.notifier.publish_status()
+
+    def shutdown(self, event: TransitionEvent | None = None) -> None:
+        """Shut the script runner and nrp-core down, then the MQTT side."""
+        try:
+            self.runner.shutdown()
+        finally:
+            super().shutdown(event)
+
+    # -- script end ----------------------------------------------------------------------------
+
+    def _script_finished(self, error: ScriptError | None) -> None:
+        """The script thread ended: fire ``completed`` unless a stop is in progress."""
+        if self.runner.stop_requested or self.state != "started":
+            return
+        try:
+            self.accept_command("completed")
+        except InvalidTransitionError as exc:
+            logger.info("Script ended while the lifecycle could not complete: %s", exc)
