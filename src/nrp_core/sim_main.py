@@ -1,0 +1,206 @@
+"""``NRPCoreSim``: run an experiment standalone (contract 3).
+
+``NRPCoreSim -c simulation_config.json [-d DIR] [-o KEY=VALUE ...]`` initializes the engines, runs
+until the status function's done flag or ``SimulationTimeout`` and shuts down. SIGINT and SIGTERM
+stop the loop after the current step and shut the engines down cleanly.
+
+Exit codes: 1 without any argument, 2 for usage errors (including ``-m server``, not implemented
+yet), 0 after a successful run, 1 when the run failed or the configuration could not be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main", "parse_client_args"]
+
+logger = logging.getLogger("nrp_core.sim_main")
+
+LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``NRPCoreSim`` argument parser (options of contract 3.1)."""
+    parser = argparse.ArgumentParser(
+        prog="NRPCoreSim", description="Run an nrp-core experiment with the pure-Python runtime."
+    )
+    parser.add_argument("-c", "--config", help="experiment configuration file")
+    parser.add_argument("-d", "--dir", help="experiment directory")
+    parser.add_argument("-p", "--plugins", help="engine plugin libraries (accepted and ignored)")
+    parser.add_argument("-m", "--mode", default="standalone", choices=("standalone", "server"))
+    parser.add_argument("--server_address", help="server mode address (later)")
+    parser.add_argument("--slave", action="store_true", help="server mode slave flag (later)")
+    parser.add_argument(
+        "-o", "--param", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
+    )
+    parser.add_argument("-l", "--logconfig", action="store_true", help="dump the final config at debug level")
+    parser.add_argument("--cloglevel", default=None, choices=LOG_LEVELS, help="console log level (info)")
+    parser.add_argument("--floglevel", default="off", choices=LOG_LEVELS, help="file log level (off)")
+    parser.add_argument("--logdir", default="logs", help="log directory (logs)")
+    parser.add_argument(
+        "--logoutput", choices=("engines", "all", "silent"), help="redirect output to the log file"
+    )
+    parser.add_argument("--logfilename", default=None, help="output log file (.console_output.log)")
+    return parser
+
+
+class ClientOptions(argparse.Namespace):
+    overrides: list[str]
+    logoutput: str | None
+    logfilename: str | None
+    cloglevel: str | None
+
+
+def parse_client_args(args: str) -> ClientOptions:
+    """Parse the client's ``args`` string (split on single spaces, as the original).
+
+    Only ``-o``, ``--cloglevel``, ``--logoutput`` and ``--logfilename`` matter to the client; other
+    options are accepted and ignored.
+    """
+    parts = [part for part in (args or "").split(" ") if part]
+    namespace, _unknown = build_parser().parse_known_args(parts, namespace=ClientOptions())
+    namespace.overrides = list(namespace.param)
+    return namespace
+
+
+def _configure_logging(console_level: str, file_level: str, log_dir: str) -> None:
+    from nrp_core.client import log_level
+
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(log_level(console_level))
+    console.setFormatter(logging.Formatter("[%(asctime)s] [%(name)s] [%(levelname)s] %(message)s"))
+    root.addHandler(console)
+    if file_level != "off":
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        handler = logging.FileHandler(Path(log_dir) / f"nrpcore_{stamp}.log")
+        handler.setLevel(log_level(file_level))
+        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(name)s] [%(levelname)s] %(message)s"))
+        root.addHandler(handler)
+
+
+def _redirect_all_output(path: Path) -> None:
+    """``--logoutput=all``: this process's stdout/stderr (and so the engines') go to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _install_signal_handlers(stop: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        logger.info("received %s: stopping the simulation", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``NRPCoreSim``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 1
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.mode == "server":
+        print("NRPCoreSim: server mode is not implemented yet", file=sys.stderr)
+        return 2
+    if not args.config:
+        parser.print_usage(sys.stderr)
+        print("NRPCoreSim: error: the following arguments are required: -c/--config", file=sys.stderr)
+        return 2
+
+    _configure_logging(args.cloglevel or "info", args.floglevel, args.logdir)
+
+    # NRPCoreSim, unlike the in-process client, works inside the experiment directory (2.1).
+    config_file = Path(args.config)
+    try:
+        if args.dir:
+            if not Path(args.dir).is_dir():
+                raise NotADirectoryError(
+                    f"The provided experiment directory path {args.dir} is not a directory"
+                )
+            os.chdir(args.dir)
+        elif config_file.parent != Path(".") and config_file.parent.is_dir():
+            os.chdir(config_file.parent)
+            config_file = Path(config_file.name)
+    except OSError as exc:
+        logger.error("%s", exc)
+        return 1
+
+    from nrp_core.client import NrpCore, log_file_path
+
+    log_filename = args.logfilename or ".console_output.log"
+    client_args = []
+    if args.logoutput == "all":
+        _redirect_all_output(log_file_path(Path.cwd(), log_filename))
+    elif args.logoutput:
+        client_args += [f"--logoutput={args.logoutput}", f"--logfilename={log_filename}"]
+
+    stop_requested = threading.Event()
+    client: NrpCore | None = None
+
+    def request_stop() -> None:
+        stop_requested.set()
+        if client is not None and client.current_state() == "Running":
+            try:
+                client.stop()
+            except Exception:  # the loop may just have ended
+                pass
+
+    _install_signal_handlers(request_stop)
+    try:
+        client = NrpCore(
+            "",
+            experiment_folder=str(Path.cwd()),
+            config_file=str(config_file),
+            args=" ".join(client_args),
+            log_output=None,
+            overrides=args.param,
+        )
+        if args.logconfig:
+            logger.debug("configuration: %s", client.config)
+        if client.config.get("SimulationTimeout", 0) == 0:
+            logger.warning("SimulationTimeout is 0: the simulation runs no step")
+        client.initialize()
+        if not stop_requested.is_set():
+            done, timed_out, _trajectory = client.run_until_timeout()
+            logger.info(
+                "simulation ended at %.3f s (done flag %s, timeout %s%s)",
+                client.simulation_time_ns / 1e9,
+                done,
+                timed_out,
+                ", stopped by signal" if stop_requested.is_set() else "",
+            )
+        client.shutdown()
+    except Exception as exc:
+        logger.error("%s", exc)
+        if client is not None and client.current_state() != "Created":
+            try:
+                client.shutdown()
+            except Exception as shutdown_exc:
+                logger.error("shutdown failed: %s", shutdown_exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
