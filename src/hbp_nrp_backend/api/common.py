@@ -1,0 +1,44 @@
+"""Helpers shared by the resources: the simulation manager, request bodies, the caller."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, request
+
+from hbp_nrp_backend.errors import ClientError
+
+if TYPE_CHECKING:
+    from hbp_nrp_backend.auth import User
+    from hbp_nrp_backend.simulations import SimulationManager
+
+EXTENSION = "nrp_backend"
+
+
+def manager() -> SimulationManager:
+    """The :class:`SimulationManager` of the running app."""
+    return current_app.extensions[EXTENSION]
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, whatever the ``Content-Type``; an empty body is ``{}``.
+
+    Raises:
+        ClientError: the body is not a JSON object (``Malformed JSON body``).
+    """
+    if not request.get_data(cache=True):
+        return {}
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ClientError("Malformed JSON body")
+    return body
+
+
+def caller(required: bool = True) -> User | None:
+    """The authenticated caller of the current request (see :class:`~hbp_nrp_backend.auth.Authenticator`)."""
+    auth = manager().auth
+    authorization = request.headers.get("Authorization")
+    user_name = request.headers.get("X-User-Name")
+    if required:
+        return auth.require(authorization, user_name)
+    return auth.authenticate(authorization, user_name)

@@ -1,0 +1,89 @@
+"""The REST server's Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from flask_smorest import Api
+
+from hbp_nrp_backend.api import register_resources
+from hbp_nrp_backend.api.common import EXTENSION
+from hbp_nrp_backend.api.version import package_version
+from hbp_nrp_backend.config import BackendConfig, load_backend_config
+from hbp_nrp_backend.errors import ALLOWED_HEADERS, ALLOWED_METHODS, register_error_handlers
+from hbp_nrp_commons.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist/"
+
+
+def _cors(response: Response) -> Response:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _answer_options() -> Response | None:
+    """``OPTIONS`` on a known route: 204 with the CORS headers (unknown routes still give 404)."""
+    if request.method != "OPTIONS" or request.url_rule is None:
+        return None
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
+    response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
+    response.headers["Allow"] = ", ".join(sorted(request.url_rule.methods or ()))
+    return response
+
+
+def create_app(
+    settings: BackendConfig | Settings | None = None,
+    *,
+    storage: Any = None,
+    start: bool = True,
+) -> Flask:
+    """Build the REST server.
+
+    Args:
+        settings: the backend configuration (a bare :class:`Settings` is completed from the
+            environment; ``None`` reads everything from the environment).
+        storage: a storage client to use instead of one built from the settings (tests).
+        start: run the start-up work now: restart reconciliation, stale retained message
+            cleanup, the spool retry and watchdog threads.
+
+    Returns:
+        the Flask app; its :class:`~hbp_nrp_backend.simulations.SimulationManager` is
+        ``app.extensions["nrp_backend"]``.
+    """
+    from hbp_nrp_backend.simulations import SimulationManager
+
+    if settings is None:
+        config = load_backend_config()
+    elif isinstance(settings, Settings):
+        config = load_backend_config(settings=settings)
+    else:
+        config = settings
+
+    app = Flask("hbp_nrp_backend", static_folder=None)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(
+        API_TITLE="NRP backend",
+        API_VERSION=package_version(),
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_URL,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    api = Api(app)
+    register_resources(api)
+    register_error_handlers(app)
+    app.before_request(_answer_options)
+    app.after_request(_cors)
+
+    manager = SimulationManager(config, storage=storage)
+    app.extensions[EXTENSION] = manager
+    if start:
+        manager.start()
+    return app

@@ -1,0 +1,134 @@
+"""Settings of the REST server, read from the environment on top of the shared settings.
+
+:func:`load_backend_config` is called when the server is built, never at import time; the result
+is passed explicitly to :func:`hbp_nrp_backend.app.create_app`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
+
+AUTH_MODES = ("storage", "none")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else default
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Everything the REST server needs: the shared :class:`Settings` plus backend-only values.
+
+    Attributes:
+        settings: the shared settings (data root, broker, storage URL and timeout, listen address).
+        auth: ``storage`` (verify bearer tokens with the storage server) or ``none``.
+        max_simulations: concurrently active simulations (``NRP_MAX_SIMULATIONS``).
+        max_lifetime: wall-clock limit of a simulation in seconds (``NRP_SIMULATION_MAX_LIFETIME``).
+        stop_grace: SIGTERM-to-SIGKILL delay in seconds (``NRP_STOP_GRACE``).
+        rest_threads: WSGI threads, at least ``max_simulations + 4`` (``NRP_REST_THREADS``).
+        state_dir: folder of the SQLite registry (``NRP_BACKEND_STATE_DIR``).
+        admin_users: user ids that see every simulation (``NRP_ADMIN_USERS``).
+        completed_idle_stop: seconds after which a ``completed`` simulation is stopped.
+        log_spool_dir: failed log uploads wait here for a retry (``NRP_LOG_SPOOL_DIR``).
+        simulation_dir_link: symlink to the newest simulation folder (``NRP_SIMULATION_DIR``).
+        auth_cache_ttl: seconds a verified token (or a granted view) stays cached.
+        spool_retry_interval: seconds between retries of spooled log uploads.
+        verbose: DEBUG logging; the simserver is then started with ``--verbose``.
+    """
+
+    settings: Settings
+    auth: str = "storage"
+    max_simulations: int = 8
+    max_lifetime: float = 86400.0
+    stop_grace: float = 10.0
+    rest_threads: int = 16
+    state_dir: Path = field(default_factory=lambda: Path("backend"))
+    admin_users: frozenset[str] = frozenset()
+    completed_idle_stop: float = 600.0
+    log_spool_dir: Path = field(default_factory=lambda: Path("backend/spool"))
+    simulation_dir_link: Path = field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "nrp-simulation-dir"
+    )
+    auth_cache_ttl: float = 60.0
+    spool_retry_interval: float = 30.0
+    verbose: bool = False
+
+    @property
+    def threads(self) -> int:
+        """WSGI threads actually used: never fewer than ``max_simulations + 4`` (2.11)."""
+        return max(self.rest_threads, self.max_simulations + 4)
+
+    def with_overrides(self, **changes: object) -> BackendConfig:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_backend_config(
+    env: Mapping[str, str] | None = None, settings: Settings | None = None
+) -> BackendConfig:
+    """Build the REST server configuration from environment variables.
+
+    Args:
+        env: the environment to read; ``os.environ`` when ``None``.
+        settings: shared settings already loaded; read from ``env`` when ``None``.
+
+    Raises:
+        SettingsError: a variable has an unusable value; the message names it.
+    """
+    env = os.environ if env is None else env
+    settings = load_settings(env) if settings is None else settings
+    auth = env.get("NRP_AUTH", "").strip().lower() or "storage"
+    if auth not in AUTH_MODES:
+        raise SettingsError(f"NRP_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    state_dir = _path(env, "NRP_BACKEND_STATE_DIR", settings.backend_dir)
+    admins = frozenset(name.strip() for name in env.get("NRP_ADMIN_USERS", "").split(",") if name.strip())
+    return BackendConfig(
+        settings=settings,
+        auth=auth,
+        max_simulations=_int(env, "NRP_MAX_SIMULATIONS", 8, minimum=1),
+        max_lifetime=_float(env, "NRP_SIMULATION_MAX_LIFETIME", 86400.0),
+        stop_grace=_float(env, "NRP_STOP_GRACE", 10.0),
+        rest_threads=_int(env, "NRP_REST_THREADS", 16, minimum=1),
+        state_dir=state_dir,
+        admin_users=admins,
+        completed_idle_stop=_float(env, "NRP_COMPLETED_IDLE_STOP", 600.0),
+        log_spool_dir=_path(env, "NRP_LOG_SPOOL_DIR", settings.backend_dir / "spool"),
+        simulation_dir_link=_path(
+            env, "NRP_SIMULATION_DIR", Path(tempfile.gettempdir()) / "nrp-simulation-dir"
+        ),
+        auth_cache_ttl=_float(env, "NRP_AUTH_CACHE_TTL", 60.0),
+        spool_retry_interval=_float(env, "NRP_LOG_SPOOL_RETRY", 30.0),
+    )

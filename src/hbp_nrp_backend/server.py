@@ -1,0 +1,132 @@
+"""Run the REST server under waitress until SIGTERM or SIGINT, then stop every simulation.
+
+The listening socket is bound before anything else, so a busy port fails at once; the server
+announces ``Listening on http://<host>:<port>`` only once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from hbp_nrp_backend.config import BackendConfig
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
+
+
+class PortBusyError(OSError):
+    """The listen port is taken by another program."""
+
+
+def configure_logging(verbose: bool = False, logfile: Path | None = None) -> None:
+    """Root logger to stdout (or ``logfile``), INFO or DEBUG; repeated calls add no handlers."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_nrp_backend", False):
+            root.removeHandler(handler)
+            handler.close()
+    handler: logging.Handler = (
+        logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)
+    )
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler._nrp_backend = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("transitions").setLevel(logging.ERROR)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` (port 0: a free port).
+
+    Raises:
+        PortBusyError: the port is in use.
+        OSError: any other bind failure (unknown host...).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortBusyError(exc.errno, f"port {port} is already in use") from exc
+        raise
+    sock.listen(1024)
+    return sock
+
+
+def serve(
+    config: BackendConfig,
+    host: str,
+    port: int,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    """Serve the REST API until SIGTERM or SIGINT; then stop every simulation and return 0.
+
+    Args:
+        config: the backend configuration.
+        host: listen address.
+        port: listen port; 0 picks a free one.
+        announce: called with ``http://<host>:<port>`` once connections are accepted.
+
+    Raises:
+        PortBusyError: the port is in use.
+    """
+    from waitress import create_server
+
+    from hbp_nrp_backend.api.common import EXTENSION
+    from hbp_nrp_backend.app import create_app
+
+    sock = bind_socket(host, port)
+    actual_port = sock.getsockname()[1]
+    app = create_app(config)
+    manager = app.extensions[EXTENSION]
+    server = create_server(
+        app,
+        sockets=[sock],
+        threads=config.threads,
+        ident="nrp-backend",
+        channel_timeout=600,
+        clear_untrusted_proxy_headers=True,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logger.info("Received signal %s; shutting down", signal.Signals(signum).name)
+        if not stopping.is_set():
+            stopping.set()
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{actual_port}"
+    logger.info("REST server on %s with %d threads", url, config.threads)
+    if announce is not None:
+        announce(url)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stopping.set()
+        try:
+            server.close()
+        except Exception:
+            logger.debug("Closing the WSGI server failed", exc_info=True)
+        logger.info("Stopping every active simulation")
+        manager.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    logger.info("REST server stopped")
+    return 0
