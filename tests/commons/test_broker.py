@@ -1,0 +1,48 @@
+"""The embedded amqtt broker process (``python -m hbp_nrp_commons.broker``)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+from hbp_nrp_commons.broker import port_is_free, start_embedded_broker
+from hbp_nrp_commons.mqtt import MqttConnection, client_id
+from hbp_nrp_commons.settings import MqttSettings
+
+from .helpers import retained
+
+
+def test_start_on_a_free_port_retain_and_stop_cleanly() -> None:
+    proc, host, port = start_embedded_broker("127.0.0.1", 0)
+    try:
+        assert (host, port > 0) == ("127.0.0.1", True)
+        assert not port_is_free(host, port)
+        settings = MqttSettings(host, port)
+        connection = MqttConnection(settings, client_id("anonymous"))
+        connection.connect()  # anonymous clients are accepted
+        connection.publish("test/retained", {"a": 1}, qos=1, retain=True, wait=True)
+        connection.close()
+        assert retained(settings, "test/retained") == [b'{"a": 1}']
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert port_is_free(host, port)
+
+
+def test_port_is_free_detects_a_listener() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert not port_is_free("127.0.0.1", sock.getsockname()[1])
+
+
+def test_busy_port_fails() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        try:
+            start_embedded_broker("127.0.0.1", sock.getsockname()[1], timeout=10)
+        except RuntimeError as exc:
+            assert "did not start" in str(exc)
+        else:
+            raise AssertionError("the broker started on a busy port")

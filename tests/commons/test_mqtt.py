@@ -1,0 +1,130 @@
+"""MqttConnection against real brokers (amqtt and, when installed, mosquitto)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from hbp_nrp_commons.mqtt import BrokerUnreachable, MqttConnection, client_id
+from hbp_nrp_commons.settings import MqttSettings
+from tests.helpers.processes import free_port
+
+from .helpers import retained, wait_for
+
+
+@pytest.fixture
+def connect(mqtt_broker):
+    connections: list[MqttConnection] = []
+
+    def make(name: str = "test") -> MqttConnection:
+        connection = MqttConnection(mqtt_broker.settings(), client_id(name))
+        connection.connect()
+        connections.append(connection)
+        return connection
+
+    yield make
+    for connection in connections:
+        connection.close()
+
+
+def unique_topic(name: str) -> str:
+    return f"test/{name}/{client_id('t')}"
+
+
+def test_unreachable_broker_raises() -> None:
+    connection = MqttConnection(MqttSettings("127.0.0.1", free_port()), client_id("nobody"))
+    with pytest.raises(BrokerUnreachable):
+        connection.connect(timeout=1.0)
+    assert isinstance(BrokerUnreachable("x"), ConnectionError)
+    assert not connection.is_connected
+    connection.close()
+
+
+def test_publish_and_receive_in_a_worker_thread(connect) -> None:
+    topic = unique_topic("pubsub")
+    subscriber, publisher = connect("sub"), connect("pub")
+    received: list[tuple[str, bytes, str]] = []
+    subscriber.subscribe(topic + "/#", lambda t, p: received.append((t, p, threading.current_thread().name)))
+    publisher.publish(topic + "/a", {"x": 1}, qos=1, wait=True)
+    publisher.publish(topic + "/b", "text", wait=True)
+    publisher.publish(topic + "/c", b"\x00\x01", qos=1)
+    wait_for(lambda: len(received) == 3, message="three messages")
+    assert [(t, p) for t, p, _ in received] == [
+        (topic + "/a", json.dumps({"x": 1}).encode()),
+        (topic + "/b", b"text"),
+        (topic + "/c", b"\x00\x01"),
+    ]
+    assert all(not name.startswith("paho") for _, _, name in received)
+    assert threading.main_thread().name not in {name for _, _, name in received}
+
+
+def test_a_blocking_callback_does_not_stall_other_subscriptions(connect) -> None:
+    topic = unique_topic("block")
+    connection = connect()
+    release = threading.Event()
+    fast: list[bytes] = []
+    connection.subscribe(topic + "/slow", lambda t, p: release.wait(5))
+    connection.subscribe(topic + "/fast", lambda t, p: fast.append(p))
+    connection.publish(topic + "/slow", b"1", qos=1, wait=True)
+    # a callback that publishes and waits for the broker's ack must not deadlock either
+    connection.subscribe(
+        topic + "/echo", lambda t, p: connection.publish(topic + "/fast", p, qos=1, wait=True)
+    )
+    connection.publish(topic + "/echo", b"echoed", qos=1, wait=True)
+    wait_for(lambda: fast == [b"echoed"], message="echo while another callback blocks")
+    release.set()
+
+
+def test_retained_message_and_clear(connect, mqtt_broker) -> None:
+    topic = unique_topic("retain")
+    connection = connect()
+    connection.publish(topic, b"kept", qos=1, retain=True, wait=True)
+    assert retained(mqtt_broker.settings(), topic) == [b"kept"]
+    assert connection.clear_retained(topic) is True
+    assert retained(mqtt_broker.settings(), topic) == []
+
+
+def test_unsubscribe_stops_delivery(connect) -> None:
+    topic = unique_topic("unsub")
+    connection, publisher = connect("a"), connect("b")
+    got: list[bytes] = []
+    connection.subscribe(topic, lambda t, p: got.append(p))
+    publisher.publish(topic, b"1", qos=1, wait=True)
+    wait_for(lambda: got == [b"1"])
+    connection.unsubscribe(topic, wait=True)
+    publisher.publish(topic, b"2", qos=1, wait=True)
+    time.sleep(0.3)
+    assert got == [b"1"]
+
+
+def test_close_is_idempotent_and_publishing_after_close(connect) -> None:
+    connection = connect()
+    assert connection.is_connected
+    connection.close()
+    connection.close()
+    assert not connection.is_connected
+    assert connection.publish("test/closed", b"x") is False
+    with pytest.raises(BrokerUnreachable):
+        connection.publish("test/closed", b"x", wait=True)
+
+
+def test_reconnect_resubscribes_and_runs_hooks(connect, mqtt_broker) -> None:
+    topic = unique_topic("reconnect")
+    subscriber, publisher = connect("sub"), connect("pub")
+    got: list[bytes] = []
+    hooks: list[str] = []
+    subscriber.subscribe(topic, lambda t, p: got.append(p))
+    subscriber.on_connect(lambda: hooks.append(threading.current_thread().name))
+    mqtt_broker.restart()
+    wait_for(lambda: subscriber.is_connected and publisher.is_connected, timeout=15, message="reconnect")
+    wait_for(lambda: len(hooks) == 1, message="on_connect hook")
+    assert not hooks[0].startswith("paho")
+    # the re-subscription is requested before the hook runs; give the broker a moment to ack
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        publisher.publish(topic, b"after", qos=1, wait=True)
+        time.sleep(0.1)
+    assert got and set(got) == {b"after"}

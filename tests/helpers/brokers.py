@@ -1,0 +1,171 @@
+"""Real MQTT brokers for tests: the embedded amqtt broker and, when installed, mosquitto.
+
+Both run as child processes on a port of their own, so a test can kill the broker and restart it
+on the same port to exercise reconnects.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from hbp_nrp_commons.settings import MqttSettings
+from tests.helpers.processes import ServerProcess, free_port, python, start_server
+
+HOST = "127.0.0.1"
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto executable, or None (Debian installs it in /usr/sbin, often not on PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    candidate = Path("/usr/sbin/mosquitto")
+    return str(candidate) if candidate.exists() else None
+
+
+def broker_kinds() -> list[str]:
+    """The broker kinds available here: amqtt always, mosquitto when installed."""
+    return ["amqtt", "mosquitto"] if mosquitto_binary() else ["amqtt"]
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    """Wait until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+class BrokerProcess:
+    """A broker child process: ``host``, ``port``, ``settings()``, ``kill()``, ``restart()``."""
+
+    kind = ""
+    host = HOST
+    port = 0
+
+    def settings(self, prefix: str = "") -> MqttSettings:
+        """Settings that point at this broker."""
+        return MqttSettings(host=self.host, port=self.port, prefix=prefix)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """SIGKILL the broker (no clean disconnects, like a crash)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Terminate the broker cleanly."""
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Kill the broker if it runs and start it again on the same port."""
+        self.kill()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def ensure_running(self) -> None:
+        if not self.is_running():
+            self.restart()
+
+
+class AmqttBroker(BrokerProcess):
+    """``python -m hbp_nrp_commons.broker`` (the embedded broker of ``nrp up``)."""
+
+    kind = "amqtt"
+
+    def __init__(self) -> None:
+        self._server: ServerProcess | None = None
+        self.start()
+
+    def start(self) -> None:
+        args = [python(), "-m", "hbp_nrp_commons.broker", "--host", self.host, "--port", str(self.port)]
+        self._server = start_server(args, timeout=20)
+        self.port = self._server.port
+
+    def is_running(self) -> bool:
+        return self._server is not None and self._server.proc.poll() is None
+
+    def kill(self) -> None:
+        if self._server is not None:
+            self._server.kill()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+
+class MosquittoBroker(BrokerProcess):
+    """mosquitto with a generated configuration: one anonymous listener, no persistence."""
+
+    kind = "mosquitto"
+
+    def __init__(self, workdir: Path) -> None:
+        binary = mosquitto_binary()
+        assert binary is not None, "mosquitto is not installed"
+        self._binary = binary
+        self.port = free_port()
+        self._config = workdir / "mosquitto.conf"
+        self._log = workdir / "mosquitto.log"
+        self._config.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        with self._log.open("ab") as log:
+            self._proc = subprocess.Popen([self._binary, "-c", str(self._config)], stdout=log, stderr=log)
+        try:
+            wait_for_port(self.host, self.port, timeout=10)
+        except RuntimeError as exc:
+            self.kill()
+            raise RuntimeError(f"{exc}\n{self._log.read_text(errors='replace')}") from None
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_broker(kind: str, workdir: Path) -> BrokerProcess:
+    """Start a broker of ``kind`` (``amqtt`` or ``mosquitto``)."""
+    if kind == "amqtt":
+        return AmqttBroker()
+    if kind == "mosquitto":
+        return MosquittoBroker(workdir)
+    raise ValueError(f"unknown broker kind {kind!r}")
