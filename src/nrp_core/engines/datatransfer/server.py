@@ -1,0 +1,194 @@
+"""The ``datatransfer_grpc_engine`` stand-in (contract 12): stream and record datapacks as JSON.
+
+Functions send datapacks to this engine like to any other; each one named in ``dumps`` is
+
+- with ``"network": true``, published as JSON on ``[MQTTPrefix/]nrp_simulation/<simulationID>/data/<name>``
+  (and the list of data topics on ``.../data`` whenever the MQTT connection is (re)established);
+- with ``"file": true``, appended as one JSON line ``{"time_ns": <engine time>, "data": <data>}`` to
+  ``<dataDirectory>/<run timestamp>/<name>.data`` (relative to the experiment directory).
+
+Without a reachable broker the engine keeps running and only logs. Datapacks not named in ``dumps``
+are accepted and dropped with one warning each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
+
+__all__ = ["DataTransferServer", "data_topic", "make_server"]
+
+logger = logging.getLogger(__name__)
+
+_FLUSH_INTERVAL_S = 1.0
+_DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
+
+
+def data_topic(prefix: str | None, simulation_id: str, name: str | None = None) -> str:
+    """``[prefix/]nrp_simulation/<id>/data[/<name>]`` (backend contract 5.1)."""
+    topic = f"nrp_simulation/{simulation_id}/data"
+    if prefix:
+        topic = f"{prefix}/{topic}"
+    return f"{topic}/{name}" if name else topic
+
+
+class DataTransferServer:
+    """Engine server of the datatransfer stand-in (the operations of contract 9.2)."""
+
+    def __init__(self) -> None:
+        self._name = "datatransfer_engine"
+        self._time_ns = 0
+        self._network: set[str] = set()
+        self._file: set[str] = set()
+        self._files: dict[str, IO[str]] = {}
+        self._directory: Path | None = None
+        self._last: dict[str, Any] = {}
+        self._ignored: set[str] = set()
+        self._mqtt: Any = None
+        self._prefix = ""
+        self._simulation_id = "0"
+        self._last_flush = time.monotonic()
+
+    @property
+    def data_directory(self) -> Path | None:
+        """The folder this run's files go to (None when no dump has ``file`` set)."""
+        return self._directory
+
+    def initialize(self, request: dict[str, Any]) -> None:
+        """Read ``dumps`` and connect to the broker when any dump streams to the network."""
+        self._name = str(request.get("EngineName", self._name))
+        self._prefix = str(request.get("MQTTPrefix") or "")
+        self._simulation_id = str(request.get("simulationID", "0"))
+        for dump in request.get("dumps") or []:
+            name = dump.get("name") if isinstance(dump, dict) else None
+            if not name:
+                raise ValueError(
+                    f"datatransfer engine '{self._name}': a dumps entry needs a 'name': {dump!r}"
+                )
+            if dump.get("network", False):
+                self._network.add(name)
+            if dump.get("file", False):
+                self._file.add(name)
+        if self._file:
+            base = Path(str(request.get("dataDirectory") or "data"))
+            if not base.is_absolute():
+                root = next((request[k] for k in _DIRECTORY_KEYS if request.get(k)), None)
+                base = (Path(root) if root else Path.cwd()) / base
+            self._directory = base / time.strftime("%Y-%m-%d_%H-%M-%S")
+            self._directory.mkdir(parents=True, exist_ok=True)
+        if self._network:
+            self._connect(str(request.get("MQTTBroker") or "localhost:1883"))
+
+    def _connect(self, broker: str) -> None:
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            logger.warning("datatransfer engine '%s': paho-mqtt is not installed; network dumps are off",
+                           self._name)
+            return
+        host, _, port = broker.rpartition(":")
+        if not host:
+            host, port = port, "1883"
+        topics = [{"topic": data_topic(self._prefix, self._simulation_id, name), "type": "json"}
+                  for name in sorted(self._network)]
+        announcement = json.dumps(topics)
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"nrp_datatransfer_{self._simulation_id}_{self._name}")
+
+        def on_connect(client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
+            if not reason.is_failure:
+                client.publish(data_topic(self._prefix, self._simulation_id), announcement, qos=0)
+
+        client.on_connect = on_connect
+        try:
+            client.connect_async(host, int(port))
+            client.loop_start()
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "datatransfer engine '%s': cannot reach MQTT broker %s: %s", self._name, broker, exc
+            )
+        self._mqtt = client
+
+    def run_loop(self, request: dict[str, Any]) -> dict[str, int]:
+        self._time_ns += int(request["time_step"])
+        now = time.monotonic()
+        if self._files and now - self._last_flush > _FLUSH_INTERVAL_S:
+            self._flush()
+            self._last_flush = now
+        return {"time": self._time_ns}
+
+    def set_datapacks(self, request: dict[str, Any] | None) -> None:
+        """Stream and record each datapack named in ``dumps``."""
+        if not request:
+            return
+        for name, entry in request.items():
+            if not isinstance(entry, dict) or "data" not in entry:
+                raise ValueError(
+                    f"Malformed DataPack. Expected keys: 'data', 'engine_name', 'type'; got {entry!r}"
+                )
+            data = entry["data"]
+            streamed = False
+            if name in self._network and self._mqtt is not None:
+                topic = data_topic(self._prefix, self._simulation_id, name)
+                self._mqtt.publish(topic, json.dumps(data), qos=0)
+                streamed = True
+            if name in self._file:
+                self._write(name, data)
+                streamed = True
+            if streamed or name in self._network:
+                self._last[name] = data
+            elif name not in self._ignored:
+                self._ignored.add(name)
+                logger.warning(
+                    "datatransfer engine '%s': DataPack '%s' is not in dumps; dropped", self._name, name
+                )
+
+    def _write(self, name: str, data: Any) -> None:
+        handle = self._files.get(name)
+        if handle is None:
+            assert self._directory is not None
+            handle = open(self._directory / f"{name}.data", "a", encoding="utf-8")  # noqa: SIM115
+            self._files[name] = handle
+        handle.write(json.dumps({"time_ns": self._time_ns, "data": data}, separators=(",", ":")))
+        handle.write("\n")
+
+    def get_datapacks(self, request: dict[str, Any] | None) -> dict[str, Any]:
+        """The last datapack received under each requested name (JSON null if none yet)."""
+        if not request:
+            return {}
+        reply = {}
+        for name in request:
+            if name not in self._network and name not in self._file:
+                raise ValueError(f"Attempting to get data from an unregistered DataPack ({name})")
+            data = self._last.get(name)
+            reply[name] = {"engine_name": self._name, "type": JSON_DATAPACK_TYPE, "data": data}
+        return reply
+
+    def reset(self, request: Any = None) -> None:
+        """Restart the engine clock; recordings continue in the same files."""
+        self._time_ns = 0
+        self._flush()
+
+    def _flush(self) -> None:
+        for handle in self._files.values():
+            handle.flush()
+
+    def shutdown(self, request: Any = None) -> None:
+        """Close the files and the MQTT connection."""
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+        client, self._mqtt = self._mqtt, None
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+
+
+def make_server() -> DataTransferServer:
+    """A fresh :class:`DataTransferServer` (the in-process server factory)."""
+    return DataTransferServer()

@@ -1,0 +1,139 @@
+"""``SimulatorManager``: one simulator behind the small API PySim engine scripts use (contract 11).
+
+The manager reads ``WorldFileName``, ``Visualizer``, ``Simulator``, ``EngineTimestep`` and
+``EngineExtraConfigs`` from the engine configuration and imports the selected backend lazily, so an
+experiment that uses MuJoCo never imports PyBullet and the other way round.
+
+Relative world files are resolved against the experiment directory: the engine process runs there,
+and in-process engines find it in the configuration (see :func:`resolve_experiment_path`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from nrp_core.engines.py_sim.backend import SimulatorBackend, SimulatorError
+
+__all__ = ["SimulatorManager", "SimulatorError", "resolve_experiment_path"]
+
+logger = logging.getLogger(__name__)
+
+# Keys under which a launcher may pass the experiment directory to an in-process engine.
+_DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
+
+SUPPORTED_SIMULATORS = ("Mujoco", "Bullet", "OpenAI")
+_LATER_SIMULATORS = ("Opensim",)
+
+
+def resolve_experiment_path(config: dict[str, Any], name: str) -> str:
+    """Resolve a file name from the engine config against the experiment directory.
+
+    Absolute names are returned unchanged. Relative names are joined to the experiment directory
+    given in the configuration, if any, else to the working directory (the engine process runs in
+    the experiment directory, contract 2.1).
+    """
+    if os.path.isabs(name):
+        return name
+    for key in _DIRECTORY_KEYS:
+        directory = config.get(key)
+        if directory:
+            return os.path.join(str(directory), name)
+    in_working_directory = os.path.abspath(name)
+    # An in-process engine runs in the loop's working directory, but its launcher makes
+    # PythonFileName absolute; the world file usually sits next to the script.
+    script = str(config.get("PythonFileName") or "")
+    if not os.path.exists(in_working_directory) and os.path.isabs(script):
+        beside_script = os.path.join(os.path.dirname(script), name)
+        if os.path.exists(beside_script):
+            return beside_script
+    return in_working_directory
+
+
+class SimulatorManager:
+    """Create and drive the simulator named in an engine configuration.
+
+    Args:
+        configuration: the engine configuration (``self._config`` of the engine script), with the
+            keys ``Simulator``, ``WorldFileName``, ``Visualizer`` (default false), ``EngineTimestep``
+            (seconds, default 0.01), ``EngineExtraConfigs`` (default ``{}``) and ``EngineName``.
+
+    Raises:
+        SimulatorError: unknown or unsupported simulator, simulator package missing, or a world file
+            that cannot be loaded; the message names the engine, the simulator and the file.
+    """
+
+    def __init__(self, configuration: dict[str, Any]) -> None:
+        self.configuration = configuration
+        self.engine_name = str(configuration.get("EngineName", "py_sim"))
+        self.simulator = str(configuration.get("Simulator", ""))
+        self.world_file = str(configuration.get("WorldFileName", ""))
+        self.visualizer = bool(configuration.get("Visualizer", False))
+        self.time_step = float(configuration.get("EngineTimestep", 0.01))
+        self.extra_configs = dict(configuration.get("EngineExtraConfigs") or {})
+        self.sim_interface: SimulatorBackend = self._create_backend()
+
+    def _create_backend(self) -> SimulatorBackend:
+        where = f"py_sim engine '{self.engine_name}'"
+        if self.simulator in _LATER_SIMULATORS:
+            raise SimulatorError(f"{where}: Simulator {self.simulator} is not supported yet")
+        if self.extra_configs.get("framework") == "stable_baselines3":
+            raise SimulatorError(
+                f"{where}: vectorized stable_baselines3 environments are not supported yet "
+                "(EngineExtraConfigs.framework)"
+            )
+        if self.simulator == "Mujoco":
+            from nrp_core.engines.py_sim.mujoco_backend import MujocoBackend as backend_class
+        elif self.simulator == "Bullet":
+            from nrp_core.engines.py_sim.bullet_backend import BulletBackend as backend_class
+        elif self.simulator == "OpenAI":
+            from nrp_core.engines.py_sim.gym_backend import GymBackend as backend_class
+        else:
+            raise SimulatorError(
+                f"{where}: Simulator {self.simulator} is not installed "
+                f"(supported: {', '.join(SUPPORTED_SIMULATORS)})"
+            )
+        return backend_class(
+            world_file=self.world_file,
+            resolved_world_file=resolve_experiment_path(self.configuration, self.world_file),
+            visualizer=self.visualizer,
+            time_step=self.time_step,
+            extra_configs=self.extra_configs,
+            engine_name=self.engine_name,
+        )
+
+    def run_step(self, action: Any, timestep_ns: int) -> Any:
+        """Apply ``action`` and advance the simulator by ``timestep_ns`` nanoseconds.
+
+        Returns:
+            The backend's step result: the terminated flag for ``OpenAI``, else None.
+        """
+        return self.sim_interface.run_step(action, int(timestep_ns))
+
+    def reset(self) -> None:
+        """Restore the simulator's initial state and time."""
+        self.sim_interface.reset()
+
+    def shutdown(self) -> None:
+        """Release the simulator; calling it again does nothing."""
+        self.sim_interface.shutdown()
+
+    def get_model_properties(self, datapack_type: str) -> list[str]:
+        """The names of all elements of ``datapack_type`` (e.g. ``"Joint"``, ``"site"``)."""
+        return self.sim_interface.get_model_properties(datapack_type)
+
+    def get_model_property(self, datapack_name: str, datapack_type: str) -> Any:
+        """The value of one named element of ``datapack_type``."""
+        return self.sim_interface.get_model_property(datapack_name, datapack_type)
+
+    def get_model_all_properties(self, datapack_type: str) -> dict[str, Any]:
+        """``{name: value}`` for every element of ``datapack_type``."""
+        return {
+            name: self.sim_interface.get_model_property(name, datapack_type)
+            for name in self.sim_interface.get_model_properties(datapack_type)
+        }
+
+    def get_sim_time(self) -> float:
+        """The simulator's time in seconds."""
+        return self.sim_interface.get_sim_time()
