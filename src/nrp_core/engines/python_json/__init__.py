@@ -1,0 +1,5 @@
+"""Python JSON engines (contract 9): user scripts subclass :class:`EngineScript`."""
+
+from nrp_core.engines.python_json.engine_script import EngineScript
+
+__all__ = ["EngineScript"]

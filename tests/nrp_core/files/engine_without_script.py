@@ -1,0 +1,3 @@
+"""Test engine: defines no Script class."""
+
+VALUE = 1
