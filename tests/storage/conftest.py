@@ -25,7 +25,9 @@ LIMIT_ENV = {
 }
 
 
-def nrp(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def nrp(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``nrp`` command line."""
     import os
 
@@ -41,7 +43,9 @@ def add_user(root: Path, name: str) -> str:
     return nrp("user", "add", name, "--root", str(root)).stdout.strip()
 
 
-def start_storage(root: Path, templates: Path | None = None, env: dict[str, str] | None = None) -> ServerProcess:
+def start_storage(
+    root: Path, templates: Path | None = None, env: dict[str, str] | None = None
+) -> ServerProcess:
     full_env = dict(LIMIT_ENV)
     if templates is not None:
         full_env["NRP_STORAGE_TEMPLATES"] = str(templates)

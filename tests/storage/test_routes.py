@@ -43,7 +43,9 @@ def test_health_unavailable_without_root(tmp_path) -> None:
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_identity_me(storage: Storage, prefix: str) -> None:
-    response = requests.get(f"{storage.url}{prefix}/identity/me", headers={"Authorization": f"Bearer {storage.bob}"})
+    response = requests.get(
+        f"{storage.url}{prefix}/identity/me", headers={"Authorization": f"Bearer {storage.bob}"}
+    )
     assert response.status_code == 200
     assert response.json() == {"id": "bob", "displayName": "bob"}
 
@@ -57,7 +59,11 @@ def test_missing_or_bad_token_is_401_json(storage: Storage, header: str | None) 
     for path in ("/identity/me", "/storage/experiments", "/storage/storage/experiments", "/storage/x/y"):
         response = requests.get(f"{storage.url}{path}", headers=headers)
         assert response.status_code == 401, path
-        assert error_of(response) == {"message": "Authentication required", "type": "Client error", "data": None}
+        assert error_of(response) == {
+            "message": "Authentication required",
+            "type": "Client error",
+            "data": None,
+        }
 
 
 def test_any_scheme_word_is_accepted(storage: Storage) -> None:
@@ -74,14 +80,18 @@ def test_options_preflight_and_cors(storage: Storage, alice: requests.Session) -
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-def test_acceptance_create_upload_list_download(storage: Storage, alice: requests.Session, prefix: str) -> None:
+def test_acceptance_create_upload_list_download(
+    storage: Storage, alice: requests.Session, prefix: str
+) -> None:
     """Contract 13, checks 2 to 5 and 8, under every prefix."""
     url = f"{storage.url}{prefix}/storage"
     name = f"demo{len(prefix)}"
     assert alice.put(f"{url}/{name}").json() == {"uuid": name}
     config = b'{"SimulationName": "Demo"}'
     script = b"print('hello')\n"
-    assert alice.post(f"{url}/{name}/simulation_config.json", data=config, headers={"Content-Type": "text/plain"}).ok
+    assert alice.post(
+        f"{url}/{name}/simulation_config.json", data=config, headers={"Content-Type": "text/plain"}
+    ).ok
     assert alice.post(f"{url}/{name}/main_script.py", data=script).status_code == 200
     assert alice.post(f"{url}/{name}/sub/x.py", data=b"x = 1\n").status_code == 200
 
@@ -121,7 +131,9 @@ def test_binary_bodies_are_stored_byte_for_byte(storage: Storage, alice: request
         ("c.bin", "text/plain"),
         ("d.bin", "application/x-www-form-urlencoded"),
     ]:
-        assert alice.post(f"{storage.url}/storage/{exp}/{name}", data=blob, headers={"Content-Type": ctype}).ok
+        assert alice.post(
+            f"{storage.url}/storage/{exp}/{name}", data=blob, headers={"Content-Type": ctype}
+        ).ok
         assert alice.get(f"{storage.url}/storage/{exp}/{name}?byname=true").content == blob, name
 
 
@@ -183,7 +195,9 @@ def test_delete_experiment(storage: Storage, alice: requests.Session, exp: str) 
     assert exp not in [e["id"] for e in alice.get(f"{storage.url}/storage/experiments").json()]
 
 
-def test_unknown_experiment_is_404_and_others_are_403(storage: Storage, alice: requests.Session, exp: str) -> None:
+def test_unknown_experiment_is_404_and_others_are_403(
+    storage: Storage, alice: requests.Session, exp: str
+) -> None:
     response = alice.get(f"{storage.url}/storage/no_such_exp")
     assert response.status_code == 404
     assert error_of(response)["message"] == "Experiment no_such_exp not found"
@@ -191,12 +205,24 @@ def test_unknown_experiment_is_404_and_others_are_403(storage: Storage, alice: r
     bob = storage.session(storage.bob)
     assert bob.get(f"{storage.url}/storage/{exp}").status_code == 403
     assert bob.post(f"{storage.url}/storage/{exp}/a.txt", data=b"x").status_code == 403
-    assert error_of(bob.get(f"{storage.url}/storage/{exp}/a.txt?byname=true"))["message"] == "Authentication error"
+    assert (
+        error_of(bob.get(f"{storage.url}/storage/{exp}/a.txt?byname=true"))["message"]
+        == "Authentication error"
+    )
 
 
 def test_reserved_and_existing_names(storage: Storage, alice: requests.Session, exp: str) -> None:
     """Contract 13, check 10."""
-    for name in ["experiments", "clone", "importExperiment", "identity", "storage", "proxy", "FS_db", ".hidden"]:
+    for name in [
+        "experiments",
+        "clone",
+        "importExperiment",
+        "identity",
+        "storage",
+        "proxy",
+        "FS_db",
+        ".hidden",
+    ]:
         response = alice.put(f"{storage.url}/storage/{name}")
         assert response.status_code == 400, name
         assert error_of(response)["type"] == "Client error"
@@ -240,7 +266,9 @@ def test_listing_of_corrupted_and_missing_config(storage: Storage, alice: reques
     assert items[exp]["configuration"]["SimulationName"] == "Experiment with corrupted simulation_config.json"
 
 
-def test_unregistered_folders_and_internal_entries_are_invisible(storage: Storage, alice: requests.Session) -> None:
+def test_unregistered_folders_and_internal_entries_are_invisible(
+    storage: Storage, alice: requests.Session
+) -> None:
     (storage.root / "stray").mkdir(exist_ok=True)
     (storage.root / "FS_db").mkdir(exist_ok=True)
     ids = [e["id"] for e in alice.get(f"{storage.url}/storage/experiments").json()]
@@ -274,7 +302,9 @@ def test_import_and_export(storage: Storage, alice: requests.Session) -> None:
         }
     )
     response = alice.post(
-        f"{storage.url}/storage/importExperiment", data=body, headers={"Content-Type": "application/octet-stream"}
+        f"{storage.url}/storage/importExperiment",
+        data=body,
+        headers={"Content-Type": "application/octet-stream"},
     )
     assert response.status_code == 200, response.text
     result = response.json()
@@ -333,20 +363,29 @@ def test_zip_upload_extracts_into_experiment(storage: Storage, alice: requests.S
 def test_template_clone(storage: Storage, alice: requests.Session) -> None:
     """Contract 13, check 13."""
     response = alice.post(
-        f"{storage.url}/storage/clone", data=json.dumps({"expPath": "tf_exchange/simulation_config_grpc.json"})
+        f"{storage.url}/storage/clone",
+        data=json.dumps({"expPath": "tf_exchange/simulation_config_grpc.json"}),
     )
     assert response.status_code == 200, response.text
     name = response.text
     assert name.startswith("tf_exchange_")
     top = {e["name"]: e["type"] for e in alice.get(f"{storage.url}/storage/{name}").json()}
-    assert top == {"simulation_config.json": "file", "main_script.py": "file", "Makefile": "file", "resources": "folder"}
+    assert top == {
+        "simulation_config.json": "file",
+        "main_script.py": "file",
+        "Makefile": "file",
+        "resources": "folder",
+    }
     config = alice.get(f"{storage.url}/storage/{name}/simulation_config.json?byname=true").json()
     assert config["variant"] == "grpc"
     assert config["cloneDate"][:2] == "20" and "T" in config["cloneDate"]
     assert config["SimulationName"] == f"{config['cloneDate']} tf_exchange"
     resources = {e["name"] for e in alice.get(f"{storage.url}/storage/{name}%2Fresources").json()}
     assert resources == {"nested", "empty"}
-    assert alice.get(f"{storage.url}/storage/{name}%2Fresources%2Fnested/model.json?byname=true").content == b"{}"
+    assert (
+        alice.get(f"{storage.url}/storage/{name}%2Fresources%2Fnested/model.json?byname=true").content
+        == b"{}"
+    )
     owned = {e["id"]: e["owned"] for e in alice.get(f"{storage.url}/storage/experiments").json()}
     assert owned[name] is True
 
@@ -364,7 +403,9 @@ def test_template_clone(storage: Storage, alice: requests.Session) -> None:
         (b'{"expPath": "nope/simulation_config.json"}', 404),
     ],
 )
-def test_template_clone_bad_input(storage: Storage, alice: requests.Session, body: bytes, status: int) -> None:
+def test_template_clone_bad_input(
+    storage: Storage, alice: requests.Session, body: bytes, status: int
+) -> None:
     before = set(os.listdir(storage.root))
     response = alice.post(f"{storage.url}/storage/clone", data=body)
     assert response.status_code == status

@@ -1,0 +1,471 @@
+"""Client of the storage server (storage-contract.md section 11).
+
+One keep-alive ``requests.Session``, a timeout on every call, retries with backoff for connection
+errors, timeouts and 5xx answers (never for appends or other non-idempotent calls), every path
+segment percent-encoded with ``quote(segment, safe='')``, and one error hierarchy:
+:class:`StorageError` > :class:`StorageNotFound`, :class:`StorageUnauthorized`,
+:class:`StorageUnavailable` (also a ``ConnectionError``).
+
+This module depends on nothing of ours but the settings: the backend never imports the storage server.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import requests
+
+from hbp_nrp_commons.settings import Settings
+
+#: Waits between the 3 attempts of a retried call.
+BACKOFF: tuple[float, ...] = (0.5, 1.0)
+#: What a clone leaves out, at every level (backend-contract.md 8.2).
+EXCLUDE_FILES: tuple[str, ...] = ("*.log", "*.log.zip")
+EXCLUDE_FOLDERS: tuple[str, ...] = ("logs", "__pycache__")
+CHUNK = 1024 * 1024
+
+
+class StorageError(Exception):
+    """A storage call failed.
+
+    Attributes:
+        status_code: the HTTP status, or ``None`` when there was no answer.
+        detail: the server's error message, when it sent one.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class StorageNotFound(StorageError):
+    """404, or the NRP storage proxy's 204 for a missing file."""
+
+
+class StorageUnauthorized(StorageError):
+    """401, 403 or 477 (the NRP storage proxy's "log in again"); 404 from ``get_user``."""
+
+
+class StorageUnavailable(StorageError, ConnectionError):
+    """No answer (connection error, timeout) or 5xx after retries."""
+
+
+def _quote(segment: str) -> str:
+    return quote(segment, safe="")
+
+
+def _detail(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:500] or None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return None
+
+
+class StorageClient:
+    """Typed client of one storage server.
+
+    Args:
+        base_url: the part before ``/storage/...`` and ``/identity/me``, e.g. ``http://127.0.0.1:9000``
+            or the original's form ``http://localhost:9000/storage`` (the server strips the doubled prefix).
+        timeout: seconds for connecting and for each read.
+        backoff: waits between attempts of retried calls (its length + 1 attempts).
+    """
+
+    def __init__(self, base_url: str, timeout: float = 30.0, backoff: Sequence[float] = BACKOFF) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.backoff = tuple(backoff)
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=8)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorageClient:
+        """A client for ``NRP_STORAGE_URL`` (or the ``STORAGE_ADDRESS``/``STORAGE_PORT`` form)."""
+        return cls(settings.storage_url, timeout=settings.storage_timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> StorageClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # transport
+
+    def _url(self, *segments: str, raw: str | None = None) -> str:
+        path = "/".join(_quote(seg) for seg in segments)
+        return f"{self.base_url}/{path}" + (f"/{raw}" if raw else "")
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        token: str,
+        *,
+        retry: bool = True,
+        not_found_on_204: bool = False,
+        headers: dict[str, str] | None = None,
+        body: bytes | IO[bytes] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one call with the Bearer token; retry when allowed; map failures to typed errors.
+
+        Raises:
+            StorageNotFound, StorageUnauthorized, StorageUnavailable, StorageError.
+        """
+        all_headers = {"Authorization": f"Bearer {token}"}
+        all_headers.update(headers or {})
+        start = body.tell() if body is not None and hasattr(body, "seek") else None
+        can_retry = retry and (body is None or isinstance(body, bytes) or start is not None)
+        waits = self.backoff if can_retry else ()
+        attempt = 0
+        while True:
+            if start is not None:
+                body.seek(start)  # type: ignore[union-attr]
+            try:
+                response = self.session.request(
+                    method, url, headers=all_headers, data=body, timeout=self.timeout, **kwargs
+                )
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt < len(waits):
+                    time.sleep(waits[attempt])
+                    attempt += 1
+                    continue
+                raise StorageUnavailable(f"Failed to communicate with the storage server: {exc}") from exc
+            if response.status_code >= 500 and attempt < len(waits):
+                response.close()
+                time.sleep(waits[attempt])
+                attempt += 1
+                continue
+            break
+        status = response.status_code
+        if status < 400 and not (not_found_on_204 and status == 204):
+            return response
+        detail = _detail(response)
+        response.close()
+        message = f"Failed to communicate with the storage server, status code {status}"
+        if status == 404 or status == 204:
+            raise StorageNotFound(message, status, detail)
+        if status in (401, 403, 477):
+            raise StorageUnauthorized(message, status, detail)
+        if status >= 500:
+            raise StorageUnavailable(message, status, detail)
+        raise StorageError(message, status, detail)
+
+    # low-level calls (contract 11.2, the original's names)
+
+    def get_user(self, token: str) -> dict[str, Any]:
+        """``GET /identity/me``: the user JSON; ``id`` is the user name.
+
+        Raises:
+            StorageUnauthorized: the token is not valid (401, 403, 477 or 404).
+        """
+        try:
+            return self.request("GET", self._url("identity", "me"), token).json()
+        except (StorageNotFound, StorageUnauthorized) as exc:
+            raise StorageUnauthorized(
+                f"Could not verify auth token, status code {exc.status_code}", exc.status_code, exc.detail
+            ) from exc
+
+    def list_experiments(
+        self, token: str, ctx: str | None = None, get_all: bool = False, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """``GET /storage/experiments``: what the user can read (every folder with ``get_all``)."""
+        params: dict[str, str] = {}
+        if name is not None:
+            params["filter"] = name
+        if get_all:
+            params["all"] = "true"
+        headers = {"context-id": ctx} if ctx else None
+        return self.request(
+            "GET", self._url("storage", "experiments"), token, params=params, headers=headers
+        ).json()
+
+    def get_files_list(self, token: str, experiment: str, folder: bool = False) -> list[dict[str, Any]]:
+        """Entries of a folder (``experiment`` may be ``exp/sub``); files only unless ``folder``."""
+        entries = self.request("GET", self._url("storage", experiment), token).json()
+        return [
+            entry
+            for entry in entries
+            if (folder or entry.get("type") != "folder") and not entry["name"].lower().endswith(".swp")
+        ]
+
+    def get_file(self, token: str, experiment: str, filename: str, by_name: bool = False) -> bytes:
+        """The bytes of ``experiment/filename`` (``by_name``) or of the root-relative path ``filename``.
+
+        Raises:
+            StorageNotFound: the file is missing (404, or 204 from the NRP storage proxy).
+        """
+        response = self.request(
+            "GET",
+            self._url("storage", experiment, filename),
+            token,
+            params={"byname": "true" if by_name else "false"},
+            not_found_on_204=True,
+        )
+        return response.content
+
+    def download_file(self, token: str, folder: str, name: str, dest: Path) -> int:
+        """Stream ``folder/name`` (``byname=true``) to ``dest`` through a temporary file; return its size."""
+        response = self.request(
+            "GET",
+            self._url("storage", folder, name),
+            token,
+            params={"byname": "true"},
+            not_found_on_204=True,
+            stream=True,
+        )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        size = 0
+        try:
+            with response, os.fdopen(fd, "wb") as out:
+                for chunk in response.iter_content(CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+            os.replace(tmp, dest)
+        except requests.RequestException as exc:
+            os.unlink(tmp)
+            raise StorageUnavailable(f"Download of {folder}/{name} broke off: {exc}") from exc
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return size
+
+    def create_or_update(
+        self,
+        token: str,
+        experiment: str,
+        filename: str,
+        content: bytes | IO[bytes],
+        content_type: str = "application/octet-stream",
+        append: bool = False,
+    ) -> int:
+        """Write (or with ``append`` extend) ``experiment/filename``; ``filename`` may hold ``/``.
+
+        Appends are never retried: appending twice would duplicate the data.
+        """
+        url = self._url("storage", experiment, raw="/".join(_quote(p) for p in filename.split("/")))
+        response = self.request(
+            "POST",
+            url,
+            token,
+            retry=not append,
+            params={"append": "true"} if append else None,
+            headers={"Content-Type": content_type},
+            body=content,
+        )
+        return response.status_code
+
+    def delete_file(self, token: str, experiment: str, filename: str) -> str:
+        """Delete ``experiment/filename`` (one encoded segment, like the original); return the name."""
+        self.request("DELETE", self._url("storage", f"{experiment}/{filename}"), token)
+        return filename
+
+    def create_folder(self, token: str, experiment: str, name: str) -> dict[str, Any]:
+        """Create folder ``experiment/name`` (``name`` may hold ``/``); an existing one is fine."""
+        url = self._url("storage", experiment, raw="/".join(_quote(p) for p in name.split("/")))
+        try:
+            return self.request("POST", url, token, params={"type": "folder"}).json()
+        except StorageError as exc:
+            if exc.status_code == 400:  # the original's "already exists"
+                return {"uuid": f"{experiment}/{name}", "entity_type": "folder", "name": name}
+            raise
+
+    def create_and_extract_zip(
+        self, token: str, experiment: str, name: str, content: bytes | IO[bytes]
+    ) -> int:
+        """Upload a zip and extract it into ``experiment`` keeping its internal paths."""
+        response = self.request(
+            "POST",
+            self._url("storage", experiment, name),
+            token,
+            params={"type": "zip"},
+            headers={"Content-Type": "application/octet-stream"},
+            body=content,
+        )
+        return response.status_code
+
+    def create_experiment(self, token: str, name: str) -> dict[str, Any]:
+        """``PUT /storage/<name>``: a new empty experiment (409 if it exists: a plain StorageError)."""
+        return self.request("PUT", self._url("storage", name), token, retry=False).json()
+
+    def delete_experiment(self, token: str, name: str) -> None:
+        """``DELETE /storage/<name>``: the whole experiment (owner only)."""
+        self.request("DELETE", self._url("storage", name), token)
+
+    def import_experiment(self, token: str, content: bytes | IO[bytes]) -> dict[str, Any]:
+        """``POST /storage/importExperiment``: a zip with one top folder F becomes ``F_<n>``."""
+        return self.request(
+            "POST",
+            self._url("storage", "importExperiment"),
+            token,
+            retry=False,
+            headers={"Content-Type": "application/octet-stream"},
+            body=content,
+        ).json()
+
+    def export_experiment(self, token: str, name: str) -> bytes:
+        """``GET /storage/experiments/<name>/zip``: the experiment zipped under one root folder."""
+        return self.request("GET", self._url("storage", "experiments", name, "zip"), token).content
+
+    def clone_file(
+        self, token: str, filename: str, experiment: str, dest_dir: Path | None = None
+    ) -> Path | None:
+        """Download the top-level file ``filename`` of ``experiment`` (exact name match).
+
+        Returns:
+            the local path (in ``dest_dir``, else a new temporary folder), or ``None`` if missing.
+        """
+        names = {entry["name"] for entry in self.get_files_list(token, experiment)}
+        if filename not in names:
+            return None
+        folder = dest_dir if dest_dir is not None else Path(tempfile.mkdtemp(prefix="nrp-clone-"))
+        target = folder / filename
+        self.download_file(token, experiment, filename, target)
+        return target
+
+    def get_folder_uuid_by_name(self, token: str, ctx: str | None, name: str) -> str | None:
+        """The uuid of the experiment named exactly ``name`` among all folders, or ``None``."""
+        for entry in self.list_experiments(token, ctx, get_all=True, name=name):
+            if entry.get("name") == name:
+                return entry.get("uuid")
+        return None
+
+    def clone_all_experiment_files(
+        self,
+        token: str,
+        experiment: str,
+        destination: Path,
+        exclude: Iterable[str] = (),
+        parallel: int = 4,
+    ) -> list[Path]:
+        """Copy the experiment tree into ``destination`` (sub-folders and empty folders kept).
+
+        Args:
+            exclude: shell-style patterns; ``name/`` patterns match folders, others match file names,
+                at every level. Names ending in ``.swp`` are always dropped.
+            parallel: how many files to download at once (1 = one after the other).
+
+        Returns:
+            the local paths of the downloaded files.
+
+        Raises:
+            StorageNotFound: the experiment or a listed file is missing (the clone is aborted).
+            StorageError: a downloaded file's size differs from the listing (the clone is not trusted).
+        """
+        folder_rules = [p.rstrip("/") for p in exclude if p.endswith("/")]
+        file_rules = [p for p in exclude if not p.endswith("/")]
+
+        def excluded(name: str, rules: list[str]) -> bool:
+            return any(fnmatch.fnmatch(name, rule) for rule in rules)
+
+        destination.mkdir(parents=True, exist_ok=True)
+        jobs: list[tuple[str, str, Path, int | None]] = []
+        pending: list[tuple[str, Path]] = [(experiment, destination)]
+        while pending:
+            uuid, local = pending.pop()
+            for entry in self.get_files_list(token, uuid, folder=True):
+                name = entry["name"]
+                if entry.get("type") == "folder":
+                    if excluded(name, folder_rules):
+                        continue
+                    (local / name).mkdir(parents=True, exist_ok=True)
+                    pending.append((entry.get("uuid") or f"{uuid}/{name}", local / name))
+                elif not excluded(name, file_rules):
+                    jobs.append((uuid, name, local / name, entry.get("size")))
+
+        def fetch(job: tuple[str, str, Path, int | None]) -> Path:
+            folder, name, target, expected = job
+            size = self.download_file(token, folder, name, target)
+            if isinstance(expected, int) and size != expected:
+                raise StorageError(f"Downloaded {folder}/{name}: {size} bytes, the listing said {expected}")
+            return target
+
+        if parallel > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="storage-clone") as pool:
+                return list(pool.map(fetch, jobs))
+        return [fetch(job) for job in jobs]
+
+    # the backend's two public operations
+
+    def clone_experiment(self, token: str, experiment_id: str, dest: Path, parallel: int = 4) -> list[Path]:
+        """Copy experiment ``experiment_id`` into ``dest`` without logs and caches (backend-contract 8.2).
+
+        Excludes ``*.log``, ``*.log.zip``, ``logs/`` and ``__pycache__/`` at every level; on failure the
+        partial tree is removed if ``dest`` did not exist before.
+        """
+        dest = Path(dest)
+        existed = dest.exists()
+        exclude = [*EXCLUDE_FILES, *(f"{name}/" for name in EXCLUDE_FOLDERS)]
+        try:
+            return self.clone_all_experiment_files(token, experiment_id, dest, exclude, parallel=parallel)
+        except BaseException:
+            if not existed:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+    def upload_logs(
+        self,
+        token: str,
+        experiment_id: str,
+        zip_path: Path,
+        simulation_id: int | str,
+        now: Callable[[], time.struct_time] = time.localtime,
+    ) -> str:
+        """Store ``zip_path`` as ``<YYYY-mm-dd_HH-MM-SS>_simulation_<id>.log.zip`` at the experiment root.
+
+        Returns:
+            the stored file name.
+        """
+        name = f"{time.strftime('%Y-%m-%d_%H-%M-%S', now())}_simulation_{simulation_id}.log.zip"
+        with open(zip_path, "rb") as body:
+            self.create_or_update(token, experiment_id, name, body, "application/octet-stream")
+        return name
+
+    def upload_experiment(self, token: str, name: str, source: Path) -> int:
+        """Create experiment ``name`` and upload the tree of ``source`` (empty folders too).
+
+        Returns:
+            the number of files uploaded.
+        """
+        self.create_experiment(token, name)
+        count = 0
+        lock = threading.Lock()
+        files: list[tuple[str, Path]] = []
+        for dirpath, dirnames, filenames in os.walk(source):
+            rel = Path(dirpath).relative_to(source)
+            for folder in dirnames:
+                self.create_folder(token, name, (rel / folder).as_posix())
+            for file in filenames:
+                files.append(((rel / file).as_posix(), Path(dirpath) / file))
+
+        def send(item: tuple[str, Path]) -> None:
+            nonlocal count
+            with item[1].open("rb") as body:
+                self.create_or_update(token, name, item[0], body)
+            with lock:
+                count += 1
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(send, files))
+        return count

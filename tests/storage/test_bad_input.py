@@ -1,0 +1,206 @@
+"""Bad input changes nothing and is never a 500 (contract 1.4, 2.4, 6, 13 check 16)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import Storage
+from .test_routes import error_of, make_zip
+
+
+def tree(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if ".sqlite3" not in p.name}
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    (secret / "secret.txt").write_text("secret")
+    return secret
+
+
+TRAVERSALS = [
+    ("GET", "/storage/{exp}/..%2F..%2Fsecret.txt?byname=true"),
+    ("GET", "/storage/{exp}%2F..%2F..%2Fetc/passwd?byname=true"),
+    ("GET", "/storage/x/%2Fetc%2Fpasswd"),
+    ("GET", "/storage/x/..%2F{exp}%2Fa.txt"),
+    ("GET", "/storage/%2Fetc"),
+    ("GET", "/storage/{exp}%2F..%2F..%2F"),
+    ("GET", "/storage/{exp}%2F.%2Fa.txt"),
+    ("GET", "/storage/{exp}/a%5C..%5Cb?byname=true"),
+    ("POST", "/storage/{exp}/..%2Fescaped.txt"),
+    ("POST", "/storage/{exp}/sub%2F..%2F..%2Fescaped.txt"),
+    ("POST", "/storage/{exp}%2F..%2Fother/escaped.txt"),
+    ("POST", "/storage/{exp}/%00.txt"),
+    ("POST", "/storage/{exp}/.nrp-tmp-x"),
+    ("POST", "/storage/{exp}/a%2F..%2F..%2Fnew?type=folder"),
+    ("DELETE", "/storage/x/..%2F..?type=folder"),
+    ("DELETE", "/storage/{exp}/..%2F..%2Fsecret.txt?byname=true"),
+    ("DELETE", "/storage/{exp}%2F..%2F..%2Fsecret.txt"),
+    ("PUT", "/storage/..%2Fnew_exp"),
+    ("PUT", "/storage/%2Ftmp%2Fnew_exp"),
+    ("POST", "/storage/clone/..%2F{exp}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), TRAVERSALS)
+def test_traversal_is_400_and_changes_nothing(
+    storage: Storage, alice: requests.Session, exp: str, method: str, path: str
+) -> None:
+    assert alice.post(f"{storage.url}/storage/{exp}/a.txt", data=b"a").ok
+    before = tree(storage.root)
+    response = alice.request(method, storage.url + path.format(exp=exp), data=b"evil")
+    assert response.status_code == 400, (path, response.status_code, response.text)
+    assert error_of(response)["type"] == "Client error"
+    assert tree(storage.root) == before
+
+
+def test_raw_socket_dot_dot_segments(storage: Storage, exp: str) -> None:
+    """``..`` as a real path segment (clients usually normalise it away) is refused too."""
+    host, port = storage.url.removeprefix("http://").split(":")
+    request = (
+        f"GET /storage/{exp}/../../etc/passwd?byname=true HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {storage.alice}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"root:" not in answer
+
+
+def test_symlink_leading_outside_is_400(
+    storage: Storage, alice: requests.Session, exp: str, outside: Path
+) -> None:
+    os.symlink(outside, storage.root / exp / "link")
+    os.symlink(outside / "secret.txt", storage.root / exp / "file_link")
+    before = tree(storage.root)
+    url = f"{storage.url}/storage/{exp}"
+    for method, path in [
+        ("GET", "/link/secret.txt?byname=true"),
+        ("GET", "/file_link?byname=true"),
+        ("GET", "%2Flink"),
+        ("POST", "/link/new.txt"),
+        ("POST", "/file_link"),
+        ("DELETE", "/link/secret.txt?byname=true"),
+        ("POST", "/link/x?type=folder"),
+    ]:
+        response = alice.request(method, url + path, data=b"evil")
+        assert response.status_code == 400, (method, path, response.text)
+    assert tree(storage.root) == before
+    assert (outside / "secret.txt").read_text() == "secret"
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def zip_with_symlink() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("top/simulation_config.json", b"{}")
+        info = zipfile.ZipInfo("top/link")
+        info.external_attr = (0o120777 << 16) | 0
+        archive.writestr(info, "/etc/passwd")
+    return buffer.getvalue()
+
+
+def zip_bomb(size: int) -> bytes:
+    return make_zip({"top/simulation_config.json": b"{}", "top/zeros.bin": b"\0" * size})
+
+
+BAD_ZIPS = {
+    "slip": make_zip({"top/simulation_config.json": b"{}", "top/../../escaped.txt": b"x"}),
+    "absolute": make_zip({"top/simulation_config.json": b"{}", "/tmp/escaped.txt": b"x"}),
+    "backslash": make_zip({"top/simulation_config.json": b"{}", "top\\..\\..\\escaped.txt": b"x"}),
+    "symlink": zip_with_symlink(),
+    "ratio": zip_bomb(2 * 1024 * 1024),
+    "too_big": make_zip({f"top/f{i}.bin": os.urandom(1024 * 1024) for i in range(5)}),
+    "too_many": make_zip({"top/simulation_config.json": b"{}", **{f"top/{i}.txt": b"x" for i in range(60)}}),
+    "not_a_zip": b"this is not a zip file",
+    "truncated": make_zip({"top/simulation_config.json": b"{}", "top/a.bin": os.urandom(5000)})[:3000],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_ZIPS))
+def test_bad_zip_is_400_and_extracts_nothing(
+    storage: Storage, alice: requests.Session, exp: str, kind: str
+) -> None:
+    before = tree(storage.root)
+    body = BAD_ZIPS[kind]
+    imported = alice.post(f"{storage.url}/storage/importExperiment", data=body)
+    assert imported.status_code == 400, (kind, imported.text)
+    assert error_of(imported)["type"] == "Client error"
+    uploaded = alice.post(f"{storage.url}/storage/{exp}/x.zip", params={"type": "zip"}, data=body)
+    assert uploaded.status_code == 400, (kind, uploaded.text)
+    assert tree(storage.root) == before
+    assert not (storage.root.parent / "escaped.txt").exists()
+
+
+def test_body_over_limit_is_413_and_changes_nothing(
+    storage: Storage, alice: requests.Session, exp: str
+) -> None:
+    """The server runs with NRP_STORAGE_MAX_UPLOAD_MB=8."""
+    url = f"{storage.url}/storage/{exp}/big.bin"
+    assert alice.post(url, data=b"old").ok
+    exact = alice.post(f"{storage.url}/storage/{exp}/exact.bin", data=b"\1" * (8 * 1024 * 1024))
+    assert exact.status_code == 200
+    # refused from the Content-Length, before the body is read
+    host, port = storage.url.removeprefix("http://").split(":")
+    head = (
+        f"POST /storage/{exp}/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {storage.alice}\r\n"
+        f"Content-Length: {8 * 1024 * 1024 + 1}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # a chunked body without Content-Length is cut off by the same limit
+    chunks = (b"\2" * (1024 * 1024) for _ in range(10))
+    response = alice.post(url, data=chunks)
+    assert response.status_code == 413
+    assert alice.get(url, params={"byname": "true"}).content == b"old"
+    assert ".nrp-tmp" not in " ".join(tree(storage.root))
+
+
+def test_malformed_json_and_wrong_shapes(storage: Storage, alice: requests.Session) -> None:
+    for body in (b"{", b"\xff\xfe", b'"just a string"', b'{"expPath": 5}', b""):
+        response = alice.post(f"{storage.url}/storage/clone", data=body)
+        assert response.status_code == 400, body
+        error_of(response)
+
+
+def test_writes_where_a_folder_or_file_is_in_the_way(
+    storage: Storage, alice: requests.Session, exp: str
+) -> None:
+    url = f"{storage.url}/storage/{exp}"
+    assert alice.post(f"{url}/folder/inner.txt", data=b"x").ok
+    assert alice.post(f"{url}/folder", data=b"x").status_code == 409
+    assert alice.post(f"{url}/folder/inner.txt/deeper.txt", data=b"x").status_code == 409
+    assert alice.post(f"{url}/folder/inner.txt", params={"type": "folder"}).status_code == 409
+    assert alice.get(f"{url}/folder?byname=true").status_code == 404
+    assert alice.get(f"{url}/folder/inner.txt?byname=true").content == b"x"
+
+
+def test_no_500_for_odd_requests(storage: Storage, alice: requests.Session, exp: str) -> None:
+    for method, path in [
+        ("PATCH", f"/storage/{exp}"),
+        ("POST", f"/storage/{exp}"),
+        ("PUT", f"/storage/{exp}/file.txt"),
+        ("GET", "/storage/experiments/x/y/z"),
+        ("GET", f"/storage/experiments/{exp}/zip/extra"),
+        ("GET", "/storage/%ZZ"),
+        ("GET", f"/storage/{exp}/{exp}"),
+        ("GET", "/storage/x/y?byname=maybe"),
+        ("DELETE", "/storage/x"),
+    ]:
+        response = alice.request(method, storage.url + path)
+        assert 400 <= response.status_code < 500, (method, path, response.status_code, response.text)
+        error_of(response)
