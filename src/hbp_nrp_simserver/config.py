@@ -7,6 +7,7 @@ and derives the step budget and the nrp-core command-line overrides.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -79,10 +80,13 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
         raise ConfigurationError(f"Could not parse experiment configuration {path}: {exc}") from exc
     try:
         data, _ = core_config.load_simulation_config(str(path.resolve()), str(path.resolve().parent))
-    except (OSError, ConfigurationError):
+    except OSError:
         raise
+    except core_config.ConfigError as exc:
+        raise ConfigurationError(str(exc)) from exc
     except Exception as exc:
         raise ConfigurationError(f"Invalid experiment configuration {path}: {exc}") from exc
+    data = copy.deepcopy(data)  # the loader may cache documents
 
     engines = data.get("EngineConfigs") or []
     steps_ns = [core_config.timestep_to_ns(e.get("EngineTimestep", DEFAULT_ENGINE_TIMESTEP)) for e in engines]

@@ -36,9 +36,31 @@ logger = logging.getLogger(__name__)
 SCRIPT_LOGGER_PREFIX = "hbp_nrp_simserver.server.nrp_script_runner"
 SCRIPT_THREAD_NAME = "MainScriptThread"
 STOP_JOIN_TIMEOUT = 20.0
+# the original's nrp-core server address; the in-process client ignores it
+NRP_CORE_ADDRESS = "localhost:5345"
 
 ClientFactory = Callable[[], NrpCoreClient]
 FinishedCallback = Callable[[ScriptError | None], None]
+
+
+def nrp_core_client_factory(experiment_dir: str | Path, config_file: str, args: str = "") -> ClientFactory:
+    """A factory of in-process nrp-core clients for one experiment (contract 6.8).
+
+    Args:
+        experiment_dir: the experiment (simulation) directory; engines run there.
+        config_file: the configuration file, relative to ``experiment_dir``.
+        args: the ``NRPCoreSim``-style argument string (``-o`` overrides).
+    """
+
+    def create() -> NrpCoreClient:
+        from nrp_core import NrpCore
+
+        logger.info("Creating the nrp-core client for %s with args %r", config_file, args)
+        return NrpCore(
+            NRP_CORE_ADDRESS, experiment_folder=str(experiment_dir), config_file=config_file, args=args
+        )
+
+    return create
 
 
 def create_script_logger(sim_dir: Path, script_name: str, sim_id: str) -> logging.Logger:

@@ -25,12 +25,11 @@ from typing import Any
 from hbp_nrp_simserver.config import ExperimentConfig, load_experiment_config, nrp_core_args
 from hbp_nrp_simserver.errors import ErrorType, ScriptError, ServerProcessExitCodes
 from hbp_nrp_simserver.notifier import SHUTDOWN_TASK, MQTTNotifier, status_payload
-from hbp_nrp_simserver.script_runner import NRPScriptRunner
+from hbp_nrp_simserver.script_runner import NRPScriptRunner, nrp_core_client_factory
 
 logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
-NRP_CORE_ADDRESS = "localhost:5345"
 DONE_WAIT = 10.0
 WATCHDOG_PERIOD = 0.5
 
@@ -175,14 +174,9 @@ class SimulationServer:
 
     def create_client(self) -> Any:
         """Build the nrp-core client of contract 6.8 (not yet initialized)."""
-        from nrp_core import NrpCore
-
         assert self.config is not None
         args = nrp_core_args(self.config, self.sim_id, self.mqtt.address, self.mqtt.prefix)
-        logger.info("Creating the nrp-core client for %s with args %r", self.config_file, args)
-        return NrpCore(
-            NRP_CORE_ADDRESS, experiment_folder=str(self.sim_dir), config_file=self.config_file, args=args
-        )
+        return nrp_core_client_factory(self.sim_dir, self.config_file, args)()
 
     # -- shutdown (6.7) ----------------------------------------------------------------------
 

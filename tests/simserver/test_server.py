@@ -182,12 +182,19 @@ def test_pause_and_resume(simulation, experiment):
     sim.wait_status("started")
     time.sleep(0.3)
     sim.send(PAUSE)
-    sim.wait_status("paused", 5)
-    time.sleep(0.3)
-    first = sim.recorder.wait_for(sim.topic("status"), lambda p: p.get("state") == "paused", 2)
+    sim.recorder.wait_for(
+        sim.topic("status"), lambda p: p.get("state") == "paused" and p["simulationTime"] > 0, 5
+    )
+
+    def paused_statuses() -> list[dict]:
+        return [p for p in sim.recorder.payloads(sim.topic("status")) if p.get("state") == "paused"]
+
+    before = paused_statuses()
     time.sleep(1.2)
-    later = [p for p in sim.recorder.payloads(sim.topic("status")) if p.get("state") == "paused"][-1]
-    assert later["simulationTime"] == pytest.approx(first["simulationTime"], abs=0.011)
+    after = paused_statuses()
+    assert len(after) > len(before)  # the 1 s timer keeps publishing
+    assert after[-1]["simulationTime"] == pytest.approx(before[-1]["simulationTime"], abs=0.011)
+    assert after[-1]["realTime"] == pytest.approx(before[-1]["realTime"], abs=0.05)
     sim.send(START | {"source_state": "paused"})
     sim.wait_status("started", 5)
     sim.proc.send_signal(signal.SIGTERM)
