@@ -391,9 +391,7 @@ def resolve_experiment_paths(
     if experiment_dir not in (None, ""):
         directory = Path(experiment_dir)
         if not directory.is_dir():
-            raise NotADirectoryError(
-                errno.ENOTDIR, "The provided experiment directory path is not a directory", str(directory)
-            )
+            raise NotADirectoryError(f"The provided experiment directory path {directory} is not a directory")
         directory = directory.resolve()
         config_path = config if config.is_absolute() else directory / config
     else:

@@ -49,6 +49,7 @@ class EngineScriptError(NrpCoreError):
     def __init__(self, failure: str, detail: str = "", engine_name: str = "", file: str = "",
                  line: int = 0) -> None:
         self.failure = failure
+        self.detail = detail
         self.engine_name = engine_name
         self.file = file
         self.line = line
@@ -56,6 +57,10 @@ class EngineScriptError(NrpCoreError):
         if file:
             text += f" ({Path(file).name}, line {line})"
         super().__init__(text)
+
+    def __reduce__(self) -> tuple:
+        # Keep the attributes across pickling (engine processes report errors to the loop).
+        return (type(self), (self.failure, self.detail, self.engine_name, self.file, self.line))
 
     @classmethod
     def from_exception(cls, failure: str, exc: BaseException, engine_name: str = "") -> EngineScriptError:

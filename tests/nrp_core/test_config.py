@@ -326,7 +326,7 @@ def test_missing_config_file_raises_file_not_found(tmp_path):
 
 def test_invalid_experiment_directory_raises(tmp_path):
     path = write_experiment(tmp_path, {})
-    with pytest.raises(NotADirectoryError, match="not a directory"):
+    with pytest.raises(NotADirectoryError, match="experiment directory path .*missing is not a directory"):
         load_simulation_config(path.name, experiment_dir=tmp_path / "missing")
     with pytest.raises(NotADirectoryError):
         load_simulation_config(path.name, experiment_dir=path)

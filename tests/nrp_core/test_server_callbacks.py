@@ -273,3 +273,17 @@ def test_get_from_incorrect_engine_raises(server):
 def test_get_returns_the_stored_object(server):
     reply = server.get_datapacks({"datapack2": {"engine_name": "test_engine", "type": "any"}})
     assert reply["datapack2"]["data"] is server.script._getDataPack("datapack2")
+
+
+def test_engine_script_errors_survive_pickling():
+    import pickle
+
+    server = EngineServer()
+    with pytest.raises(EngineScriptError) as info:
+        server.initialize(engine_config("engine_failing.py", FailIn=["initialize"]))
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is EngineScriptError
+    assert str(copy) == str(info.value)
+    assert (copy.failure, copy.file, copy.line, copy.engine_name) == (
+        "Initialization failed", info.value.file, info.value.line, "test_engine"
+    )
