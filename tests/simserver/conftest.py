@@ -77,23 +77,3 @@ def runner_factory(experiment: Path) -> Iterator[RunnerFactory]:
     for runner in runners:
         runner.shutdown()
 
-
-if "mqtt_broker" not in globals():  # TEMPORARY until tests/conftest.py provides the shared fixture
-
-    class _Broker:
-        def __init__(self, host: str, port: int) -> None:
-            self.host, self.port = host, port
-
-        def settings(self, prefix: str = "") -> Any:
-            from hbp_nrp_commons.settings import MqttSettings
-
-            return MqttSettings(host=self.host, port=self.port, prefix=prefix)
-
-    @pytest.fixture(scope="session")
-    def mqtt_broker() -> Iterator[_Broker]:
-        from hbp_nrp_commons.broker import start_embedded_broker
-
-        proc, host, port = start_embedded_broker(port=0)
-        yield _Broker(host, port)
-        proc.terminate()
-        proc.wait(10)
