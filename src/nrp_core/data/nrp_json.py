@@ -79,24 +79,21 @@ def _normalize(value: Any) -> Any:
 
 
 def _normalize_object(value: dict) -> dict:
-    keys = list(value)
-    for key in keys:
+    try:
+        ordered = sorted(value)
+    except TypeError:
+        raise TypeError(f"JSON object keys must be str, got keys {list(value)!r}") from None
+    result = {}
+    for key in ordered:
         if type(key) is not str:
             raise TypeError(f"JSON object keys must be str, not {type(key).__name__} ({key!r})")
-    ordered = sorted(keys)
-    result = dict(value) if ordered == keys else {key: value[key] for key in ordered}
-    for key, item in result.items():
-        if type(item) not in _SCALAR_TYPES:
-            result[key] = _normalize(item)
+        item = value[key]
+        result[key] = item if type(item) in _SCALAR_TYPES else _normalize(item)
     return result
 
 
 def _normalize_list(value: list | tuple) -> list:
-    result = list(value)
-    for index, item in enumerate(result):
-        if type(item) not in _SCALAR_TYPES:
-            result[index] = _normalize(item)
-    return result
+    return [item if type(item) in _SCALAR_TYPES else _normalize(item) for item in value]
 
 
 def _normalize_array(array: Any) -> list:
