@@ -76,4 +76,3 @@ def runner_factory(experiment: Path) -> Iterator[RunnerFactory]:
     yield build
     for runner in runners:
         runner.shutdown()
-

@@ -1,0 +1,109 @@
+"""SimulationServerLifecycle driving a real script runner (contract 4.4, simserver column).
+
+These tests fire the triggers locally (no broker); the MQTT side is covered by test_server.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hbp_nrp_commons.lifecycle import InvalidTransitionError
+from hbp_nrp_commons.settings import MqttSettings
+from hbp_nrp_simserver.errors import ScriptLoadError
+from hbp_nrp_simserver.lifecycle import SimulationServerLifecycle
+from hbp_nrp_simserver.notifier import status_payload
+
+from .helpers import set_timeout
+
+
+@pytest.fixture
+def make_lifecycle(runner_factory):
+    def build(script: str):
+        runner, notifier = runner_factory(script)
+        lifecycle = SimulationServerLifecycle(0, MqttSettings(), runner, notifier, connect=False)
+        notifier.status_source = lambda: status_payload(lifecycle.state, *runner.times())
+        return lifecycle, runner, notifier
+
+    return build
+
+
+def states(notifier) -> list[str]:
+    return [s["state"] for s in notifier.statuses if "state" in s]
+
+
+def test_initialize_start_complete_stop(make_lifecycle):
+    lifecycle, runner, notifier = make_lifecycle(
+        "while True:\n    try:\n        nrp.run_loop(5)\n    except NRPSimulationTimeout:\n        break\n"
+    )
+    with pytest.raises(InvalidTransitionError):
+        lifecycle.started()
+    lifecycle.initialized()
+    assert lifecycle.state == "paused" and runner.initialized
+    lifecycle.started()
+    deadline = time.monotonic() + 10
+    while lifecycle.state != "completed" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lifecycle.state == "completed"
+    assert runner.times()[1] == pytest.approx(1.0)
+    lifecycle.stopped()
+    assert lifecycle.done_event.wait(5)
+    assert lifecycle.state == "stopped" and runner.client is None
+    assert states(notifier) == ["paused", "started", "completed", "stopped"]
+
+
+def test_pause_holds_the_script_and_stop_while_paused_is_prompt(make_lifecycle, experiment):
+    set_timeout(experiment, 1000)
+    lifecycle, runner, notifier = make_lifecycle("while True:\n    nrp.run_loop(1)\n")
+    lifecycle.initialized()
+    lifecycle.started()
+    time.sleep(0.1)
+    lifecycle.paused()
+    time.sleep(0.05)
+    held = runner.times()[1]
+    time.sleep(0.2)
+    assert runner.times()[1] == held
+    began = time.monotonic()
+    lifecycle.stopped()
+    assert time.monotonic() - began < 0.5
+    assert lifecycle.done_event.wait(5)
+    assert notifier.errors == []
+    assert "completed" not in states(notifier)
+
+
+def test_stop_during_a_long_run_loop(make_lifecycle, experiment):
+    set_timeout(experiment, 1000)
+    lifecycle, runner, notifier = make_lifecycle("nrp.run_loop(90000)\n")
+    lifecycle.initialized()
+    lifecycle.started()
+    time.sleep(0.3)
+    assert runner.wrapper.is_running
+    began = time.monotonic()
+    lifecycle.stopped()
+    assert time.monotonic() - began < 0.5
+    assert lifecycle.state == "stopped"
+    assert 0 < runner.wrapper.steps < 90000
+    assert "completed" not in states(notifier)
+
+
+def test_script_error_still_completes(make_lifecycle):
+    lifecycle, runner, notifier = make_lifecycle("nrp.run_loop(1)\nraise KeyError('k')\n")
+    lifecycle.initialized()
+    lifecycle.started()
+    deadline = time.monotonic() + 10
+    while lifecycle.state != "completed" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lifecycle.state == "completed"
+    assert notifier.errors[0]["line_number"] == 2
+    lifecycle.stopped()
+
+
+def test_local_initialize_failure_fails_the_lifecycle(make_lifecycle):
+    lifecycle, runner, notifier = make_lifecycle("if True\n")
+    with pytest.raises(ScriptLoadError):
+        lifecycle.initialized()
+    assert lifecycle.state == "failed"
+    assert lifecycle.done_event.wait(5)
+    assert notifier.errors[0]["error_type"] == "Compile"
+    assert states(notifier)[-1] == "failed"
