@@ -27,7 +27,9 @@ def engine_config(file_name="engine_counting.py", name="test_engine", **extra):
 
 
 @pytest.fixture(autouse=True)
-def clean_module_script():
+def clean_module_script(monkeypatch):
+    # Loading a script puts its folder first on sys.path: keep that out of other tests.
+    monkeypatch.setattr(sys, "path", list(sys.path))
     server_callbacks.script = None
     yield
     server_callbacks.script = None
