@@ -71,10 +71,23 @@ class ScriptLoadError(SimulationServerError):
         self.report = report
 
 
-# nrp-core names the failing part as ``Function "tf_1" (tf_1.py:7): ...`` or ``Engine "python_1" ...``
-_NAMED_PART = re.compile(
-    r'^(?:Function|Engine|Transceiver function|Preprocessing function|Status function) "([^"]+)" '
+# nrp-core names the failing part as ``Function "tf_1" (tf_1.py:7): <error>`` or
+# ``Engine "python_1" failed in runLoop (engine_1.py:20): <error>``
+_FUNCTION_ERROR = re.compile(r'^Function "(?P<name>[^"]+)"(?P<where> \([^)]*\))?: (?P<error>.*)$', re.DOTALL)
+_ENGINE_ERROR = re.compile(
+    r'^Engine "(?P<name>[^"]+)" failed in (?P<op>\S+?)(?P<where> \([^)]*\))?: (?P<error>.*)$', re.DOTALL
 )
+
+
+def _canonical_detail(first_line: str) -> str:
+    """``<engine or function name> (<file>:<line>): <error>`` (contract 5.7) from nrp-core's wording."""
+    match = _FUNCTION_ERROR.match(first_line)
+    if match:
+        return f"{match['name']}{match['where'] or ''}: {match['error']}"
+    match = _ENGINE_ERROR.match(first_line)
+    if match:
+        return f"{match['name']}{match['where'] or ''}: {match['error']} (in {match['op']})"
+    return first_line
 
 
 class NrpCoreRunError(RuntimeError):
@@ -107,5 +120,5 @@ class NrpCoreRunError(RuntimeError):
             elif text.endswith('"'):
                 text = text[:-1]
         first, _, rest = text.strip().partition("\n")
-        detail = _NAMED_PART.sub(r"\1 ", first.strip())
+        detail = _canonical_detail(first.strip())
         return cls(detail or type(exc).__name__, rest.strip())

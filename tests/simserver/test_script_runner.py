@@ -277,3 +277,26 @@ def test_script_logger_does_not_propagate(runner_factory, experiment, caplog):
         assert finished.wait() is None
     assert "only in the file" not in caplog.text
     assert "only in the file" in (experiment / "main_script_0.log").read_text()
+
+
+def test_engine_error_inside_run_loop_names_the_engine(runner_factory, experiment):
+    engine = (experiment / "engine_1.py").read_text()
+    marker = "    def runLoop(self, timestep_ns):\n"
+    assert marker in engine
+    engine = engine.replace(
+        marker,
+        marker + "        if self._time_ns >= 30000000:\n            raise RuntimeError('engine broke')\n",
+    )
+    (experiment / "engine_1.py").write_text(engine)
+    engine_line = line_of(engine, "raise RuntimeError('engine broke')")
+    script = "file_logger.info('go')\nwhile True:\n    nrp.run_loop(2)\n"
+    # engines in their own processes: the error crosses the process boundary
+    runner, notifier = runner_factory(script, client_factory=lambda: make_client(experiment, args=""))
+    runner.initialize()
+    finished = Finished()
+    runner.start(finished)
+    error = finished.wait(20)
+    assert error is not None and error.error_type == ErrorType.RUNTIME
+    assert error.msg.startswith(f"python_1 (engine_1.py:{engine_line}): "), error.msg
+    assert "engine broke" in error.msg
+    assert (error.line_number, error.line_text) == (3, "nrp.run_loop(2)")
