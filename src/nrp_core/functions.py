@@ -132,6 +132,7 @@ class Function:
     file: str = ""
 
     def __post_init__(self) -> None:
+        self._direct: tuple[tuple[str, Key], ...] | None = ()
         self.__wrapped__ = self.fn
         self.__name__ = getattr(self.fn, "__name__", "function")
         if not self.file:
@@ -145,6 +146,10 @@ class Function:
         if any(existing.keyword == spec.keyword for existing in self.inputs):
             raise ValueError(f"keyword '{spec.keyword}' is declared twice for function {self.__name__}")
         self.inputs.append(spec)
+        if self._direct is not None and spec.kind == "engine":
+            self._direct = (*self._direct, (spec.keyword, spec.keys[0]))
+        else:
+            self._direct = None
         return self
 
     def requested_keys(self) -> list[tuple[Key, str]]:
@@ -353,18 +358,21 @@ class FunctionSet:
                 kwargs[spec.keyword] = self.context.iteration
         return kwargs
 
+    def _raised(self, function: Function, exc: Exception) -> FunctionError:
+        file, line = user_location(exc)
+        return FunctionError(
+            function.name,
+            file or function.file,
+            line or function.line,
+            f"{type(exc).__name__}: {exc}",
+            "".join(traceback.format_exception(exc)),
+        )
+
     def _invoke(self, function: Function, kwargs: dict[str, Any]) -> Any:
         try:
             return function.fn(**kwargs)
         except Exception as exc:
-            file, line = user_location(exc)
-            raise FunctionError(
-                function.name,
-                file or function.file,
-                line or function.line,
-                f"{type(exc).__name__}: {exc}",
-                "".join(traceback.format_exception(exc)),
-            ) from exc
+            raise self._raised(function, exc) from exc
 
     def _check_list(self, function: Function, result: Any) -> list[DataPackInterface]:
         if type(result) is not list:
@@ -399,10 +407,32 @@ class FunctionSet:
         self, function: Function, engine_pools: Sequence[Pool], local_pools: Sequence[Pool]
     ) -> list[DataPackInterface]:
         """Call a TF or PF on the given pools and return its checked output list."""
-        if function.kind == PREPROCESSING:
-            local_pools = ()
-        kwargs = self._arguments(function, engine_pools, local_pools)
-        return self._check_list(function, self._invoke(function, kwargs))
+        kwargs = None
+        direct = function._direct
+        if direct is not None and not self.by_value:
+            # Fast path: every input is an engine datapack present in the engine pool.
+            pool = engine_pools[0]
+            try:
+                kwargs = {keyword: pool[key] for keyword, key in direct}
+            except KeyError:
+                kwargs = None
+        if kwargs is None:
+            if function.kind == PREPROCESSING:
+                local_pools = ()
+            kwargs = self._arguments(function, engine_pools, local_pools)
+        try:
+            result = function.fn(**kwargs)
+        except Exception as exc:
+            raise self._raised(function, exc) from exc
+        if type(result) is list:
+            for item in result:
+                if not isinstance(item, DataPackInterface) or (
+                    function.kind == PREPROCESSING and item.engine_name != function.engine_name
+                ):
+                    break
+            else:
+                return result
+        return self._check_list(function, result)
 
     def run_status(self, engine_pools: Sequence[Pool], local_pools: Sequence[Pool]) -> tuple[bool, list[Any]]:
         """Call the status function; returns ``(done, observations)``."""

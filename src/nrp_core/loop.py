@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from nrp_core.config import timeout_to_ns, timestep_to_ns
+from nrp_core.data.nrp_json import JsonDataPack
 from nrp_core.datapacks import DataPackInterface
 from nrp_core.engines.launch import EngineHandle, create_engine
 from nrp_core.functions import FunctionSet, load_functions
@@ -237,93 +238,103 @@ class FTILoop:
         """Advance the simulation by one loop timestep (nrp-core ``FTILoop::runLoop(dt)``)."""
         stop = self.sim_time + self.dt
         queue = self._queue
+        while queue and queue[0][0] < stop:
+            self._run_batch(queue)
+        self.sim_time = stop
+
+    def _run_batch(self, queue: list[tuple[int, int, int]]) -> None:
         engines = self.engines
         functions = self.functions
-        context = functions.context
         engine_pool = self.engine_pool
         fresh = self._fresh
-        while queue and queue[0][0] < stop:
-            now = queue[0][0]
-            batch = []
-            while queue and queue[0][0] == now:
-                batch.append(heapq.heappop(queue)[2])
+        now = queue[0][0]
+        heappop = heapq.heappop
+        batch = [heappop(queue)[2]]
+        while queue and queue[0][0] == now:
+            batch.append(heappop(queue)[2])
+        if len(batch) > 1:
             batch.sort()
-            self.sim_time = now
+        self.sim_time = now
 
-            # Wait for the steps and fetch the requested datapacks (6.3 steps 2 to 4).
-            for index in batch:
-                for datapack in engines[index].finish_step():
-                    key = (datapack.name, datapack.engine_name)
-                    if datapack.isEmpty():
-                        previous = engine_pool.get(key)
-                        if previous is not None and not previous.isEmpty():
-                            continue
-                    engine_pool[key] = datapack
-                    fresh.append(datapack)
-            context.time_ns = now
-            context.iteration = self.iteration
+        # Wait for the steps and fetch the requested datapacks (6.3 steps 2 to 4).
+        for index in batch:
+            for datapack in engines[index].finish_step():
+                key = (datapack._name, datapack._engine_name)
+                if type(datapack) is not JsonDataPack and datapack.isEmpty():
+                    previous = engine_pool.get(key)
+                    if previous is not None and not previous.isEmpty():
+                        continue
+                engine_pool[key] = datapack
+                fresh.append(datapack)
+        context = functions.context
+        context.time_ns = now
+        context.iteration = self.iteration
 
-            # Preprocessing, then transceiver functions, per batch engine (steps 5 and 6).
+        # Preprocessing, then transceiver functions, per batch engine (steps 5 and 6).
+        plans = self._plans
+        if functions.preprocessing:
             for index in batch:
-                for function in self._plans[index][0]:
+                for function in plans[index][0]:
                     for datapack in functions.run_datapack_function(function, self._engine_pools, ()):
                         datapack._set_updated(True)
                         self.preprocessing_pool[(datapack.name, datapack.engine_name)] = datapack
                         fresh.append(datapack)
-            for index in batch:
-                for function in self._plans[index][1]:
-                    for datapack in functions.run_datapack_function(
-                        function, self._engine_pools, self._tf_local
-                    ):
-                        datapack._set_updated(True)
-                        self._put_transceiver(datapack)
-            # Status function (step 7).
-            if functions.status is not None:
-                done, observations = functions.run_status(self._engine_pools, self._sf_local)
-                self.done = done
-                self.trajectory.extend(trajectory_value(item) for item in observations)
+        transceiver_pool = self.transceiver_pool
+        outgoing_by_engine = self._outgoing
+        for index in batch:
+            for function in plans[index][1]:
+                for datapack in functions.run_datapack_function(function, self._engine_pools, self._tf_local):
+                    datapack._updated = True
+                    name, engine_name = datapack._name, datapack._engine_name
+                    transceiver_pool[(name, engine_name)] = datapack
+                    fresh.append(datapack)
+                    outgoing = outgoing_by_engine.get(engine_name)
+                    if outgoing is not None:
+                        outgoing[0][name] = datapack
+                    else:
+                        self._warn_unknown_engine(datapack)
+        # Status function (step 7).
+        if functions.status is not None:
+            done, observations = functions.run_status(self._engine_pools, self._sf_local)
+            self.done = done
+            self.trajectory.extend(trajectory_value(item) for item in observations)
 
-            # Everything is stale after the cycle (step 9); isUpdated is not sent to engines.
-            for datapack in fresh:
-                datapack._set_updated(False)
-            fresh.clear()
+        # Everything is stale after the cycle (step 9); isUpdated is not sent to engines.
+        for datapack in fresh:
+            datapack._updated = False
+        fresh.clear()
 
-            # Send datapacks and restart the engines (steps 8 and 10).
-            for index in batch:
-                engine = engines[index]
-                transceiver, external = self._outgoing[engine.name]
-                if external:
-                    outgoing = list({**transceiver, **external}.values())
-                else:
-                    outgoing = list(transceiver.values())
-                run_time = now - engine.engine_time + engine.timestep_ns
-                if run_time >= 0:
-                    engine.begin_step(outgoing, run_time)
-                    self._push(now + engine.timestep_ns, index)
-                else:
-                    logger.warning(
-                        'Engine "%s" is ahead of simulation time by %.9f s',
-                        engine.name,
-                        (engine.engine_time - now) / 1e9,
-                    )
-                    engine.begin_step(outgoing, None)
-                    self._push(engine.engine_time, index)
-            self.iteration += 1
-        self.sim_time = stop
+        # Send datapacks and restart the engines (steps 8 and 10).
+        for index in batch:
+            engine = engines[index]
+            transceiver, external = outgoing_by_engine[engine.name]
+            if external:
+                outgoing = list({**transceiver, **external}.values())
+            else:
+                outgoing = list(transceiver.values())
+            timestep = engine.timestep_ns
+            run_time = now - engine.engine_time + timestep
+            if run_time >= 0:
+                engine.begin_step(outgoing, run_time)
+                due = now + timestep
+            else:
+                logger.warning(
+                    'Engine "%s" is ahead of simulation time by %.9f s',
+                    engine.name,
+                    (engine.engine_time - now) / 1e9,
+                )
+                engine.begin_step(outgoing, None)
+                due = engine.engine_time
+            self._sequence += 1
+            heapq.heappush(queue, (due, self._sequence, index))
+        self.iteration += 1
 
-    def _put_transceiver(self, datapack: DataPackInterface) -> None:
-        key = (datapack.name, datapack.engine_name)
-        self.transceiver_pool[key] = datapack
-        self._fresh.append(datapack)
-        outgoing = self._outgoing.get(datapack.engine_name)
-        if outgoing is not None:
-            outgoing[0][datapack.name] = datapack
-        else:
-            logger.warning(
-                "a transceiver function returned datapack '%s' for engine '%s', which does not exist",
-                datapack.name,
-                datapack.engine_name,
-            )
+    def _warn_unknown_engine(self, datapack: DataPackInterface) -> None:
+        logger.warning(
+            "a transceiver function returned datapack '%s' for engine '%s', which does not exist",
+            datapack.name,
+            datapack.engine_name,
+        )
 
     def run(self, num_iterations: int, stop: threading.Event | None = None) -> None:
         """Run ``num_iterations`` loop timesteps (0: until ``stop`` is set), then wait for engines."""

@@ -117,7 +117,7 @@ def _get_request(requested: Mapping[str, str], engine_name: str) -> dict[str, di
     }
 
 
-def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None, copy: bool) -> list:
+def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None) -> list:
     """Turn a ``get_datapacks`` reply into datapack objects (name order)."""
     result: list[DataPackInterface] = []
     if not fetched:
@@ -126,7 +126,7 @@ def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None, c
         if "data" not in entry:
             result.append(DataPackInterface(name, engine_name, entry.get("type", JSON_DATAPACK_TYPE)))
         else:
-            result.append(JsonDataPack.from_json(name, engine_name, entry["data"], adopt=not copy))
+            result.append(JsonDataPack.from_json(name, engine_name, entry["data"]))
     return result
 
 
@@ -240,7 +240,7 @@ class InProcessEngine(EngineHandle):
         if not self._get:
             return []
         fetched = self._call("get_datapacks", self._server.get_datapacks, self._get)
-        return _datapacks_from_reply(self.name, fetched, copy=True)
+        return _datapacks_from_reply(self.name, fetched)
 
     def initialize(self, requested: Mapping[str, str]) -> list[DataPackInterface]:
         config = self._engine_config()
@@ -255,13 +255,23 @@ class InProcessEngine(EngineHandle):
         return list(self._ready)
 
     def begin_step(self, datapacks: Iterable[DataPackInterface], time_step: int | None) -> None:
-        request = _set_request(datapacks, copy=True)
-        if request:
-            self._call("set_datapacks", self._server.set_datapacks, request)
-        if time_step is not None:
-            reply = self._call("run_loop", self._server.run_loop, {"time_step": time_step})
-            self.engine_time = int(reply["time"])
-        self._ready = self._fetch()
+        server = self._server
+        op = "set_datapacks"
+        try:
+            if datapacks:
+                request = _set_request(datapacks, copy=True)
+                if request:
+                    server.set_datapacks(request)
+            if time_step is not None:
+                op = "run_loop"
+                self.engine_time = int(server.run_loop({"time_step": time_step})["time"])
+            if self._get:
+                op = "get_datapacks"
+                self._ready = _datapacks_from_reply(self.name, server.get_datapacks(self._get))
+            else:
+                self._ready = []
+        except Exception as exc:
+            raise EngineError.from_details(self.name, error_details(op, exc)) from exc
 
     def finish_step(self) -> list[DataPackInterface]:
         ready = self._ready
@@ -398,7 +408,7 @@ class EngineProcess(EngineHandle):
         get = _get_request(requested, self.name)
         fetched = self._request("initialize", ("init", self._engine_config(), get), self.command_timeout)
         self.engine_time = 0
-        self._ready = _datapacks_from_reply(self.name, fetched, copy=False)
+        self._ready = _datapacks_from_reply(self.name, fetched)
         return list(self._ready)
 
     def begin_step(self, datapacks: Iterable[DataPackInterface], time_step: int | None) -> None:
@@ -412,12 +422,12 @@ class EngineProcess(EngineHandle):
             self._ready = None
             if ready is not None:
                 return ready
-            return _datapacks_from_reply(self.name, self._request("get_datapacks", ("get", None)), False)
+            return _datapacks_from_reply(self.name, self._request("get_datapacks", ("get", None)))
         self._pending = False
         engine_time, fetched = self._receive("run_loop", self.command_timeout)
         if engine_time is not None:
             self.engine_time = int(engine_time)
-        return _datapacks_from_reply(self.name, fetched, copy=False)
+        return _datapacks_from_reply(self.name, fetched)
 
     def settle(self) -> None:
         """Wait for a running step and keep its result for the next :meth:`finish_step`."""
@@ -428,7 +438,7 @@ class EngineProcess(EngineHandle):
         self.settle()
         fetched = self._request("reset", ("reset", _set_request(datapacks, copy=False)), self.command_timeout)
         self.engine_time = 0
-        self._ready = _datapacks_from_reply(self.name, fetched, copy=False)
+        self._ready = _datapacks_from_reply(self.name, fetched)
         return list(self._ready)
 
     def shutdown(self) -> None:
