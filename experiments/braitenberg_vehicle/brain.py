@@ -1,0 +1,50 @@
+"""Brain of the Braitenberg vehicle (NEST): two eyes, two motor populations, crossed excitation.
+
+Each eye drives a sensory population through a Poisson generator whose rate the transceiver function
+sets from the light the eye sees; each sensory population excites the motor population of the
+opposite side and inhibits the motor population of its own side (vehicle 2b, "aggression": it turns
+towards the light).
+A tonic drive keeps the motors turning when no light is seen. Spike recorders count the motor spikes
+that set the wheel speeds.
+
+The size of every population is ``NEURONS`` (environment variable ``BRAITENBERG_NEURONS``, default
+100); the benchmark raises it to make one NEST step cost a few milliseconds.
+"""
+import os
+
+import nest
+from nrp_core.engines.nest_json import CreateDataPack, RegisterDataPack
+
+NEURONS = int(os.environ.get("BRAITENBERG_NEURONS", "100"))
+IN_DEGREE = 20
+NEURON_PARAMS = {"tau_m": 10.0, "t_ref": 2.0}
+
+nest.ResetKernel()
+
+left_eye = CreateDataPack("left_eye", "poisson_generator", params={"rate": 0.0})
+right_eye = CreateDataPack("right_eye", "poisson_generator", params={"rate": 0.0})
+drive = nest.Create("poisson_generator", params={"rate": 9000.0})
+
+left_sensory = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
+right_sensory = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
+left_motor = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
+right_motor = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
+
+nest.Connect(left_eye, left_sensory, syn_spec={"weight": 30.0})
+nest.Connect(right_eye, right_sensory, syn_spec={"weight": 30.0})
+nest.Connect(drive, left_motor + right_motor, syn_spec={"weight": 25.0})
+
+crossed = {"rule": "fixed_indegree", "indegree": IN_DEGREE}
+nest.Connect(left_sensory, right_motor, crossed, syn_spec={"weight": 40.0, "delay": 1.0})
+nest.Connect(right_sensory, left_motor, crossed, syn_spec={"weight": 40.0, "delay": 1.0})
+nest.Connect(left_sensory, left_motor, crossed, syn_spec={"weight": -40.0, "delay": 1.0})
+nest.Connect(right_sensory, right_motor, crossed, syn_spec={"weight": -40.0, "delay": 1.0})
+
+left_spikes = CreateDataPack("left_motor_spikes", "spike_recorder")
+right_spikes = CreateDataPack("right_motor_spikes", "spike_recorder")
+nest.Connect(left_motor, left_spikes)
+nest.Connect(right_motor, right_spikes)
+
+sensory_spikes = nest.Create("spike_recorder")
+nest.Connect(left_sensory + right_sensory, sensory_spikes)
+RegisterDataPack("sensory_spikes", sensory_spikes)
