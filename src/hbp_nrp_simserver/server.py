@@ -52,8 +52,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def configure_logging(verbose: bool = False, logfile: str | None = None) -> None:
-    """Root logger to stdout (or ``logfile``) in the format of contract 9.4, without duplicate handlers."""
+def configure_logging(verbose: bool = False, logfile: str | None = None) -> logging.Handler:
+    """Root logger to stdout (or ``logfile``) in the format of contract 9.4, without duplicate handlers.
+
+    Returns:
+        the handler added to the root logger (it replaces one added by an earlier call).
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_nrp_simserver", False):
@@ -65,6 +69,7 @@ def configure_logging(verbose: bool = False, logfile: str | None = None) -> None
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("transitions").setLevel(logging.ERROR)
+    return handler
 
 
 def install_excepthooks() -> None:

@@ -26,7 +26,6 @@ EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 POLL_PERIOD = 0.1
 RUN_LOG = "nrp_run.log"
-LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
 
 IGNORED = shutil.ignore_patterns("*.log", "*.log.zip", "logs", "__pycache__", "*.swp")
 
@@ -40,13 +39,10 @@ def copy_experiment(directory: Path) -> Path:
 
 
 def _log_to_file(path: Path, verbose: bool) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("transitions").setLevel(logging.ERROR)
-    return handler
+    """Send the root logger to ``path`` in the simserver's format; returns the handler."""
+    from hbp_nrp_simserver.server import configure_logging
+
+    return configure_logging(verbose, str(path))
 
 
 class _ProgressBar:
