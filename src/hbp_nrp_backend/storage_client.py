@@ -17,8 +17,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -94,6 +95,10 @@ class StorageClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=8)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        # Every call goes to the same server: resolve proxy variables (and NO_PROXY) once, instead of
+        # scanning the environment on every request, which costs about as much as a small download.
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        self.session.trust_env = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StorageClient:
@@ -224,8 +229,13 @@ class StorageClient:
         )
         return response.content
 
-    def download_file(self, token: str, folder: str, name: str, dest: Path) -> int:
-        """Stream ``folder/name`` (``byname=true``) to ``dest`` through a temporary file; return its size."""
+    def download_file(self, token: str, folder: str, name: str, dest: Path, atomic: bool = True) -> int:
+        """Stream ``folder/name`` (``byname=true``) to ``dest``; return its size.
+
+        Args:
+            atomic: write through a temporary file renamed into place, so ``dest`` is never partial.
+                A clone into a fresh folder passes False: it removes the whole tree on failure.
+        """
         response = self.request(
             "GET",
             self._url("storage", folder, name),
@@ -234,15 +244,21 @@ class StorageClient:
             not_found_on_204=True,
             stream=True,
         )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        if atomic:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+            out = os.fdopen(fd, "wb")
+        else:
+            tmp = str(dest)
+            out = open(dest, "wb")  # noqa: SIM115 - closed below
         size = 0
         try:
-            with response, os.fdopen(fd, "wb") as out:
+            with response, out:
                 for chunk in response.iter_content(CHUNK):
                     out.write(chunk)
                     size += len(chunk)
-            os.replace(tmp, dest)
+            if atomic:
+                os.replace(tmp, dest)
         except requests.RequestException as exc:
             os.unlink(tmp)
             raise StorageUnavailable(f"Download of {folder}/{name} broke off: {exc}") from exc
@@ -364,7 +380,7 @@ class StorageClient:
         Args:
             exclude: shell-style patterns; ``name/`` patterns match folders, others match file names,
                 at every level. Names ending in ``.swp`` are always dropped.
-            parallel: how many files to download at once (1 = one after the other).
+            parallel: how many listings and downloads run at once (1 = one after the other).
 
         Returns:
             the local paths of the downloaded files.
@@ -380,31 +396,41 @@ class StorageClient:
             return any(fnmatch.fnmatch(name, rule) for rule in rules)
 
         destination.mkdir(parents=True, exist_ok=True)
-        jobs: list[tuple[str, str, Path, int | None]] = []
-        pending: list[tuple[str, Path]] = [(experiment, destination)]
-        while pending:
-            uuid, local = pending.pop()
+        downloaded: list[Path] = []
+        futures: deque[Future[None]] = deque()
+        pool = ThreadPoolExecutor(parallel, thread_name_prefix="storage-clone") if parallel > 1 else None
+
+        def submit(job: Callable[..., None], *args: Any) -> None:
+            if pool is None:
+                job(*args)
+            else:
+                futures.append(pool.submit(job, *args))
+
+        def fetch(folder: str, name: str, target: Path, expected: int | None) -> None:
+            size = self.download_file(token, folder, name, target, atomic=False)
+            if isinstance(expected, int) and size != expected:
+                raise StorageError(f"Downloaded {folder}/{name}: {size} bytes, the listing said {expected}")
+            downloaded.append(target)
+
+        def walk(uuid: str, local: Path) -> None:
+            # listings and downloads share the pool, so the next folder is listed while files arrive
             for entry in self.get_files_list(token, uuid, folder=True):
                 name = entry["name"]
                 if entry.get("type") == "folder":
-                    if excluded(name, folder_rules):
-                        continue
-                    (local / name).mkdir(parents=True, exist_ok=True)
-                    pending.append((entry.get("uuid") or f"{uuid}/{name}", local / name))
+                    if not excluded(name, folder_rules):
+                        (local / name).mkdir(parents=True, exist_ok=True)
+                        submit(walk, entry.get("uuid") or f"{uuid}/{name}", local / name)
                 elif not excluded(name, file_rules):
-                    jobs.append((uuid, name, local / name, entry.get("size")))
+                    submit(fetch, uuid, name, local / name, entry.get("size"))
 
-        def fetch(job: tuple[str, str, Path, int | None]) -> Path:
-            folder, name, target, expected = job
-            size = self.download_file(token, folder, name, target)
-            if isinstance(expected, int) and size != expected:
-                raise StorageError(f"Downloaded {folder}/{name}: {size} bytes, the listing said {expected}")
-            return target
-
-        if parallel > 1 and len(jobs) > 1:
-            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="storage-clone") as pool:
-                return list(pool.map(fetch, jobs))
-        return [fetch(job) for job in jobs]
+        try:
+            submit(walk, experiment, destination)
+            while futures:  # a task queues its children before it ends, so empty means done
+                futures.popleft().result()
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        return downloaded
 
     # the backend's two public operations
 

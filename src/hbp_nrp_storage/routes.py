@@ -301,7 +301,7 @@ class StorageApi:
                 with archive:
                     entries = check_zip(archive, self.zip_limits)
                     staging = extract_to_staging(archive, entries, target)
-            merge_into(staging, target)
+            merge_into(staging, target, self.store.root)
             return Response(status=200)
         self.store.write(
             parts, request.stream, append=request.args.get("append") == "true", limit=self.max_upload

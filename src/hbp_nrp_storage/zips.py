@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BadRequest
-from .paths import TMP_PREFIX, relative_parts
+from .errors import BadRequest, Conflict
+from .paths import TMP_PREFIX, confine, relative_parts
 
 CHUNK = 1024 * 1024
 
@@ -132,14 +132,38 @@ def extract_to_staging(
     return staging
 
 
-def merge_into(staging: Path, dest: Path) -> None:
-    """Move every file of ``staging`` into ``dest`` with ``os.replace`` (each file appears whole)."""
-    for dirpath, _dirnames, filenames in os.walk(staging):
-        rel = Path(dirpath).relative_to(staging)
-        (dest / rel).mkdir(parents=True, exist_ok=True)
-        for name in filenames:
-            os.replace(Path(dirpath) / name, dest / rel / name)
-    shutil.rmtree(staging, ignore_errors=True)
+def merge_into(staging: Path, dest: Path, root: Path) -> None:
+    """Move every file of ``staging`` into ``dest`` with ``os.replace`` (each file appears whole).
+
+    Every target is checked first, so a conflict changes nothing.
+
+    Raises:
+        Conflict: a folder stands where the zip has a file, or a file where it has a folder.
+        BadRequest: a target leads outside ``root`` through a symlink.
+    """
+    moves: list[tuple[Path, Path]] = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(staging):
+            rel = Path(dirpath).relative_to(staging)
+            for name in dirnames:
+                target = confine(root, (dest / rel / name).relative_to(root).parts)
+                if target.exists() and not target.is_dir():
+                    raise Conflict(
+                        f"{(rel / name).as_posix()} is a file in the experiment, a folder in the zip"
+                    )
+            for name in filenames:
+                target = confine(root, (dest / rel / name).relative_to(root).parts)
+                if target.is_dir():
+                    raise Conflict(
+                        f"{(rel / name).as_posix()} is a folder in the experiment, a file in the zip"
+                    )
+                moves.append((Path(dirpath) / name, target))
+        for dirpath, _dirnames, _filenames in os.walk(staging):
+            (dest / Path(dirpath).relative_to(staging)).mkdir(parents=True, exist_ok=True)
+        for source, target in moves:
+            os.replace(source, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_zip(folder: Path, root_name: str, out: BinaryIO) -> None:

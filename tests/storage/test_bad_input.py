@@ -204,3 +204,22 @@ def test_no_500_for_odd_requests(storage: Storage, alice: requests.Session, exp:
         response = alice.request(method, storage.url + path)
         assert 400 <= response.status_code < 500, (method, path, response.status_code, response.text)
         error_of(response)
+
+
+def test_zip_upload_conflicting_with_the_tree_changes_nothing(
+    storage: Storage, alice: requests.Session, exp: str, outside: Path
+) -> None:
+    url = f"{storage.url}/storage/{exp}"
+    assert alice.post(f"{url}/d/inner.txt", data=b"old").ok
+    assert alice.post(f"{url}/plain.txt", data=b"old").ok
+    os.symlink(outside, storage.root / exp / "link")
+    before = tree(storage.root)
+    for entries, status in [
+        ({"new.txt": b"n", "d": b"file where a folder is"}, 409),
+        ({"new.txt": b"n", "plain.txt/x": b"folder where a file is"}, 409),
+        ({"new.txt": b"n", "link/evil.txt": b"through a symlink"}, 400),
+    ]:
+        response = alice.post(f"{url}/x.zip", params={"type": "zip"}, data=make_zip(entries))
+        assert response.status_code == status, response.text
+        assert tree(storage.root) == before
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
