@@ -452,3 +452,26 @@ def test_unknown_routes_are_json_404(storage: Storage, alice: requests.Session) 
         response = alice.get(f"{storage.url}{path}")
         assert response.status_code == 404, path
         error_of(response)
+
+
+def test_filter_decoded_once_or_twice(storage: Storage, alice: requests.Session) -> None:
+    """The original backend's client double-encodes ``filter``; both forms match exactly."""
+    assert alice.put(f"{storage.url}/storage/a%20b").ok
+    for raw in ("a%20b", "a%2520b"):
+        items = alice.get(f"{storage.url}/storage/experiments?filter={raw}").json()
+        assert [e["id"] for e in items] == ["a b"], raw
+    assert alice.get(f"{storage.url}/storage/experiments?filter=a").json() == []
+
+
+def test_identity_of_other_users(storage: Storage, alice: requests.Session) -> None:
+    assert alice.get(f"{storage.url}/identity/bob").json() == {"id": "bob", "displayName": "bob"}
+    assert alice.get(f"{storage.url}/identity/nobody").status_code == 404
+
+
+def test_default_templates_are_the_source_tree_experiments() -> None:
+    from pathlib import Path
+
+    from hbp_nrp_storage.templates import default_templates_dir
+
+    repo_experiments = Path(__file__).resolve().parents[2] / "experiments"
+    assert default_templates_dir() == (repo_experiments if repo_experiments.is_dir() else None)
