@@ -85,7 +85,7 @@ def _joiner(thread: threading.Thread) -> Any:
     return wait
 
 
-def run_script(console: Console, workdir: Path, script: str, config: Any, verbose: bool) -> int:
+def run_script(console: Console, workdir: Path, script: str, config: Any) -> int:
     """Run ``script`` in ``workdir`` through the script runner; returns the exit code."""
     from hbp_nrp_simserver.errors import ScriptLoadError
     from hbp_nrp_simserver.script_runner import NRPScriptRunner, nrp_core_client_factory
@@ -94,21 +94,20 @@ def run_script(console: Console, workdir: Path, script: str, config: Any, verbos
         workdir, script, "0", config, client_factory=nrp_core_client_factory(workdir, config.path.name)
     )
     try:
-        with console.status("Initializing nrp-core..."):
-            runner.initialize()
-    except ScriptLoadError:
-        runner.shutdown()
-        _report(console, runner.error)
-        return EXIT_ERROR
-    try:
+        try:
+            with console.status("Initializing nrp-core..."):
+                runner.initialize()
+        except ScriptLoadError:
+            _report(console, runner.error)
+            return EXIT_ERROR
         with _ProgressBar(console, config.name, config.timeout) as bar:
             runner.start()
             _wait(runner.wait, bar, lambda: runner.times()[1])
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted: stopping the simulation[/]")
-        runner.shutdown()
         return EXIT_INTERRUPTED
-    runner.shutdown()
+    finally:
+        runner.shutdown()
     if runner.error is not None:
         _report(console, runner.error)
         return EXIT_ERROR
@@ -119,7 +118,7 @@ def run_standalone(console: Console, workdir: Path, config: Any) -> int:
     """Run nrp-core standalone (no main script) until the done flag or ``SimulationTimeout``."""
     from nrp_core import NrpCore
 
-    client = NrpCore("localhost:5345", experiment_folder=str(workdir), config_file=config.path.name)
+    client: Any = None
     failure: list[BaseException] = []
 
     def body() -> None:
@@ -129,6 +128,7 @@ def run_standalone(console: Console, workdir: Path, config: Any) -> int:
             failure.append(exc)
 
     try:
+        client = NrpCore("localhost:5345", experiment_folder=str(workdir), config_file=config.path.name)
         with console.status("Initializing nrp-core..."):
             client.initialize()
         thread = threading.Thread(target=body, name="NrpCoreLoop", daemon=True)
@@ -137,12 +137,14 @@ def run_standalone(console: Console, workdir: Path, config: Any) -> int:
             _wait(_joiner(thread), bar, lambda: client.simulation_time_ns / 1e9)
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted: stopping the simulation[/]")
-        client.stop()
-        _quiet(client.shutdown)
+        if client is not None:
+            _quiet(client.stop)
+            _quiet(client.shutdown)
         return EXIT_INTERRUPTED
     except Exception as exc:
         console.print(f"[red]nrp-core error:[/] {exc}")
-        _quiet(client.shutdown)
+        if client is not None:
+            _quiet(client.shutdown)
         return EXIT_ERROR
     _quiet(client.shutdown)
     if failure:
@@ -155,7 +157,7 @@ def _quiet(action: Any) -> None:
     try:
         action()
     except Exception:
-        logging.getLogger(__name__).exception("nrp-core shutdown failed")
+        logging.getLogger(__name__).exception("nrp-core %s failed", getattr(action, "__name__", action))
 
 
 def _report(console: Console, error: Any) -> None:
@@ -203,7 +205,7 @@ def run(ctx: click.Context, directory: Path, config_file: str, script: str, verb
             code = EXIT_ERROR
         else:
             if (workdir / script).is_file():
-                code = run_script(console, workdir, script, config, verbose)
+                code = run_script(console, workdir, script, config)
             else:
                 console.print(f"No {script}: running nrp-core standalone")
                 code = run_standalone(console, workdir, config)

@@ -74,16 +74,20 @@ def test_without_main_script_runs_standalone(experiment, tmp_path):
 
 def test_ctrl_c_exits_130(experiment, tmp_path):
     set_timeout(experiment, 100000)
-    (experiment / "main_script.py").write_text("while True:\n    nrp.run_loop(100)\n")
+    (experiment / "main_script.py").write_text(
+        "nrp.run_loop(1)\nfile_logger.info('running')\nwhile True:\n    nrp.run_loop(100)\n"
+    )
     env = dict(os.environ, TMPDIR=str(tmp_path), COLUMNS="200")
     proc = subprocess.Popen(
         [*NRP, "run", str(experiment)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
     try:
         deadline = time.monotonic() + 20
-        while not list(tmp_path.glob("nrp-run-*/*/main_script_0.log")) and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not any(
+            "running" in log.read_text() for log in tmp_path.glob("nrp-run-*/*/main_script_0.log")
+        ):
             time.sleep(0.05)
-        time.sleep(0.5)
+        time.sleep(0.2)
         began = time.monotonic()
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=10)
