@@ -25,7 +25,6 @@ __all__ = ["DataTransferServer", "data_topic", "make_server"]
 
 logger = logging.getLogger(__name__)
 
-_FLUSH_INTERVAL_S = 1.0
 _DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
 
 
@@ -52,7 +51,6 @@ class DataTransferServer:
         self._mqtt: Any = None
         self._prefix = ""
         self._simulation_id = "0"
-        self._last_flush = time.monotonic()
 
     @property
     def data_directory(self) -> Path | None:
@@ -116,16 +114,13 @@ class DataTransferServer:
 
     def run_loop(self, request: dict[str, Any]) -> dict[str, int]:
         self._time_ns += int(request["time_step"])
-        now = time.monotonic()
-        if self._files and now - self._last_flush > _FLUSH_INTERVAL_S:
-            self._flush()
-            self._last_flush = now
         return {"time": self._time_ns}
 
     def set_datapacks(self, request: dict[str, Any] | None) -> None:
         """Stream and record each datapack named in ``dumps``."""
         if not request:
             return
+        written = False
         for name, entry in request.items():
             if not isinstance(entry, dict) or "data" not in entry:
                 raise ValueError(
@@ -139,7 +134,7 @@ class DataTransferServer:
                 streamed = True
             if name in self._file:
                 self._write(name, data)
-                streamed = True
+                streamed = written = True
             if streamed or name in self._network:
                 self._last[name] = data
             elif name not in self._ignored:
@@ -147,6 +142,9 @@ class DataTransferServer:
                 logger.warning(
                     "datatransfer engine '%s': DataPack '%s' is not in dumps; dropped", self._name, name
                 )
+        if written:
+            # One flush per step: what a step recorded is on disk before the next step starts.
+            self._flush()
 
     def _write(self, name: str, data: Any) -> None:
         handle = self._files.get(name)

@@ -61,8 +61,8 @@ class NestEngineServer:
         self.nest = nest
         # nest.GetStatus/SetStatus are the documented datapack semantics (a list with one object
         # per node); NEST 3.10 marks them deprecated on every call.
-        warnings.filterwarnings("ignore", message=r".*(Get|Set)Status\(\) is deprecated")
-        warnings.filterwarnings("ignore", message=r".*Provided for backward compatibility only")
+        warnings.filterwarnings("ignore", message=r"\s*(Get|Set)Status\(\) is deprecated")
+        warnings.filterwarnings("ignore", message=r"\s*Provided for backward compatibility only")
         self._name = "nest"
         self._config: dict[str, Any] = {}
         self._brain_file = ""
@@ -92,7 +92,10 @@ class NestEngineServer:
     def _kernel_setup(self) -> None:
         nest = self.nest
         nest.ResetKernel()
-        nest.set_verbosity("M_ERROR")
+        if hasattr(nest, "VerbosityLevel"):  # NEST >= 3.9
+            nest.verbosity = nest.VerbosityLevel.ERROR
+        else:
+            nest.set_verbosity("M_ERROR")
         nest.SetKernelStatus({"rng_seed": self._seed, "resolution": self._resolution_ms})
 
     def _choose_resolution(self, timestep_s: float) -> float:
