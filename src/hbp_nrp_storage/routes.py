@@ -417,7 +417,7 @@ class StorageApi:
     def _publish(self, staging: Path, base: str, user: str) -> str:
         with self.store.naming():
             taken = [record.name for record in self.users.experiments()]
-            name = self.store.new_name(base, taken)
+            name = check_experiment_name(self.store.new_name(base, taken))
             self.store.publish(staging, name)
             self.users.add_experiment(name, user)
         return name

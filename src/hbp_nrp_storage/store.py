@@ -352,9 +352,9 @@ class ExperimentStore:
             config = json.loads(path.read_bytes())
             if not isinstance(config, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, OSError) as exc:  # OSError: e.g. a folder of that name
             self._config_cache[name] = (key, None)
-            raise
+            raise ValueError(str(exc)) from exc
         self._config_cache[name] = (key, config)
         return dict(config)
 
@@ -374,6 +374,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_bytes())
     except FileNotFoundError as exc:
         raise BadRequest(f"{path.name} is missing") from exc
+    except OSError as exc:
+        raise BadRequest(f"{path.name} cannot be read: {exc.strerror}") from exc
     except ValueError as exc:
         raise BadRequest(f"{path.name} is not valid JSON: {exc}") from exc
     if not isinstance(config, dict):

@@ -161,7 +161,10 @@ def experiments_group(ctx: click.Context, url: str | None, token: str | None) ->
 def _client(ctx: click.Context):  # noqa: ANN202
     from hbp_nrp_backend.storage_client import StorageClient
 
-    url, token = resolve_storage_access(ctx.obj.get("url"), ctx.obj.get("token"))
+    try:
+        url, token = resolve_storage_access(ctx.obj.get("url"), ctx.obj.get("token"))
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
     if not token:
         raise click.ClickException("no token: pass --token, set NRP_TOKEN, or run `nrp up` (nrp-up.env)")
     return StorageClient(url, timeout=_settings().storage_timeout), token

@@ -223,3 +223,20 @@ def test_zip_upload_conflicting_with_the_tree_changes_nothing(
         assert response.status_code == status, response.text
         assert tree(storage.root) == before
     assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+def test_odd_zip_contents_are_client_errors(storage: Storage, alice: requests.Session, exp: str) -> None:
+    before = tree(storage.root)
+    for entries in (
+        {".hidden/simulation_config.json": b"{}"},
+        {"top/simulation_config.json/": None, "top/a.txt": b"a"},
+        {"top/a.txt": b"no config"},
+        {"top/simulation_config.json": b"[1, 2]"},
+    ):
+        response = alice.post(f"{storage.url}/storage/importExperiment", data=make_zip(entries))
+        assert response.status_code == 400, (entries, response.text)
+    assert tree(storage.root) == before
+    # a folder named simulation_config.json does not break the listing
+    assert alice.post(f"{storage.url}/storage/{exp}/simulation_config.json", params={"type": "folder"}).ok
+    items = {e["id"]: e for e in alice.get(f"{storage.url}/storage/experiments").json()}
+    assert items[exp]["configuration"]["corrupted"] is True
