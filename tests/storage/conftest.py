@@ -99,6 +99,8 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
         yield Storage(server, root, alice, bob)
     finally:
         server.stop()
+    # no request of the whole session, bad input included, ended in an unexpected error (500)
+    assert "unexpected error" not in server.text(), server.text()
 
 
 @pytest.fixture
