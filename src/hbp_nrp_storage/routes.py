@@ -12,7 +12,6 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,8 +54,6 @@ log = logging.getLogger(__name__)
 
 HIDDEN_FROM_LISTINGS = frozenset({"robots", "brains", "environments"})
 SPOOL_IN_MEMORY = 16 * 1024 * 1024
-
-Handler = Callable[[Request, str, list[str]], Response]
 
 
 @dataclass
