@@ -47,10 +47,14 @@ def ensure_engine_types() -> None:
             launch.register_engine_type(engine_type, worker, factory)
 
 
+FILES = Path(__file__).resolve().parent / "files"
+
+
 def copy_experiment(name: str, destination: Path) -> Path:
-    """Copy bundled experiment ``name`` to ``destination/name`` and return the copy."""
+    """Copy experiment ``name`` (bundled, or a test model under ``files/``) to ``destination/name``."""
     target = destination / name
-    shutil.copytree(bundled_experiments_dir() / name, target,
+    source = FILES / name if (FILES / name).is_dir() else bundled_experiments_dir() / name
+    shutil.copytree(source, target,
                     ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
     return target
 

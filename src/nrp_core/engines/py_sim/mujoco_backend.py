@@ -85,6 +85,8 @@ class MujocoBackend(SimulatorBackend):
         substeps = round(timestep_ns * 1e-9 / self.model.opt.timestep)
         if substeps > 0:
             mujoco.mj_step(self.model, self.data, nstep=substeps)
+            # mj_step computes positions and sensors before integrating: bring them up to date.
+            mujoco.mj_forward(self.model, self.data)
         if self._viewer is not None:
             self._viewer.sync()
 
