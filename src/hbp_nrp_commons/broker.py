@@ -58,6 +58,27 @@ def _bound_port(broker: Any, fallback: int) -> int:
     return fallback
 
 
+def _broker_class() -> Any:
+    """amqtt's Broker, corrected to send retained messages only to clients that subscribed.
+
+    amqtt 0.12 sends a connecting client the retained messages matching *any* client's
+    subscriptions (and, once it subscribes itself, again): a second copy of the lifecycle init
+    message and unsolicited messages for others' topics. MQTT 3.1.1 (3.3.1.3) delivers a retained
+    message to new subscriptions only, so the copy for a client without that subscription is dropped.
+    """
+    from amqtt.broker import Broker
+
+    class SubscriberOnlyRetainBroker(Broker):
+        async def _publish_retained_messages_for_subscription(self, subscription: Any, session: Any) -> None:
+            subscribers = self._subscriptions.get(subscription[0], [])
+            if any(s.client_id == session.client_id for s, _ in subscribers):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    if not hasattr(Broker, "_publish_retained_messages_for_subscription"):  # a later amqtt: use it as is
+        return Broker
+    return SubscriberOnlyRetainBroker
+
+
 async def serve(host: str, port: int, stop: asyncio.Event, ready: Any = None) -> None:
     """Run the broker until ``stop`` is set.
 
@@ -67,9 +88,7 @@ async def serve(host: str, port: int, stop: asyncio.Event, ready: Any = None) ->
         stop: set it to shut the broker down.
         ready: called with the bound port once the broker accepts connections.
     """
-    from amqtt.broker import Broker
-
-    broker = Broker(_broker_config(host, port))
+    broker = _broker_class()(_broker_config(host, port))
     await broker.start()
     try:
         if ready is not None:

@@ -358,6 +358,38 @@ class SimulationLifecycle:
             self._refuse_if_busy(state)
             self._force(state)
 
+    def apply_peer_state(self, state: str) -> bool:
+        """Follow a state the peer reports outside the lifecycle topic (its status, contract 5.4 rule 6).
+
+        The backend calls it when the simserver's status says ``completed`` or ``failed`` while the
+        backend still runs: the transition is applied as if received (callbacks run, nothing is
+        published). A state not reachable by a transition from the current one is forced.
+
+        Returns:
+            True if the state changed.
+        """
+        if state not in STATES:
+            raise ValueError(f"unknown lifecycle state {state!r}")
+        with self._locked():
+            if self.is_final or self._suspended_by is not None or self.state == state:
+                return False
+            trigger = "initialized" if state == "paused" and self.state == "created" else state
+            if not self._machine.get_transitions(trigger=trigger, source=self.state):
+                logger.warning("Simulation %s follows its peer from %r to %r", self.sim_id, self.state, state)
+                self._force(state)
+                return True
+            try:
+                self._apply(trigger, remote=True, data={})
+            except Exception as exc:
+                logger.exception("Following the peer to %r failed (simulation %s)", state, self.sim_id)
+                if not self.is_final:
+                    self._force(state)
+                    try:
+                        self._apply("failed", remote=False, data={}, error=exc)
+                    except Exception:
+                        logger.exception("Failing simulation %s failed", self.sim_id)
+            return True
+
     @contextmanager
     def released_lock(self) -> Iterator[None]:
         """Release the lifecycle lock completely while waiting for another thread, then retake it.

@@ -43,6 +43,7 @@ ConnectCallback = Callable[[], None]
 _KEEPALIVE = 15
 _RECONNECT_MIN_DELAY = 1
 _RECONNECT_MAX_DELAY = 2
+_RESUBSCRIBE_TIMEOUT = 5.0
 
 
 # --------------------------------------------------------------------------------------- topics
@@ -221,7 +222,7 @@ class MqttConnection:
     def on_connect(self, callback: ConnectCallback) -> None:
         """Run ``callback()`` after every later (re)connect, in the connection's event thread.
 
-        Subscriptions have already been renewed (requested, not necessarily acknowledged) when it runs.
+        The renewed subscriptions have been acknowledged by the broker (or 5 s passed) when it runs.
         """
         with self._lock:
             self._connect_hooks.append(callback)
@@ -235,9 +236,10 @@ class MqttConnection:
             subscriptions = list(self._subscriptions.values())
             self._subscriptions.clear()
         self._stop_network()
+        # Workers finish the job in hand; a job blocked on someone else's lock is not waited for long.
         for sub in subscriptions:
-            sub.worker.stop()
-        self._events.stop()
+            sub.worker.stop(timeout=1.0)
+        self._events.stop(timeout=1.0)
 
     def _stop_network(self) -> None:
         with self._lock:
@@ -333,12 +335,14 @@ class MqttConnection:
             return False
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if not wait:
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN) or (
-                info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos == 0
-            ):
-                logger.warning("MQTT publish on %s failed: %s", topic, paho.error_string(info.rc))
-                return False
-            return True
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return True
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                # QoS 1 and 2 messages stay queued and go out after the reconnect; QoS 0 ones are lost
+                logger.debug("MQTT publish on %s while disconnected (QoS %d)", topic, qos)
+                return qos > 0
+            logger.warning("MQTT publish on %s failed: %s", topic, paho.error_string(info.rc))
+            return False
         try:
             info.wait_for_publish(timeout)
         except (RuntimeError, ValueError) as exc:
@@ -364,18 +368,30 @@ class MqttConnection:
             return
         with self._lock:
             topics = [(sub.topic, sub.qos) for sub in self._subscriptions.values()]
+            ack = None
             if topics:
-                rc, mid = client.subscribe(topics)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    logger.warning("MQTT re-subscription failed: %s", paho.error_string(rc))
+                ack = self._request(lambda: client.subscribe(topics))
+                if ack is None:
+                    logger.warning("MQTT re-subscription of %s failed", self.client_id)
             hooks = list(self._connect_hooks)
             reconnect = self.connect_count > 0
             self.connect_count += 1
             self._connected.set()
         if reconnect:
             logger.info("MQTT client %s reconnected to %s", self.client_id, self.settings.address)
-        for hook in hooks:
-            self._events.submit(hook)
+
+        def run_hooks() -> None:
+            # hooks may publish and expect answers: let the broker confirm the subscriptions first
+            if ack is not None and not ack.wait(_RESUBSCRIBE_TIMEOUT):
+                logger.warning("MQTT re-subscription of %s was not acknowledged", self.client_id)
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:
+                    logger.exception("MQTT on_connect hook failed")
+
+        if hooks:
+            self._events.submit(run_hooks)
 
     def _handle_disconnect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
@@ -402,3 +418,36 @@ class MqttConnection:
         for sub in targets:
             callback = sub.callback
             sub.worker.submit(lambda cb=callback: cb(topic, payload))
+
+
+def clear_retained_matching(connection: MqttConnection, topic_filter: str, settle: float = 0.5) -> list[str]:
+    """Clear every retained message on topics matching ``topic_filter``; return those topics.
+
+    The backend calls it at start-up with ``lifecycle_topic(prefix, "+")`` to drop init messages
+    that a crash left behind (contract 5.3). A new subscription receives the retained messages at
+    once; messages arriving within ``settle`` seconds are taken as retained and cleared, so call it
+    before simulations of this prefix start.
+
+    Raises:
+        BrokerUnreachable: the broker did not acknowledge the subscription or a clear.
+    """
+    seen: dict[str, None] = {}
+    lock = threading.Lock()
+
+    def record(topic: str, payload: bytes) -> None:
+        if payload:
+            with lock:
+                seen[topic] = None
+
+    connection.subscribe(topic_filter, record, qos=1, wait=True)
+    try:
+        threading.Event().wait(settle)
+    finally:
+        connection.unsubscribe(topic_filter, wait=True)
+    with lock:
+        topics = list(seen)
+    for topic in topics:
+        connection.clear_retained(topic, wait=True)
+    if topics:
+        logger.info("Cleared %d stale retained message(s) on %s", len(topics), topic_filter)
+    return topics

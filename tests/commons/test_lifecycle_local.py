@@ -296,3 +296,44 @@ def test_final_lifecycle_ignores_received_messages() -> None:
     lifecycle.stopped()
     lifecycle.handle_message(message("created", "initialized", "paused"))
     assert lifecycle.state == "stopped" and lifecycle.names() == ["stop"]
+
+
+def test_apply_peer_state_follows_completed_and_failed_silently() -> None:
+    lifecycle = in_state("started")
+    assert lifecycle.apply_peer_state("completed") is True
+    assert lifecycle.state == "completed" and lifecycle.changes == [("started", "completed", "completed")]
+    assert lifecycle.apply_peer_state("completed") is False
+    assert lifecycle.apply_peer_state("failed") is True
+    assert lifecycle.calls == [("fail", "failed", "completed", "failed", "failed", True)]
+    assert lifecycle.done_event.is_set()
+    assert lifecycle.apply_peer_state("started") is False  # final: nothing moves any more
+
+
+def test_apply_peer_state_forces_unreachable_states() -> None:
+    lifecycle = in_state("paused")
+    assert lifecycle.apply_peer_state("completed") is True
+    assert lifecycle.state == "completed" and lifecycle.calls == []
+
+
+def test_received_messages_are_dropped_while_a_transition_waits_unlocked() -> None:
+    waiting = threading.Event()
+    proceed = threading.Event()
+
+    class Server(Recorder):
+        def stop(self, event: TransitionEvent) -> None:
+            with self.released_lock():
+                waiting.set()
+                proceed.wait(5)
+
+    lifecycle = Server(1, None, "nrp_simulation_server", "", frozenset(), False)
+    lifecycle.force_state("started")
+    stopper = threading.Thread(target=lifecycle.stopped)
+    stopper.start()
+    waiting.wait(5)
+    lifecycle.handle_message(message("started", "paused", "paused"))
+    with pytest.raises(LifecycleBusyError):
+        lifecycle.force_state("paused")
+    assert lifecycle.state == "started"
+    proceed.set()
+    stopper.join(5)
+    assert lifecycle.state == "stopped"

@@ -6,9 +6,11 @@ import json
 import threading
 import time
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
-from hbp_nrp_commons.mqtt import BrokerUnreachable, MqttConnection, client_id
+from hbp_nrp_commons.mqtt import BrokerUnreachable, MqttConnection, clear_retained_matching, client_id
 from hbp_nrp_commons.settings import MqttSettings
 from tests.helpers.processes import free_port
 
@@ -128,3 +130,42 @@ def test_reconnect_resubscribes_and_runs_hooks(connect, mqtt_broker) -> None:
         publisher.publish(topic, b"after", qos=1, wait=True)
         time.sleep(0.1)
     assert got and set(got) == {b"after"}
+
+
+def test_clear_retained_matching(connect, mqtt_broker) -> None:
+    base = unique_topic("stale")
+    connection = connect()
+    for sim in ("1", "2"):
+        connection.publish(f"{base}/{sim}/lifecycle", b"stale", qos=1, retain=True, wait=True)
+    connection.publish(f"{base}/3/status", b"kept", qos=1, retain=True, wait=True)
+    cleared = clear_retained_matching(connection, f"{base}/+/lifecycle", settle=0.3)
+    assert sorted(cleared) == [f"{base}/1/lifecycle", f"{base}/2/lifecycle"]
+    assert retained(mqtt_broker.settings(), f"{base}/+/lifecycle") == []
+    assert retained(mqtt_broker.settings(), f"{base}/3/status") == [b"kept"]
+
+
+def test_retained_messages_reach_only_subscribers_once(mqtt_broker) -> None:
+    """A new client gets a retained message once, when it subscribes, never unsolicited."""
+    topic = unique_topic("once")
+    settings = mqtt_broker.settings()
+    holder = MqttConnection(settings, client_id("holder"))
+    holder.connect()
+    holder.subscribe(topic, lambda t, p: None)
+    holder.publish(topic, b"init", qos=1, retain=True, wait=True)
+    raw: list[tuple[str, bytes]] = []
+    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id("raw"))
+    client.on_message = lambda c, u, m: raw.append((m.topic, m.payload))
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    try:
+        time.sleep(0.3)
+        assert raw == []  # nothing unsolicited on connect
+        client.subscribe(topic, qos=1)
+        wait_for(lambda: raw == [(topic, b"init")])
+        time.sleep(0.3)
+        assert raw == [(topic, b"init")]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        holder.clear_retained(topic)
+        holder.close()

@@ -1,0 +1,256 @@
+"""Two lifecycles, a backend-like and a server-like one, kept in step over a real broker.
+
+Covers the backend contract 11 rows "Lifecycle topics", "Local sequence", "Remote sequence",
+"Failures" and "Connect", and the message rules of 5.3 and 5.4.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from hbp_nrp_commons.mqtt import MqttConnection, client_id, lifecycle_topic
+
+from .helpers import Recorder, Spy, backend_like, retained, server_like, wait_for
+
+QUIET = 0.3  # how long "nothing else arrives" is watched
+
+
+def msg(node: str, source: str, event: str, target: str) -> dict[str, str]:
+    return {"source_node": node, "source_state": source, "event": event, "target_state": target}
+
+
+@dataclass
+class Pair:
+    backend: Recorder
+    server: Recorder
+    spy: Spy
+    topic: str
+    settings: object
+
+    def retained(self) -> list[dict[str, str]]:
+        return [json.loads(p) for p in retained(self.settings, self.topic)]
+
+
+@pytest.fixture
+def make_pair(mqtt_broker) -> Iterator:
+    made: list[Pair] = []
+
+    def make(prefix: str = "", backend_cls: type[Recorder] = Recorder, **server_kwargs: object) -> Pair:
+        sim_id = random.randrange(10**6, 10**7)
+        settings = mqtt_broker.settings(prefix)
+        topic = lifecycle_topic(prefix, sim_id)
+        spy = Spy(settings, topic)
+
+        def connection(base: str) -> MqttConnection:
+            return MqttConnection(settings, client_id(base, sim_id))
+
+        backend = backend_like(sim_id, connection("nrp_backend"), prefix)
+        if backend_cls is not Recorder:
+            backend.__class__ = backend_cls
+        server = server_like(sim_id, connection("nrp_simulation_server"), prefix, **server_kwargs)
+        pair = Pair(backend, server, spy, topic, settings)
+        made.append(pair)
+        return pair
+
+    yield make
+    for pair in made:
+        pair.backend.shutdown()
+        pair.server.shutdown()
+        pair.spy.close()
+
+
+def settle() -> None:
+    time.sleep(QUIET)
+
+
+@pytest.mark.parametrize("prefix", ["", "pfx"])
+def test_local_and_remote_sequence(make_pair, prefix: str) -> None:
+    pair = make_pair(prefix)
+    backend, server = pair.backend, pair.server
+    assert pair.topic.startswith("pfx/nrp_simulation/" if prefix else "nrp_simulation/")
+    node = f"{prefix}_nrp_backend" if prefix else "nrp_backend"
+    backend.connect()
+    backend.initialized()
+    init = msg(node, "created", "initialized", "paused")
+    wait_for(lambda: pair.spy.lifecycle() == [init], message="init message")
+    assert pair.retained() == [init]  # retained: it leaves ``created``
+
+    server.connect()  # subscribes after the publication: the retained copy reaches it
+    wait_for(lambda: server.state == "paused", message="server initialized")
+    server.clear_retained()
+    assert pair.retained() == []
+
+    for trigger in ("started", "paused", "started"):
+        backend.accept_command(trigger)
+        wait_for(lambda t=trigger: server.state == t, message=f"server {trigger}")
+    assert backend.accept_command("started") is False  # silent no-op
+    backend.stopped()
+    settle()
+
+    assert backend.names() == ["initialize", "start", "pause", "start", "stop"]
+    assert backend.state == "stopped" and backend.done_event.is_set()
+    assert pair.spy.lifecycle() == [
+        init,
+        msg(node, "paused", "started", "started"),
+        msg(node, "started", "paused", "paused"),
+        msg(node, "paused", "started", "started"),
+    ]
+    assert pair.spy.payloads()[-1] is None  # the backend cleared the topic at shutdown
+    assert not backend.mqtt.is_connected
+
+    # the same events received from another node run the callbacks and publish nothing
+    assert server.calls == [
+        ("initialize", "initialized", "created", "paused", "created", True),
+        ("start", "started", "paused", "started", "paused", True),
+        ("pause", "paused", "started", "paused", "started", True),
+        ("start", "started", "paused", "started", "paused", True),
+    ]
+    assert not any(name.startswith("paho") or name == "MainThread" for name in server.threads)
+    assert server.state == "started"  # ``stopped`` never travels over MQTT
+    server.stopped()
+    settle()
+    assert all(m["source_node"] == node for m in pair.spy.lifecycle())
+
+
+def test_only_messages_leaving_created_are_retained(make_pair) -> None:
+    pair = make_pair()
+    pair.backend.connect()
+    pair.backend.initialized()
+    pair.backend.started()
+    wait_for(lambda: len(pair.spy.lifecycle()) == 2)
+    assert [m["event"] for m in pair.retained()] == ["initialized"]
+
+
+def test_connect_clears_stale_retained_message_and_subscribes(make_pair) -> None:
+    pair = make_pair()
+    stale = msg("nrp_simulation_server", "started", "completed", "completed")
+    publisher = pair.spy.connection
+    publisher.publish(pair.topic, stale, qos=1, retain=True, wait=True)
+    assert pair.retained() == [stale]
+    pair.backend.connect()
+    assert pair.retained() == []
+    assert pair.backend.state == "created"  # the stale message was cleared before subscribing
+    publisher.publish(pair.topic, msg("nrp_simulation_server", "created", "failed", "failed"), qos=1)
+    wait_for(lambda: pair.backend.state == "failed", message="subscribed backend follows")
+
+
+def test_shutdown_clears_unsubscribes_and_disconnects(make_pair) -> None:
+    pair = make_pair()
+    pair.backend.connect()
+    pair.backend.initialized()
+    wait_for(lambda: len(pair.retained()) == 1)
+    pair.backend.shutdown()
+    pair.backend.shutdown()  # idempotent
+    assert pair.retained() == []
+    assert not pair.backend.mqtt.is_connected
+    pair.spy.connection.publish(pair.topic, msg("nrp_simulation_server", "paused", "failed", "failed"), qos=1)
+    settle()
+    assert pair.backend.state == "paused"
+
+
+def test_server_completion_reaches_backend_silently(make_pair) -> None:
+    pair = make_pair()
+    pair.backend.connect()
+    pair.server.connect()
+    pair.backend.initialized()
+    pair.backend.started()
+    wait_for(lambda: pair.server.state == "started")
+    pair.server.completed()
+    wait_for(lambda: pair.backend.state == "completed", message="backend completed")
+    settle()
+    assert [m["event"] for m in pair.spy.lifecycle()] == ["initialized", "started", "completed"]
+    assert pair.spy.lifecycle()[-1] == msg("nrp_simulation_server", "started", "completed", "completed")
+    assert pair.backend.changes[-1] == ("started", "completed", "completed")
+
+
+def test_failing_local_initialize_fails_and_clears_on_shutdown(make_pair) -> None:
+    pair = make_pair()
+    pair.backend.raise_in = {"initialize"}
+    pair.backend.connect()
+    with pytest.raises(RuntimeError):
+        pair.backend.initialized()
+    assert pair.backend.state == "failed"
+    assert pair.backend.names() == ["initialize", "stop"]
+    settle()
+    # connect clear, shutdown clear; ``failed`` is not a backend destination
+    assert pair.spy.payloads() == [None, None]
+
+
+def test_failing_remote_initialize_publishes_paused_to_failed(make_pair) -> None:
+    pair = make_pair(raise_in={"initialize"})
+    pair.backend.connect()
+    pair.server.connect()
+    pair.backend.initialized()
+    wait_for(lambda: pair.server.state == "failed", message="server failed")
+    wait_for(lambda: pair.backend.state == "failed", message="backend follows")
+    failed = msg("nrp_simulation_server", "paused", "failed", "failed")
+    assert pair.spy.lifecycle()[-1] == failed
+    assert pair.server.names() == ["initialize", "fail"]
+    assert pair.backend.calls[-1] == ("fail", "failed", "paused", "failed", "failed", True)
+    assert pair.server.done_event.wait(5) and pair.backend.done_event.wait(5)
+    assert failed not in pair.retained()  # not retained; the backend cleared the topic at shutdown
+    assert pair.retained() == []
+
+
+def test_remote_failed_while_started_runs_fail_without_publishing(make_pair) -> None:
+    pair = make_pair()
+    pair.backend.connect()
+    pair.server.connect()
+    pair.backend.initialized()
+    pair.backend.started()
+    wait_for(lambda: pair.server.state == "started")
+    pair.server.failed()
+    wait_for(lambda: pair.backend.state == "failed", message="backend failed")
+    assert pair.backend.done_event.wait(5)
+    settle()
+    assert pair.backend.calls[-1] == ("fail", "failed", "started", "failed", "failed", True)
+    assert [m["source_node"] for m in pair.spy.lifecycle()] == ["nrp_backend"] * 2 + ["nrp_simulation_server"]
+
+
+class ResyncingBackend(Recorder):
+    """Re-publishes its last message after a reconnect (contract 5.4 rule 6)."""
+
+    def on_reconnect(self) -> None:
+        super().on_reconnect()
+        self.republish_last()
+
+
+def test_broker_restart_both_reconnect_and_resubscribe(make_pair, mqtt_broker) -> None:
+    pair = make_pair(backend_cls=ResyncingBackend)
+    backend, server = pair.backend, pair.server
+    backend.connect()
+    server.connect()
+    backend.initialized()
+    wait_for(lambda: server.state == "paused")
+
+    mqtt_broker.restart()
+    wait_for(lambda: backend.reconnects >= 1 and server.reconnects >= 1, timeout=15, message="reconnects")
+    wait_for(lambda: backend.mqtt.is_connected and server.mqtt.is_connected, timeout=15)
+    assert server.names() == ["initialize"]  # the re-published init message was already applied
+
+    # the lost-message case: a command published while the broker is down may reach the broker
+    # before the peer has re-subscribed; the backend re-publishes while the peer's state (its
+    # status, in the real system) disagrees (contract 5.4 rule 6)
+    mqtt_broker.kill()
+    backend.started()
+    mqtt_broker.restart()
+    deadline = time.monotonic() + 15
+    while server.state != "started" and time.monotonic() < deadline:
+        if backend.mqtt.is_connected:
+            backend.republish_last()
+        time.sleep(0.2)
+    assert server.state == "started"
+
+    backend.paused()  # and the subscriptions work again in both directions
+    wait_for(lambda: server.state == "paused", message="server paused after restart")
+    backend.started()
+    wait_for(lambda: server.state == "started")
+    server.completed()
+    wait_for(lambda: backend.state == "completed", message="backend completed after restart")
+    assert server.names() == ["initialize", "start", "pause", "start"]
