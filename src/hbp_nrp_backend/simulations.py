@@ -497,7 +497,7 @@ class SimulationManager:
             sim.save()
             raise
         except Exception as exc:
-            cause = getattr(exc, "__cause__", None) or exc
+            cause = exc
             message = f'Error starting the simulation. ("{cause!r}") An exception has occurred'
             sim.record.error = {"msg": message, "error_type": "Loading"}
             sim.save()

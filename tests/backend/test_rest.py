@@ -200,6 +200,7 @@ def test_put_matrix_and_stop_uploads_logs(backend: Backend, storage: Storage) ->
     assert rest.put(path, {"state": "started"}).json()["state"] == "started"
     # Rejected commands did not fail the simulation.
     assert rest.get(path).json()["state"] == "started"
+    zips_before = set(storage.files("my_cloned_experiment"))  # other tests' servers reuse ids
     before = time.monotonic()
     stopped = rest.put(path, {"state": "stopped"})
     assert stopped.status_code == 200 and stopped.json()["state"] == "stopped"
@@ -217,8 +218,9 @@ def test_put_matrix_and_stop_uploads_logs(backend: Backend, storage: Storage) ->
         transition,
     )
     # The synchronous stop uploaded the logs: the zip is at the experiment root.
-    names = [n for n in storage.files("my_cloned_experiment") if n.endswith(f"_simulation_{sim_id}.log.zip")]
+    names = [n for n in set(storage.files("my_cloned_experiment")) - zips_before]
     assert len(names) == 1
+    assert names[0].endswith(f"_simulation_{sim_id}.log.zip")
     content = storage.client().get_file(storage.alice, "my_cloned_experiment", names[0], by_name=True)
     archive = zipfile.ZipFile(io.BytesIO(content))
     assert set(archive.namelist()) == {f"simulation_{sim_id}.log", f"main_script_{sim_id}.log"}

@@ -42,6 +42,7 @@ def test_restart_fails_leftovers_kills_survivors_and_keeps_their_logs(
     rest.wait_for(second, lambda s: s["ready"])
     assert rest.set_state(second, "started").status_code == 200
     second_pid = simserver_pid(backend)
+    zips_before = set(storage.files("completes")) | set(storage.files("my_cloned_experiment"))
     backend.server.kill()  # SIGKILL: no shutdown logic runs
 
     # A stale retained lifecycle message, as a crashed run leaves them.
@@ -73,7 +74,7 @@ def test_restart_fails_leftovers_kills_survivors_and_keeps_their_logs(
     assert not first_dir.exists()
     for sim_id in (first, second):
         experiment = "completes" if sim_id == first else "my_cloned_experiment"
-        (name,) = log_zips(storage, experiment, sim_id)
+        (name,) = set(log_zips(storage, experiment, sim_id)) - zips_before
         content = storage.client().get_file(storage.alice, experiment, name, by_name=True)
         assert f"simulation_{sim_id}.log" in zipfile.ZipFile(io.BytesIO(content)).namelist()
     # IDs never repeat across restarts.
@@ -96,10 +97,10 @@ def test_sigterm_stops_every_simulation_and_exits_zero(
     sim_id = rest.launch()["simulationID"]
     rest.wait_for(sim_id, lambda s: s["ready"])
     pid = simserver_pid(backend)
-    zips_before = len(log_zips(storage, "my_cloned_experiment", sim_id))  # other tests use this id too
+    zips_before = set(log_zips(storage, "my_cloned_experiment", sim_id))  # other tests use this id too
     assert backend.server.stop(timeout=20) == 0
     assert not alive(pid)
-    assert len(log_zips(storage, "my_cloned_experiment", sim_id)) == zips_before + 1
+    assert len(set(log_zips(storage, "my_cloned_experiment", sim_id)) - zips_before) == 1
     restarted = start_backend.restart(backend)
     assert restarted.rest.get(f"/simulation/{sim_id}").json()["state"] == "stopped"
     assert "Backend restarted" not in json.dumps(restarted.rest.get("/simulation").json())
@@ -127,6 +128,16 @@ def test_logs_are_spooled_while_storage_is_down_then_uploaded(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     sidecar = json.loads(next(p for p in spooled if p.suffix == ".json").read_text())
     assert sidecar["experimentID"] == "my_cloned_experiment" and sidecar["owner"] == "alice"
+    # The token and the experiment check are cached, so the clone is what fails: 500, registered failed.
+    failed = rest.post("/simulation", {"experimentID": "my_cloned_experiment"})
+    assert failed.status_code == 500, failed.text
+    body = failed.json()
+    assert body["type"] == "Server Error"
+    assert body["message"].startswith('Error starting the simulation. ("StorageUnavailable(')
+    assert body["message"].endswith('") An exception has occurred')
+    assert body["data"]
+    failed_sim = rest.get(f"/simulation/{sim_id + 1}").json()
+    assert failed_sim["state"] == "failed" and failed_sim["error"]["msg"] == body["message"]
     # A token not yet verified cannot be checked while storage is down: 503.
     unavailable = rest.as_user(own_storage.bob).get("/simulation")
     assert unavailable.status_code == 503
