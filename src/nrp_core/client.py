@@ -247,6 +247,7 @@ class NrpCore:
         from nrp_core.config import complete_engine_config
         from nrp_core.loop import FTILoop
 
+        self._check("initialize")  # fail fast, e.g. while another thread runs the loop
         with self._lock:
             self._check("initialize")
             try:
@@ -303,6 +304,7 @@ class NrpCore:
         extra = self._json_data_datapacks(json_data)
         if run_async:
             return self._start_async(lambda: self.run_loop(num_iterations, json_data), response)
+        self._check("run_loop")  # fail fast, e.g. while another thread runs the loop
         with self._lock:
             self._check("run_loop")
             self._json_datapack_out_buffer.extend(extra)
@@ -325,6 +327,7 @@ class NrpCore:
         """
         if run_async:
             return self._start_async(lambda: self.run_until_timeout(), response)
+        self._check("run_until_timeout")  # fail fast, e.g. while another thread runs the loop
         with self._lock:
             self._check("run_until_timeout")
 
@@ -358,6 +361,7 @@ class NrpCore:
         Returns:
             the requested datapacks fetched after the reset.
         """
+        self._check("reset")  # fail fast, e.g. while another thread runs the loop
         with self._lock:
             self._check("reset")
             try:

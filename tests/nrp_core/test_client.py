@@ -1,0 +1,279 @@
+"""The in-process client ``NrpCore`` (contract 4, 5.4, 15.3) against real engine processes.
+
+Most tests re-express nrp-core's client suite on our ``status_function_test`` folder; the others
+drive ``tf_exchange`` through the client and check the state machine, ``stop()`` and the logs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nrp_core
+from nrp_core.client import NrpCore, NrpCoreStateError
+from tests.nrp_core.loop_helpers import STATUS_FUNCTION_TEST, TF_EXCHANGE
+
+
+def _client(config: str = "simulation_config.json", **kwargs) -> NrpCore:
+    kwargs.setdefault("log_output", None)
+    return NrpCore(
+        "localhost:50051", experiment_folder=str(STATUS_FUNCTION_TEST), config_file=config, **kwargs
+    )
+
+
+@pytest.fixture
+def client() -> Iterator[NrpCore]:
+    created = _client()
+    yield created
+    if created.current_state() != "Created":
+        created.shutdown()
+
+
+def test_client_is_exported_from_the_package() -> None:
+    assert nrp_core.NrpCore is NrpCore
+    assert issubclass(NrpCoreStateError, ConnectionError)
+
+
+def test_basic_state_sequence(client: NrpCore) -> None:
+    assert client.current_state() == "Created"
+    client.initialize()
+    assert client.current_state() == "Initialized"
+    assert client.run_loop(4) == (False, [])
+    assert client.current_state() == "Stopped"
+    client.reset()
+    assert client.current_state() == "Initialized"
+    done, timed_out, _trajectory = client.run_until_timeout()
+    assert (done, timed_out) == (False, True)
+    assert client.current_state() == "Stopped"
+    client.shutdown()
+    assert client.current_state() == "Created"
+
+
+def test_constructor_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        NrpCore("localhost:50051", experiment_folder=str(STATUS_FUNCTION_TEST), config_file="missing.json")
+    with pytest.raises(FileNotFoundError):
+        NrpCore("localhost:50051", config_file=str(tmp_path / "nothing" / "simulation_config.json"))
+
+
+def test_initialize_returns_the_requested_datapacks(client: NrpCore) -> None:
+    trajectory = client.initialize()
+    assert trajectory == [{"test_data": 0, "time": 0, "timestep": 0}, {"time": 0, "timestep": 0}]
+
+
+def test_reset_sends_client_datapacks_and_returns_fresh_ones(client: NrpCore) -> None:
+    client.initialize()
+    client.run_loop(2)
+    client.set_json_datapack("actions", "python_1", {"test_reset": 987})
+    assert len(client._json_datapack_out_buffer) == 1
+    trajectory = client.reset()
+    assert client._json_datapack_out_buffer == []
+    assert len(trajectory) == 2
+    assert all(item["time"] == 20_000_000 for item in trajectory)
+    assert [item.get("action") for item in trajectory] == [987, None]
+    assert client.simulation_time_ns == 0
+
+
+def test_done_flag_follows_is_updated() -> None:
+    client = _client("simulation_config_done_flag.json")
+    client.initialize()
+    try:
+        assert client.run_loop(1) == (True, [])
+        assert client.run_loop(1) == (False, [])
+        assert client.run_loop(2)[0] is False, "the last batch of the two (t = 30 ms) has no python_2"
+        assert client.run_loop(1)[0] is True
+    finally:
+        client.shutdown()
+
+
+def test_set_json_datapack_is_buffered_until_run_loop_or_reset(client: NrpCore) -> None:
+    client.initialize()
+    client.set_json_datapack("actions", "python_1", {"test_data": 888})
+    assert len(client._json_datapack_out_buffer) == 1
+    client.run_loop(1)
+    assert len(client._json_datapack_out_buffer) == 0
+    client.set_json_datapack("actions", "python_1", {"test_data": 888})
+    client.set_json_datapack("whatever", "no_such_engine", {"x": 1})  # accepted, with a warning
+    assert len(client._json_datapack_out_buffer) == 2
+    client.reset()
+    assert len(client._json_datapack_out_buffer) == 0
+    with pytest.raises(TypeError):
+        client.set_json_datapack("actions", "python_1", {"bad": object()})
+
+
+def test_set_proto_datapack_is_not_implemented_yet(client: NrpCore) -> None:
+    with pytest.raises(NotImplementedError):
+        client.set_proto_datapack("test", "test", object())
+
+
+def test_loopback_json_datapacks() -> None:
+    client = _client("simulation_config_loopback.json")
+    client.set_json_datapack("actions", "python_1", {"test_data": 888})
+    client.initialize()
+    try:
+        assert client.run_loop(1) == (True, [{"test_data": 0}])
+        assert client.run_loop(1) == (True, [{"test_data": 888}])
+        # json_data is buffered exactly like set_json_datapack.
+        client.run_loop(1, {"python_1": {"actions": {"test_data": 5}}})
+        assert client.run_loop(1) == (True, [{"test_data": 5}])
+    finally:
+        client.shutdown()
+
+
+def test_json_data_must_be_a_mapping_of_mappings(client: NrpCore) -> None:
+    client.initialize()
+    with pytest.raises(TypeError, match="json_data must be a mapping"):
+        client.run_loop(1, True)
+    with pytest.raises(TypeError):
+        client.run_loop(1, {"python_1": [1, 2]})
+    assert client.current_state() == "Initialized"
+
+
+def test_trajectory_json() -> None:
+    client = _client("simulation_config_trajectory_json.json")
+    client.initialize()
+    try:
+        done, timed_out, trajectory = client.run_until_timeout()
+    finally:
+        client.shutdown()
+    assert (done, timed_out) == (True, False)
+    assert trajectory == [{"iteration": i} for i in range(4)]
+
+
+def test_trajectory_until_timeout() -> None:
+    client = _client("simulation_config_trajectory_timeout.json")
+    client.initialize()
+    try:
+        done, timed_out, trajectory = client.run_until_timeout()
+        assert client.simulation_time_ns == 1_000_000_000
+    finally:
+        client.shutdown()
+    assert (done, timed_out) == (False, True)
+    assert trajectory == [{"iteration": i} for i in range(4)]
+
+
+# -- illegal calls ----------------------------------------------------------------------------------
+
+
+def test_run_loop_before_initialize(client: NrpCore) -> None:
+    with pytest.raises(NrpCoreStateError, match=r"run_loop\(\) is not allowed in state 'Created'"):
+        client.run_loop(1)
+    with pytest.raises(NrpCoreStateError):
+        client.run_until_timeout()
+    with pytest.raises(NrpCoreStateError):
+        client.reset()
+
+
+def test_shutdown_before_initialize(client: NrpCore) -> None:
+    with pytest.raises(NrpCoreStateError):
+        client.shutdown()
+
+
+def test_double_initialize(client: NrpCore) -> None:
+    client.initialize()
+    with pytest.raises(NrpCoreStateError, match="already initialized"):
+        client.initialize()
+    assert client.current_state() == "Initialized"
+
+
+def test_initialize_again_after_shutdown(client: NrpCore) -> None:
+    client.initialize()
+    client.run_loop(3)
+    client.shutdown()
+    assert client.initialize() == [{"test_data": 0, "time": 0, "timestep": 0}, {"time": 0, "timestep": 0}]
+    assert client.simulation_time_ns == 0
+
+
+# -- stop() and threads ---------------------------------------------------------------------------------
+
+
+def test_stop_from_another_thread_ends_run_loop(client: NrpCore) -> None:
+    client.initialize()
+    timer = threading.Timer(0.3, client.stop)
+    timer.start()
+    started = time.monotonic()
+    done, trajectory = client.run_loop(0)  # 0 = until stop()
+    assert time.monotonic() - started < 5
+    assert (done, trajectory) == (False, [])
+    assert client.current_state() == "Stopped"
+    assert client.simulation_time_ns > 0
+    assert client.simulation_time_ns % 10_000_000 == 0, "the loop stops between steps"
+    client.run_loop(1)  # a stop does not stick to the next call
+
+
+def test_run_async_and_simulation_time_from_another_thread(client: NrpCore) -> None:
+    client.initialize()
+    response: list = []
+    thread = client.run_loop(0, run_async=True, response=response)
+    assert isinstance(thread, threading.Thread)
+    seen = []
+    deadline = time.monotonic() + 5
+    while len(set(seen)) < 5 and time.monotonic() < deadline:
+        seen.append(client.simulation_time_ns)
+        time.sleep(0.01)
+    assert client.current_state() == "Running"
+    with pytest.raises(NrpCoreStateError, match="a loop is running"):
+        client.run_loop(1)
+    client.stop()
+    thread.join(5)
+    assert response == [(False, [])]
+    assert seen == sorted(seen) and len(set(seen)) >= 5
+    assert client.current_state() == "Stopped"
+
+
+# -- tf_exchange through the client ------------------------------------------------------------------
+
+
+def _lines(path: Path, prefix: str) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.startswith(prefix)]
+
+
+def test_tf_exchange_through_the_client_with_reset(tmp_path: Path) -> None:
+    experiment = tmp_path / "tf_exchange"
+    shutil.copytree(TF_EXCHANGE, experiment)
+    (experiment / "logs").mkdir()
+    client = NrpCore("localhost:5345", experiment_folder=str(experiment))  # default log_output
+    log = experiment / "logs" / ".console_output.log"
+    client.initialize()
+    assert client.run_loop(10) == (False, [])
+    assert client.current_state() == "Stopped"
+    assert len(_lines(log, "DataPack 1 data is")) == 10
+    received = _lines(log, "Engine 2 received data is")
+    assert received[0] == "Engine 2 received data is {'time': 0, 'timestep': 0}"
+    assert received[-1] == "Engine 2 received data is {'time': 90000000, 'timestep': 10000000}"
+    client.reset()
+    assert client.current_state() == "Initialized"
+    assert client.run_until_timeout()[:2] == (False, True)
+    assert client.simulation_time_ns == 1_000_000_000
+    client.shutdown()
+    assert client.current_state() == "Created"
+    text = log.read_text()
+    assert len(_lines(log, "DataPack 1 data is")) == 110
+    received = _lines(log, "Engine 2 received data is")
+    assert len(received) == 110
+    assert received[10] == "Engine 2 received data is {'time': 0, 'timestep': 0}", "first step after reset"
+    assert received[-1] == "Engine 2 received data is {'time': 990000000, 'timestep': 10000000}"
+    assert text.count("Engine 1 is resetting") == 1
+    assert text.count("Engine 1 is shutting down") == 1 and text.count("Engine 2 is shutting down") == 1
+    assert not (experiment / ".console_output.log").exists(), "logs/ exists, so the log goes there"
+
+
+def test_client_overrides_in_args(tmp_path: Path) -> None:
+    experiment = tmp_path / "tf_exchange"
+    shutil.copytree(TF_EXCHANGE, experiment)
+    client = NrpCore(
+        "localhost:5345",
+        experiment_folder=str(experiment),
+        args="-o SimulationTimeout=0.05 --cloglevel=info",
+        log_output="run.log",
+    )
+    client.initialize()
+    client.run_until_timeout()
+    client.shutdown()
+    assert client.simulation_time_ns == 0  # no loop after shutdown
+    assert len(_lines(experiment / "run.log", "DataPack 1 data is")) == 5
