@@ -98,6 +98,7 @@ class Simulation:
         self.completed_at: float | None = None
         self.last_status: dict[str, Any] | None = None
         self.final_status_seen = False
+        self._disagreements = 0
         self._cleanup_lock = threading.Lock()
         if record.state in FINAL_STATES:
             self.cleaned.set()
@@ -236,6 +237,26 @@ class Simulation:
             self.save()
         if self.lifecycle is not None and remote in ("completed", "failed"):
             self.lifecycle_apply_remote(remote)
+        self._resynchronize(remote)
+
+    def _resynchronize(self, remote: str) -> None:
+        """Two statuses in a row disagreeing on started/paused: re-publish our last command (5.4)."""
+        local = self.record.state
+        if (
+            self.lifecycle is None
+            or self.stop_target
+            or local == remote
+            or {local, remote} != {"started", "paused"}
+        ):
+            self._disagreements = 0
+            return
+        self._disagreements += 1
+        if self._disagreements >= 2:
+            self._disagreements = 0
+            logger.warning(
+                "Simulation %s: simserver reports %s, we are %s; re-publishing", self.id, remote, local
+            )
+            self.lifecycle.republish_last()
 
     def lifecycle_apply_remote(self, remote: str) -> None:
         """Follow a simserver-side ``completed``/``failed`` seen in a status (contract 5.4, rule 6)."""

@@ -36,6 +36,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "slow_stop": {"stop_delay": 2.0},
     "stubborn": {"ignore_sigterm": True},
     "completes": {"complete_after": 0.3},
+    "loses_start": {"drop_first_start": True},
     "script_error": {
         "runtime_error": {
             "sim_id": "0",

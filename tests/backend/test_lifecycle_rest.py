@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,27 @@ def test_wall_clock_limit_stops_any_simulation(start_backend: BackendFactory) ->
     rest = backend.rest
     rest.launch()
     rest.wait_for(0, lambda s: s["state"] == "stopped", timeout=6)
+
+
+def test_lost_start_is_republished(start_backend: BackendFactory, storage) -> None:
+    backend = start_backend()
+    rest = backend.rest
+    rest.launch("loses_start")
+    rest.wait_for(0, lambda s: s["ready"])
+    zips_before = set(storage.files("loses_start"))
+    assert rest.set_state(0, "started").json()["state"] == "started"
+    time.sleep(1.5)  # statuses every 0.2 s disagree; the backend re-publishes its start
+    assert rest.set_state(0, "stopped").status_code == 200
+    (name,) = set(storage.files("loses_start")) - zips_before
+    content = storage.client().get_file(storage.alice, "loses_start", name, by_name=True)
+    log = zipfile.ZipFile(io.BytesIO(content)).read("simulation_0.log").decode()
+    assert "STATE started" in log
+
+
+def test_none_auth_mode(start_backend: BackendFactory, storage) -> None:
+    backend = start_backend(NRP_AUTH="none")
+    anonymous = backend.rest.as_user(None)
+    assert anonymous.get("/simulation").json() == []
+    sim = backend.rest.launch()  # the token still reaches storage for the clone
+    assert sim["owner"] == "default-owner"
+    assert anonymous.set_state(sim["simulationID"], "stopped").json()["state"] == "stopped"
