@@ -67,6 +67,7 @@ class BackendConfig:
         auth_cache_ttl: seconds a verified token (or a granted view) stays cached.
         spool_retry_interval: seconds between retries of spooled log uploads.
         verbose: DEBUG logging; the simserver is then started with ``--verbose``.
+        simserver_module: the module each simulation runs as ``python -m`` (``NRP_SIMSERVER_MODULE``).
     """
 
     settings: Settings
@@ -85,6 +86,7 @@ class BackendConfig:
     auth_cache_ttl: float = 60.0
     spool_retry_interval: float = 30.0
     verbose: bool = False
+    simserver_module: str = "hbp_nrp_simserver"
 
     @property
     def threads(self) -> int:
@@ -131,4 +133,5 @@ def load_backend_config(
         ),
         auth_cache_ttl=_float(env, "NRP_AUTH_CACHE_TTL", 60.0),
         spool_retry_interval=_float(env, "NRP_LOG_SPOOL_RETRY", 30.0),
+        simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
     )

@@ -348,7 +348,7 @@ class SimulationManager:
             upload_client, config.log_spool_dir, config.spool_retry_interval, self.auth.newest_token
         )
         self.registry = Registry(config.state_dir)
-        self.simserver_module = os.environ.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver"
+        self.simserver_module = config.simserver_module
         self._lock = threading.Lock()
         self._link_lock = threading.Lock()
         self._pending = 0
