@@ -9,12 +9,12 @@ from .paths import relative_parts
 
 
 def default_templates_dir() -> Path | None:
-    """The repository's ``experiments/`` folder when running from a source checkout, else ``None``.
-
-    Bundled experiments will ship inside the package later; until then the source tree's folder is
-    the default catalogue.
-    """
-    candidate = Path(__file__).resolve().parents[2] / "experiments"
+    """The bundled experiments (package data ``nrp_experiments``), or ``None`` if they are absent."""
+    try:
+        import nrp_experiments
+    except ImportError:
+        return None
+    candidate = nrp_experiments.bundled_experiments_dir()
     return candidate if candidate.is_dir() else None
 
 
