@@ -92,8 +92,10 @@ class EngineError(RuntimeError):
         self.file = file
         self.line = line
         self.traceback = tb
-        where = f" ({Path(file).name}:{line})" if file else ""
-        text = f'Engine "{engine_name}" failed in {op}{where}: {error}'
+        if file:
+            text = f'Engine "{engine_name}" ({Path(file).name}:{line}): {error} (in {op})'
+        else:
+            text = f'Engine "{engine_name}" failed in {op}: {error}'
         if tb:
             text += "\n" + tb.rstrip()
         super().__init__(text)
@@ -317,6 +319,7 @@ class EngineProcess(EngineHandle):
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: Channel | None = None
         self._pending = False
+        self._broken = False
 
     @property
     def pid(self) -> int | None:
@@ -377,6 +380,7 @@ class EngineProcess(EngineHandle):
         try:
             status, payload = self._channel.recv(timeout)
         except TimeoutError:
+            self._broken = True  # a reply may still come: the channel is out of step, never reuse it
             raise EngineError(self.name, op, f"no answer within EngineCommandTimeout ({timeout} s)") from None
         except EOFError as exc:
             raise self._died(op) from exc
@@ -398,6 +402,7 @@ class EngineProcess(EngineHandle):
         try:
             status, payload = self._channel.recv(READY_TIMEOUT_S)
         except TimeoutError:
+            self._broken = True
             raise EngineError(self.name, "launch", "the engine process did not start in time") from None
         except EOFError as exc:
             raise self._died("launch") from exc
@@ -442,7 +447,7 @@ class EngineProcess(EngineHandle):
         return list(self._ready)
 
     def shutdown(self) -> None:
-        if self._channel is None or self._proc is None or self._proc.poll() is not None:
+        if self._broken or self._channel is None or self._proc is None or self._proc.poll() is not None:
             return
         self.settle()
         self._request("shutdown", ("shutdown",), SHUTDOWN_GRACE_S)
@@ -455,7 +460,7 @@ class EngineProcess(EngineHandle):
         if proc is None:
             return
         try:
-            proc.wait(2.0)
+            proc.wait(0.1 if self._broken else 2.0)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGTERM)
             try:

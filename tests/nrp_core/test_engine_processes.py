@@ -1,0 +1,240 @@
+"""Engine processes (contract 9.3, 6.5): launch, errors, timeouts, and never outliving the loop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from nrp_core.client import NrpCore
+from tests.nrp_core.loop_helpers import COUNTING_ENGINE, TF_EXCHANGE, process_gone, write_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _engine_pids(client: NrpCore) -> list[int]:
+    return [engine.pid for engine in client._loop.engines]
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if not process_gone(pid)]
+        time.sleep(0.05)
+    return alive
+
+
+def test_engines_run_in_their_own_processes_in_the_experiment_directory(tmp_path: Path) -> None:
+    engine = """
+    import os
+    import sys
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            self._registerDataPack("where")
+            where = {"cwd": os.getcwd(), "pid": os.getpid(), "argv": sys.argv[1:]}
+            where["var"] = os.environ.get("MY_VAR")
+            self._setDataPack("where", where)
+    """
+    tf = """
+    from nrp_core import *
+
+    @EngineDataPack("where", DataPackIdentifier("where", "probe"))
+    @TransceiverFunction("probe")
+    def tf(where):
+        return []
+    """
+    write_experiment(tmp_path, {"probe": (engine, 0.01)}, {"tf": tf}, in_process=False)
+    client = NrpCore(
+        "localhost:5345",
+        experiment_folder=str(tmp_path),
+        log_output=None,
+        overrides=[
+            'EngineConfigs.0.EngineEnvParams=["MY_VAR=$HOME/x"]',
+            'EngineConfigs.0.EngineProcStartParams=["--a b"]',
+        ],
+    )
+    [where] = client.initialize()
+    pids = _engine_pids(client)
+    client.shutdown()
+    assert where["cwd"] == str(tmp_path.resolve())
+    assert where["pid"] == pids[0] != os.getpid()
+    assert where["var"] == os.environ["HOME"] + "/x"
+    assert where["argv"][:2] == ["--a", "b"] and where["argv"][2] == "--engine=probe"
+    assert where["argv"][3].startswith("--control-fd=")
+    assert _wait_gone(pids, 5) == []
+
+
+FAILING_ENGINE = """
+from nrp_core.engines.python_json import EngineScript
+
+
+class Script(EngineScript):
+    def initialize(self):
+        self._registerDataPack("state")
+
+    def runLoop(self, timestep_ns):
+        if self._time_ns >= 30_000_000:
+            self.explode()
+
+    def explode(self):
+        raise ValueError("engine exploded at 30 ms")
+"""
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["engine-process", "in-process"])
+def test_an_engine_exception_fails_the_simulation_naming_engine_file_and_line(
+    tmp_path: Path, in_process: bool
+) -> None:
+    write_experiment(
+        tmp_path, {"ok": (COUNTING_ENGINE, 0.01), "bad": (FAILING_ENGINE, 0.01)}, in_process=in_process
+    )
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    client.initialize()
+    pids = [] if in_process else _engine_pids(client)
+    client.run_loop(2)
+    with pytest.raises(RuntimeError) as info:
+        client.run_loop(3)
+    text = str(info.value)
+    assert text.startswith('Request failed with error "Engine "bad" (bad.py:14): ')
+    assert "ValueError: engine exploded at 30 ms" in text
+    assert 'bad.py", line 11, in runLoop' in text and 'bad.py", line 14, in explode' in text
+    assert "communication failed" not in text.lower()
+    assert client.current_state() == "Failed"
+    client.shutdown()
+    assert client.current_state() == "Created"
+    assert _wait_gone(pids, 5) == []
+
+
+def test_an_initialize_failure_is_reported_and_cleaned_up(tmp_path: Path) -> None:
+    engine = """
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            raise KeyError("missing model")
+    """
+    write_experiment(tmp_path, {"ok": (COUNTING_ENGINE, 0.01), "bad": (engine, 0.01)}, in_process=False)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    with pytest.raises(RuntimeError, match=r'Engine "bad" \(bad.py:6\): .*missing model'):
+        client.initialize()
+    pids = _engine_pids(client)
+    assert client.current_state() == "Failed"
+    client.shutdown()
+    assert _wait_gone(pids, 5) == []
+
+
+def test_an_engine_process_that_dies_is_named(tmp_path: Path) -> None:
+    engine = """
+    import os
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def runLoop(self, timestep_ns):
+            os._exit(7)
+    """
+    write_experiment(tmp_path, {"dying": (engine, 0.01)}, in_process=False)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    client.initialize()
+    with pytest.raises(
+        RuntimeError, match=r'Engine "dying" failed in run_loop: .*exited unexpectedly \(exit code 7\)'
+    ):
+        client.run_loop(2)
+    client.shutdown()
+
+
+def test_engine_command_timeout(tmp_path: Path) -> None:
+    engine = """
+    import time
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def runLoop(self, timestep_ns):
+            time.sleep(30)
+    """
+    write_experiment(tmp_path, {"slow": (engine, 0.01)}, in_process=False)
+    client = NrpCore(
+        "localhost:5345",
+        experiment_folder=str(tmp_path),
+        log_output=None,
+        overrides=["EngineConfigs.0.EngineCommandTimeout=0.3"],
+    )
+    client.initialize()
+    pids = _engine_pids(client)
+    started = time.monotonic()
+    with pytest.raises(
+        RuntimeError, match=r'Engine "slow" failed in run_loop: no answer within EngineCommandTimeout'
+    ):
+        client.run_loop(2)
+    assert time.monotonic() - started < 5
+    client.shutdown()
+    assert _wait_gone(pids, 1) == []
+    assert time.monotonic() - started < 10
+
+
+# -- engines never outlive the loop's process ----------------------------------------------------------
+
+LOOP_SCRIPT = """
+import sys
+from nrp_core import NrpCore
+
+experiment, log = sys.argv[1], sys.argv[2]
+client = NrpCore("x", experiment_folder=experiment, log_output=log, overrides=["SimulationTimeout=1000"])
+client.initialize()
+print("PIDS", *[engine.pid for engine in client._loop.engines], flush=True)
+client.run_loop(0)
+"""
+
+SLEEPING_ENGINE = """
+import time
+from nrp_core.engines.python_json import EngineScript
+
+class Script(EngineScript):
+    def runLoop(self, timestep_ns):
+        if self._time_ns >= 50_000_000:
+            time.sleep(600)  # busy in a long step when the loop dies
+"""
+
+
+def _run_loop_process(experiment: Path, tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    script = tmp_path / "loop_process.py"
+    script.write_text(textwrap.dedent(LOOP_SCRIPT))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(experiment), str(tmp_path / "engines.log")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("PIDS"), line
+    return proc, [int(pid) for pid in line.split()[1:]]
+
+
+@pytest.mark.parametrize("engines", ["stepping", "busy-in-a-long-step"])
+def test_sigkill_of_the_loop_process_leaves_no_engine_behind(tmp_path: Path, engines: str) -> None:
+    if engines == "stepping":
+        experiment = tmp_path / "tf_exchange"
+        shutil.copytree(TF_EXCHANGE, experiment)
+    else:
+        experiment = tmp_path / "sleepy"
+        write_experiment(
+            experiment, {"a": (SLEEPING_ENGINE, 0.01), "b": (COUNTING_ENGINE, 0.01)}, in_process=False
+        )
+    proc, pids = _run_loop_process(experiment, tmp_path)
+    assert len(pids) == 2
+    time.sleep(0.3)
+    assert not any(process_gone(pid) for pid in pids), "engines run while the loop runs"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)
+    assert _wait_gone(pids, 4) == [], "engine processes outlived the SIGKILLed loop process"
