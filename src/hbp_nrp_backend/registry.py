@@ -140,6 +140,7 @@ class Registry:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # the file holds creation tokens
         os.close(fd)
         self._lock = threading.Lock()
+        self._closed = False
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.row_factory = sqlite3.Row
         with self._lock:
@@ -171,6 +172,9 @@ class Registry:
         """Insert or replace ``record``."""
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._lock:
+            if self._closed:
+                logger.warning("Registry closed; simulation %s not saved", record.id)
+                return
             self._db.execute(
                 f"INSERT OR REPLACE INTO simulations ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
                 record._row(),
@@ -184,4 +188,5 @@ class Registry:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()

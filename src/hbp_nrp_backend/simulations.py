@@ -427,6 +427,9 @@ class SimulationManager:
                 threads.append(thread)
         for thread in threads:
             thread.join(self.config.stop_grace + 60)
+        for sim in list(self._simulations.values()):  # stops already in progress finish too
+            if sim.lifecycle is not None:
+                sim.cleaned.wait(self.config.stop_grace + 60)
         self.uploader.close()
         if self._watchdog is not None:
             self._watchdog.join(2)
