@@ -166,6 +166,30 @@ def serve(channel: Channel, server: Any) -> None:
         channel.send(("ok", reply))
 
 
+def _line_buffered_output() -> None:
+    """Write whole lines: several engines share one output file or pipe, even with ``python -u``.
+
+    ``print("a", x)`` issues several writes; unbuffered streams (``PYTHONUNBUFFERED``) would pass
+    them on one by one and lines of different engines would interleave mid-line.
+    """
+    import io
+    import sys
+
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        if old is None:
+            continue
+        try:
+            old.flush()
+        except (OSError, ValueError):
+            continue
+        raw = io.FileIO(fd, "w", closefd=False)
+        stream = io.TextIOWrapper(
+            io.BufferedWriter(raw), encoding=old.encoding, errors=old.errors, line_buffering=True
+        )
+        setattr(sys, name, stream)
+
+
 def worker_main(make_server: Any, argv: list[str] | None = None) -> int:
     """Entry point of an engine process: ``--engine=<name> --control-fd=<n>`` (other args ignored).
 
@@ -186,6 +210,7 @@ def worker_main(make_server: Any, argv: list[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     args, _unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _line_buffered_output()
     parent = os.getppid()
 
     def watch_parent() -> None:
