@@ -225,6 +225,7 @@ class SimulationLifecycle:
         self._guard = threading.Lock()  # protects the shutdown flags below
         self._suspended_by: int | None = None
         self._final_event: TransitionEvent | None = None
+        self._final_thread: int | None = None  # the thread that reached the final state runs shutdown
         self._final_shutdown_started = False
         self._mqtt_down = False
         self._subscribed = False
@@ -258,7 +259,7 @@ class SimulationLifecycle:
     # -- MQTT side -------------------------------------------------------------------------
 
     def connect(self, timeout: float = 5.0) -> None:
-        """Connect (if needed), clear the retained topic (backend role) and subscribe to it.
+        """Connect (if needed), clear the retained topic (backend role) and subscribe to it; once.
 
         Also reachable as ``start()`` without an event while a subclass does not override
         :meth:`start` (the ``started`` callback shares that name).
@@ -266,7 +267,7 @@ class SimulationLifecycle:
         Raises:
             BrokerUnreachable: the broker is unreachable or did not acknowledge in time.
         """
-        if self.mqtt is None:
+        if self.mqtt is None or self._subscribed:
             return
         if not self.mqtt.is_connected:
             self.mqtt.connect(timeout)
@@ -575,6 +576,7 @@ class SimulationLifecycle:
             with self._guard:
                 if self._final_event is None:
                     self._final_event = event
+                    self._final_thread = threading.get_ident()
 
     def _publish(self, source: str, event: str, target: str) -> None:
         payload = {"source_node": self.node, "source_state": source, "event": event, "target_state": target}
@@ -613,7 +615,7 @@ class SimulationLifecycle:
     def _finish_final_shutdown(self) -> None:
         with self._guard:
             event = self._final_event
-            if event is None or self._final_shutdown_started:
+            if event is None or self._final_shutdown_started or self._final_thread != threading.get_ident():
                 return
             self._final_shutdown_started = True
         try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from hbp_nrp_commons.lifecycle import InvalidTransitionError
 from hbp_nrp_commons.mqtt import MqttConnection, client_id, lifecycle_topic
 
 from .helpers import Recorder, Spy, backend_like, retained, server_like, wait_for
@@ -254,3 +255,22 @@ def test_broker_restart_both_reconnect_and_resubscribe(make_pair, mqtt_broker) -
     server.completed()
     wait_for(lambda: backend.state == "completed", message="backend completed after restart")
     assert server.names() == ["initialize", "start", "pause", "start"]
+
+
+def test_triggers_over_broker(make_pair) -> None:
+    pair = make_pair()
+    backend = pair.backend
+    backend.connect()
+    backend.connect()  # idempotent
+    for trigger in ("started", "paused", "completed", "bogus"):
+        with pytest.raises(InvalidTransitionError):
+            backend.accept_command(trigger)
+    assert backend.state == "created" and backend.calls == []
+    backend.initialized(experiment="husky")
+    assert backend.calls == [("initialize", "initialized", "created", "paused", "created", False)]
+    assert backend.events[0].data == {"experiment": "husky"}
+    assert backend.accept_command("initialized") is False
+    assert backend.accept_command("paused") is False
+    settle()
+    # the connect clear, then exactly one message: the no-ops published nothing
+    assert pair.spy.payloads() == [None, msg("nrp_backend", "created", "initialized", "paused")]
