@@ -72,22 +72,21 @@ class ScriptLoadError(SimulationServerError):
 
 
 # nrp-core names the failing part as ``Function "tf_1" (tf_1.py:7): <error>`` or
-# ``Engine "python_1" failed in runLoop (engine_1.py:20): <error>``
-_FUNCTION_ERROR = re.compile(r'^Function "(?P<name>[^"]+)"(?P<where> \([^)]*\))?: (?P<error>.*)$', re.DOTALL)
-_ENGINE_ERROR = re.compile(
-    r'^Engine "(?P<name>[^"]+)" failed in (?P<op>\S+?)(?P<where> \([^)]*\))?: (?P<error>.*)$', re.DOTALL
+# ``Engine "python_1" (engine_1.py:20): <error>`` (older wording: ``Engine "x" failed in runLoop (...)``)
+_NAMED_FAILURE = re.compile(
+    r'^(?:Function|Engine) "(?P<name>[^"]+)"(?: failed in (?P<op>\S+?))?'
+    r"(?P<where> \([^()]*\))?: (?P<error>.*)$",
+    re.DOTALL,
 )
 
 
 def _canonical_detail(first_line: str) -> str:
     """``<engine or function name> (<file>:<line>): <error>`` (contract 5.7) from nrp-core's wording."""
-    match = _FUNCTION_ERROR.match(first_line)
-    if match:
-        return f"{match['name']}{match['where'] or ''}: {match['error']}"
-    match = _ENGINE_ERROR.match(first_line)
-    if match:
-        return f"{match['name']}{match['where'] or ''}: {match['error']} (in {match['op']})"
-    return first_line
+    match = _NAMED_FAILURE.match(first_line)
+    if match is None:
+        return first_line
+    detail = f"{match['name']}{match['where'] or ''}: {match['error']}"
+    return f"{detail} (in {match['op']})" if match["op"] else detail
 
 
 class NrpCoreRunError(RuntimeError):

@@ -39,9 +39,9 @@ class SimulationServerLifecycle(SimulationLifecycle):
         notifier: publishes a status at every state change.
         done_event: set once a final state was reached and everything is shut down; a new event
             when omitted.
-        connection: an MQTT connection to use (and close at shutdown); a new one when omitted,
-            None only with ``connect=False`` for a purely local lifecycle.
-        connect: connect and subscribe now.
+        connection: an MQTT connection to use (and close at shutdown); a new one when omitted.
+        connect: connect and subscribe now; otherwise call ``connect()`` later.
+        local: no MQTT at all (a purely local lifecycle, for tests).
         timeout: seconds to wait for the broker.
 
     Raises:
@@ -58,10 +58,11 @@ class SimulationServerLifecycle(SimulationLifecycle):
         done_event: threading.Event | None = None,
         connection: mqtt.MqttConnection | None = None,
         connect: bool = True,
+        local: bool = False,
         timeout: float = 5.0,
     ) -> None:
         topic_id = int(sim_id)
-        if connection is None and connect:
+        if connection is None and not local:
             base = mqtt.node_name(settings.prefix, mqtt.SIMSERVER_NODE)
             connection = mqtt.MqttConnection(settings, mqtt.client_id(base, topic_id))
         super().__init__(
@@ -76,7 +77,7 @@ class SimulationServerLifecycle(SimulationLifecycle):
             self.done_event = done_event
         self.runner = runner
         self.notifier = notifier
-        if connect:
+        if connect and not local:
             try:
                 self.connect(timeout)
             except Exception:
@@ -129,7 +130,9 @@ class SimulationServerLifecycle(SimulationLifecycle):
 
     def _script_finished(self, error: ScriptError | None) -> None:
         """The script thread ended: fire ``completed`` unless a stop is in progress."""
-        if self.runner.stop_requested or self.state != "started":
+        # No state check here: a script that ends at once may finish while ``started`` is still
+        # being applied; accept_command waits for the lifecycle lock and then sees ``started``.
+        if self.runner.stop_requested:
             return
         try:
             self.accept_command("completed")

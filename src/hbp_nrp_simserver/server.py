@@ -166,8 +166,11 @@ class SimulationServer:
                 client_factory=self.create_client,
             )
             self.lifecycle = SimulationServerLifecycle(
-                self.sim_id, self.mqtt, self.runner, notifier, done_event=self.done_event
+                self.sim_id, self.mqtt, self.runner, notifier, done_event=self.done_event, connect=False
             )
+            # subscribe only now: the retained init message may start initializing at once, and
+            # the status published at that state change must find the lifecycle
+            self.lifecycle.connect()
             notifier.start_status_timer()
         except Exception:
             if self.lifecycle is not None:

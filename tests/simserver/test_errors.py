@@ -21,6 +21,10 @@ TAIL = '". The only possible action now is "shutdown()".'
             'Engine "python_2" failed in initialize: TimeoutError: no answer',
             "python_2: TimeoutError: no answer (in initialize)",
         ),
+        (
+            'Engine "python_1" (engine_1.py:19): EngineScriptError: RunLoop failed (in run_loop)',
+            "python_1 (engine_1.py:19): EngineScriptError: RunLoop failed (in run_loop)",
+        ),
         ("something else entirely", "something else entirely"),
     ],
 )

@@ -22,7 +22,7 @@ from .helpers import set_timeout
 def make_lifecycle(runner_factory):
     def build(script: str):
         runner, notifier = runner_factory(script)
-        lifecycle = SimulationServerLifecycle(0, MqttSettings(), runner, notifier, connect=False)
+        lifecycle = SimulationServerLifecycle(0, MqttSettings(), runner, notifier, local=True)
         notifier.status_source = lambda: status_payload(lifecycle.state, *runner.times())
         return lifecycle, runner, notifier
 
@@ -107,3 +107,16 @@ def test_local_initialize_failure_fails_the_lifecycle(make_lifecycle):
     assert lifecycle.done_event.wait(5)
     assert notifier.errors[0]["error_type"] == "Compile"
     assert states(notifier)[-1] == "failed"
+
+
+def test_script_that_ends_at_once_still_completes(make_lifecycle):
+    # the script may end while ``started`` is still being applied
+    for _ in range(5):
+        lifecycle, runner, notifier = make_lifecycle("pass\n")
+        lifecycle.initialized()
+        lifecycle.started()
+        deadline = time.monotonic() + 5
+        while lifecycle.state != "completed" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert lifecycle.state == "completed"
+        lifecycle.stopped()

@@ -125,8 +125,10 @@ def test_normal_run_init_start_complete_and_sigterm(simulation, experiment):
     while None not in sim.recorder.payloads(sim.topic("lifecycle")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert None in sim.recorder.payloads(sim.topic("lifecycle"))
-    statuses = [p for p in sim.recorder.payloads(sim.topic("status")) if "state" in p]
-    assert statuses[0]["state"] == "created"
+    states = [p["state"] for p in sim.recorder.payloads(sim.topic("status")) if "state" in p]
+    first_paused = states.index("paused")
+    assert first_paused > 0 and set(states[:first_paused]) == {"created"}
+    assert "created" not in states[first_paused:]
 
     sim.send(START)
     completed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 30)
