@@ -21,8 +21,8 @@ NEURON_PARAMS = {"tau_m": 10.0, "t_ref": 2.0}
 
 nest.ResetKernel()
 
-left_eye = CreateDataPack("left_eye", "poisson_generator", params={"rate": 0.0})
-right_eye = CreateDataPack("right_eye", "poisson_generator", params={"rate": 0.0})
+# one Poisson generator per eye, in one datapack: [left eye, right eye]
+eyes = CreateDataPack("eyes", "poisson_generator", 2, params={"rate": 0.0})
 drive = nest.Create("poisson_generator", params={"rate": 9000.0})
 
 left_sensory = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
@@ -30,8 +30,8 @@ right_sensory = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
 left_motor = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
 right_motor = nest.Create("iaf_psc_alpha", NEURONS, params=NEURON_PARAMS)
 
-nest.Connect(left_eye, left_sensory, syn_spec={"weight": 30.0})
-nest.Connect(right_eye, right_sensory, syn_spec={"weight": 30.0})
+nest.Connect(eyes[0], left_sensory, syn_spec={"weight": 30.0})
+nest.Connect(eyes[1], right_sensory, syn_spec={"weight": 30.0})
 nest.Connect(drive, left_motor + right_motor, syn_spec={"weight": 25.0})
 
 crossed = {"rule": "fixed_indegree", "indegree": IN_DEGREE}

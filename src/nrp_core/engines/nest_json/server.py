@@ -19,13 +19,22 @@ from typing import Any
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
 from nrp_core.engines import nest_json
 
-__all__ = ["NestEngineError", "NestEngineServer", "to_json_value"]
+__all__ = ["NestEngineError", "NestEngineServer", "node_status", "to_json_value"]
 
 logger = logging.getLogger(__name__)
 
 _NS_PER_MS = 1_000_000
 _RESOLUTIONS_MS = (0.1, 0.05, 0.025, 0.02, 0.01, 0.005, 0.001)
 _DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
+
+
+def node_status(nodes: Any) -> list[dict[str, Any]]:
+    """``nest.GetStatus(nodes)`` as a list with one dict per node, without the deprecated call."""
+    status = nodes.get()
+    count = len(nodes)
+    if count == 1:
+        return [status]
+    return [{key: values[index] for key, values in status.items()} for index in range(count)]
 
 
 class NestEngineError(RuntimeError):
@@ -68,6 +77,8 @@ class NestEngineServer:
         self._brain_file = ""
         self._seed = 0
         self._resolution_ms = 0.1
+        self._resolution_ns = 100_000
+        self._time_ns = 0
         self._initialized = False
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -151,9 +162,8 @@ class NestEngineServer:
                 f"NEST resolution {resolution} ms set by '{self._brain_file}'"
             )
         self._resolution_ms = resolution
-
-    def _time_ns(self) -> int:
-        return round(float(self.nest.GetKernelStatus("biological_time")) * _NS_PER_MS)
+        self._resolution_ns = round(resolution * _NS_PER_MS)
+        self._time_ns = round(float(nest.GetKernelStatus("biological_time")) * _NS_PER_MS)
 
     # -- engine operations ---------------------------------------------------------------------------
 
@@ -176,7 +186,11 @@ class NestEngineServer:
         self._initialized = True
 
     def run_loop(self, request: dict[str, Any]) -> dict[str, int]:
-        """Simulate ``time_step`` ns (rounded to whole resolution steps); return the engine time."""
+        """Simulate ``time_step`` ns (rounded to whole resolution steps); return the engine time.
+
+        The engine time is NEST's biological time, kept here in integer ns (the kernel's value in ms
+        is a float and reading the kernel status every step would cost more than a small step).
+        """
         time_step = int(request["time_step"])
         if time_step < 0:
             raise NestEngineError(f"{self._where()}: negative time step {time_step}")
@@ -188,10 +202,11 @@ class NestEngineServer:
                 raise NestEngineError(
                     f"{self._where()}: nest.Simulate failed: {type(exc).__name__}: {exc}"
                 ) from exc
-        return {"time": self._time_ns()}
+            self._time_ns += steps * self._resolution_ns
+        return {"time": self._time_ns}
 
     def set_datapacks(self, request: dict[str, Any] | None) -> None:
-        """Apply each datapack to its node collection with ``nest.SetStatus``."""
+        """Apply each datapack to its node collection (``nest.SetStatus`` semantics)."""
         if not request:
             return
         devices = nest_json._devices
@@ -215,7 +230,7 @@ class NestEngineServer:
                     f"{self._where()}: DataPack '{name}' must hold an object or an array of objects"
                 )
             try:
-                self.nest.SetStatus(devices[name], data)
+                devices[name].set(data)
             except Exception as exc:
                 raise NestEngineError(
                     f"{self._where()}: SetStatus of DataPack '{name}' failed: {type(exc).__name__}: {exc}"
@@ -234,7 +249,7 @@ class NestEngineServer:
             if name == "kernel":
                 data = to_json_value(self.nest.GetKernelStatus())
             elif name in devices:
-                data = to_json_value(self.nest.GetStatus(devices[name]))
+                data = to_json_value(node_status(devices[name]))
             else:
                 raise NestEngineError(
                     f"{self._where()}: Attempting to get data from an unregistered DataPack ({name}); "
