@@ -46,3 +46,20 @@ def test_error_mapping(app: Flask) -> None:
     }
     assert client.get("/client").json == {"message": "bad input", "type": "Client error", "data": None}
     assert client.get("/client").status_code == 400
+
+
+def test_backend_imports_neither_simserver_nor_storage(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hbp_nrp_backend.app import create_app\n"
+        "import hbp_nrp_backend.server, nrp_cli.backend_commands\n"
+        "create_app(storage=object(), start=False)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('hbp_nrp_simserver', 'hbp_nrp_storage'))))\n"
+    )
+    env = {"NRP_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
