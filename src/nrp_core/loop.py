@@ -24,7 +24,7 @@ from typing import IO, Any
 from nrp_core.config import timeout_to_ns, timestep_to_ns
 from nrp_core.data.nrp_json import JsonDataPack
 from nrp_core.datapacks import DataPackInterface
-from nrp_core.engines.launch import EngineHandle, create_engine
+from nrp_core.engines.launch import EngineHandle, ExternalProcess, create_engine
 from nrp_core.functions import FunctionSet, load_functions
 
 __all__ = ["FTILoop", "trajectory_value"]
@@ -103,7 +103,7 @@ class FTILoop:
         self._tf_local = (self.preprocessing_pool,)
         self._sf_local = (self.preprocessing_pool, self.transceiver_pool)
         self._plans = [functions.for_engine(name) for name in names]
-        self._lock = threading.Lock()
+        self.external_processes: list[ExternalProcess] = []
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ class FTILoop:
         engine_configs: Iterable[Mapping[str, Any]],
         output: int | IO[Any] | None = None,
     ) -> FTILoop:
-        """Launch the engines (all at once), load the functions, wait for the engines to be ready.
+        """Start ``ExternalProcesses``, launch all engines at once, load the functions, await the engines.
 
         Args:
             config: the defaulted simulation config.
@@ -123,10 +123,15 @@ class FTILoop:
             engine_configs: the type-defaulted engine configs, in config order.
             output: where engine processes write their output (None: inherited).
 
-        On failure every engine already launched is stopped before the exception propagates.
+        On failure every process already started is stopped before the exception propagates.
         """
         engines: list[EngineHandle] = []
+        externals: list[ExternalProcess] = []
         try:
+            for process_config in config.get("ExternalProcesses") or []:
+                external = ExternalProcess(process_config, experiment_dir, output)
+                externals.append(external)
+                external.start()
             for engine_config in engine_configs:
                 engine = create_engine(engine_config, experiment_dir, output)
                 engines.append(engine)
@@ -134,10 +139,14 @@ class FTILoop:
             functions = load_functions(config, experiment_dir)
             for engine in engines:
                 engine.wait_ready()
-            return cls(config, experiment_dir, engines, functions)
+            loop = cls(config, experiment_dir, engines, functions)
+            loop.external_processes = externals
+            return loop
         except BaseException:
             for engine in engines:
                 engine.close()
+            for external in externals:
+                external.stop()
             raise
 
     # -- initialize / reset / shutdown -------------------------------------------------------------
@@ -209,6 +218,8 @@ class FTILoop:
         finally:
             for engine in self.engines:
                 engine.close()
+            for external in self.external_processes:
+                external.stop()
             directory = str(self.experiment_dir.resolve())
             if directory in sys.path:
                 sys.path.remove(directory)

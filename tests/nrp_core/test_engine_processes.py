@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -238,3 +239,30 @@ def test_sigkill_of_the_loop_process_leaves_no_engine_behind(tmp_path: Path, eng
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(5)
     assert _wait_gone(pids, 4) == [], "engine processes outlived the SIGKILLed loop process"
+
+
+def test_external_processes_start_first_and_stop_at_shutdown(tmp_path: Path) -> None:
+    (tmp_path / "external.py").write_text(
+        "import json, os, sys, time\n"
+        "with open('external.json', 'w') as f:\n"
+        "    f.write(json.dumps([os.getpid(), os.environ['EXT_MARK'], sys.argv[1:]]))\n"
+        "time.sleep(120)\n"
+    )
+    external = {
+        "ProcCmd": sys.executable,
+        "ProcStartParams": ["external.py --flag"],
+        "ProcEnvParams": ["EXT_MARK=$HOME!"],
+    }
+    write_experiment(tmp_path, {"a": (COUNTING_ENGINE, 0.01)}, ExternalProcesses=[external])
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    client.initialize()
+    marker = tmp_path / "external.json"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not marker.exists():
+        time.sleep(0.05)
+    time.sleep(0.1)
+    pid, mark, argv = json.loads(marker.read_text())
+    assert mark == os.environ["HOME"] + "!" and argv == ["--flag"]
+    assert not process_gone(pid)
+    client.shutdown()
+    assert _wait_gone([pid], 5) == []

@@ -39,6 +39,7 @@ __all__ = [
     "EngineError",
     "EngineHandle",
     "EngineProcess",
+    "ExternalProcess",
     "InProcessEngine",
     "create_engine",
     "register_engine_type",
@@ -304,6 +305,28 @@ def _expand_env(value: str, env: Mapping[str, str]) -> str:
     return re.sub(r"\$(?:\{(\w+)\}|(\w+))", replace, value)
 
 
+def _apply_env_params(env: dict[str, str], params: Iterable[str]) -> dict[str, str]:
+    """Apply ``VAR=VALUE`` items in order, expanding ``$OTHER`` / ``${OTHER}`` from ``env``."""
+    for item in params:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            env[key] = _expand_env(value, env)
+    return env
+
+
+def _stop_process(proc: subprocess.Popen, name: str, grace: float = SHUTDOWN_GRACE_S) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        logger.warning("%s did not stop after SIGTERM; killing it", name)
+        proc.kill()
+        proc.wait()
+
+
 def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
@@ -339,11 +362,7 @@ class EngineProcess(EngineHandle):
         path = env.get("PYTHONPATH", "")
         if root not in path.split(os.pathsep):
             env["PYTHONPATH"] = root + (os.pathsep + path if path else "")
-        for item in self.config.get("EngineEnvParams") or []:
-            key, sep, value = str(item).partition("=")
-            if sep:
-                env[key] = _expand_env(value, env)
-        return env
+        return _apply_env_params(env, self.config.get("EngineEnvParams") or [])
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -462,13 +481,59 @@ class EngineProcess(EngineHandle):
         try:
             proc.wait(0.1 if self._broken else 2.0)
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(SHUTDOWN_GRACE_S)
-            except subprocess.TimeoutExpired:
-                logger.warning("engine %s did not stop after SIGTERM; killing it", self.name)
-                proc.kill()
-                proc.wait()
+            _stop_process(proc, f"engine {self.name}")
+
+
+class ExternalProcess:
+    """A process of ``ExternalProcesses`` (contract 2.6), started before the engines.
+
+    Args:
+        config: the entry (``ProcCmd``, ``ProcStartParams``, ``ProcEnvParams``, ``LaunchCommand``).
+        experiment_dir: its working directory.
+        output: where its stdout and stderr go (None: inherited).
+    """
+
+    def __init__(
+        self, config: Mapping[str, Any], experiment_dir: Path, output: int | IO[Any] | None = None
+    ) -> None:
+        self.config = dict(config)
+        self.experiment_dir = experiment_dir
+        self._output = output
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        args = shlex.split(str(self.config["ProcCmd"]))
+        for param in self.config.get("ProcStartParams") or []:
+            args.extend(shlex.split(str(param)))
+        return args
+
+    def start(self) -> None:
+        """Launch it (nothing for ``EmptyLaunchCommand``).
+
+        Raises:
+            OSError: the command cannot be started.
+            ValueError: an unsupported ``LaunchCommand``.
+        """
+        launch = (self.config.get("LaunchCommand") or {}).get("LaunchType", "BasicFork")
+        if launch == "EmptyLaunchCommand":
+            return
+        if launch != "BasicFork":
+            raise ValueError(f"external process LaunchType '{launch}' is not supported yet")
+        env = _apply_env_params(dict(os.environ), self.config.get("ProcEnvParams") or [])
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.experiment_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=self._output,
+        )
+        logger.info("started external process %s (pid %s)", self.config["ProcCmd"], self.proc.pid)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after the grace period (10 s)."""
+        if self.proc is not None:
+            _stop_process(self.proc, f"external process {self.config['ProcCmd']}")
 
 
 def create_engine(
