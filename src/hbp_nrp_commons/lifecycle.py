@@ -229,6 +229,7 @@ class SimulationLifecycle:
         self._final_shutdown_started = False
         self._mqtt_down = False
         self._subscribed = False
+        self._reconnect_hooked = False
         self._model = _Model()
         self._machine = LockedMachine(
             model=self._model,
@@ -267,13 +268,15 @@ class SimulationLifecycle:
         Raises:
             BrokerUnreachable: the broker is unreachable or did not acknowledge in time.
         """
-        if self.mqtt is None or self._subscribed:
+        if self.mqtt is None or self._subscribed or self._mqtt_down:
             return
         if not self.mqtt.is_connected:
             self.mqtt.connect(timeout)
         if self.clear_topic_on_connect:
             self.mqtt.clear_retained(self.topic, wait=True, timeout=timeout)
-        self.mqtt.on_connect(self._handle_reconnect)
+        if not self._reconnect_hooked:
+            self.mqtt.on_connect(self._handle_reconnect)
+            self._reconnect_hooked = True
         self.mqtt.subscribe(self.topic, self._handle_lifecycle_message, qos=1, wait=True, timeout=timeout)
         self._subscribed = True
 
@@ -298,7 +301,7 @@ class SimulationLifecycle:
             True if there was a message and it was sent or queued.
         """
         with self._locked():
-            if self.last_published is None or self.is_final:
+            if self.last_published is None or self.is_final or self._suspended_by is not None:
                 return False
             return self._send(self.last_published)
 

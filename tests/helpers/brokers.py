@@ -6,6 +6,7 @@ on the same port to exercise reconnects.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -28,8 +29,13 @@ def mosquitto_binary() -> str | None:
 
 
 def broker_kinds() -> list[str]:
-    """The broker kinds available here: amqtt always, mosquitto when installed."""
-    return ["amqtt", "mosquitto"] if mosquitto_binary() else ["amqtt"]
+    """The broker kinds to test with: amqtt always, mosquitto when installed.
+
+    ``NRP_TEST_BROKERS=amqtt`` (a comma-separated list) narrows the choice for a quick run.
+    """
+    available = ["amqtt", "mosquitto"] if mosquitto_binary() else ["amqtt"]
+    wanted = [k.strip() for k in os.environ.get("NRP_TEST_BROKERS", "").split(",") if k.strip()]
+    return [k for k in available if k in wanted] if wanted else available
 
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
