@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
 from nrp_core.client import NrpCore
+from nrp_core.engines.python_json.server_callbacks import EngineServer
 from tests.nrp_core.loop_helpers import COUNTING_ENGINE, TF_EXCHANGE, process_gone, write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -266,3 +269,90 @@ def test_external_processes_start_first_and_stop_at_shutdown(tmp_path: Path) -> 
     assert not process_gone(pid)
     client.shutdown()
     assert _wait_gone([pid], 5) == []
+
+
+# -- an engine server started outside the runtime (EmptyLaunchCommand, JSON over HTTP) -----------------
+
+
+class _EngineRequestHandler(BaseHTTPRequestHandler):
+    """The six POST routes of contract 9.4 in front of an ``EngineServer`` (a test double of an engine)."""
+
+    server: _EngineHttpServer
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
+        route = self.path.strip("/")
+        self.server.routes.append(route)
+        try:
+            reply, status = getattr(self.server.engine, route)(body), 200
+        except Exception as exc:
+            reply, status = {"error": type(exc).__name__, "message": str(exc), "traceback": "tb text"}, 500
+        payload = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _EngineHttpServer(HTTPServer):
+    def __init__(self, base_dir: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _EngineRequestHandler)
+        self.engine = EngineServer(base_dir)
+        self.routes: list[str] = []
+
+
+def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) -> None:
+    tf = """
+    from nrp_core import *
+    from nrp_core.data.nrp_json import JsonDataPack
+
+    @EngineDataPack("state", DataPackIdentifier("state", "remote"))
+    @TransceiverFunction("remote")
+    def tf(state):
+        sent = JsonDataPack("input", "remote")
+        sent.data["seen_steps"] = state.data["steps"]
+        return [sent]
+    """
+    http = _EngineHttpServer(tmp_path)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        write_experiment(tmp_path, {"remote": (COUNTING_ENGINE, 0.01)}, {"tf": tf}, in_process=False)
+        overrides = [
+            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"EmptyLaunchCommand"}',
+            f'EngineConfigs.0.ServerAddress="127.0.0.1:{http.server_port}"',
+        ]
+        client = NrpCore(
+            "localhost:5345", experiment_folder=str(tmp_path), log_output=None, overrides=overrides
+        )
+        assert client.initialize() == [{"input": None, "steps": 0, "time": 0}]
+        client.run_loop(3)
+        assert http.engine.script._getDataPack("state") == {
+            "input": {"seen_steps": 2},
+            "steps": 3,
+            "time": 30_000_000,
+        }
+        client.shutdown()
+        assert http.routes[:3] == ["initialize", "get_datapacks", "set_datapacks"]
+        assert http.routes[-1] == "shutdown"
+
+        # An engine-side error (500 with error, message, traceback) fails the simulation, naming the route.
+        asking = tf.replace('DataPackIdentifier("state", "remote")', 'DataPackIdentifier("nope", "remote")')
+        write_experiment(
+            tmp_path / "other", {"remote": (COUNTING_ENGINE, 0.01)}, {"tf": asking}, in_process=False
+        )
+        client = NrpCore(
+            "localhost:5345", experiment_folder=str(tmp_path / "other"), log_output=None, overrides=overrides
+        )
+        with pytest.raises(
+            RuntimeError, match=r'Engine "remote" failed in get_datapacks: .*unregistered DataPack'
+        ):
+            client.initialize()
+        client.shutdown()
+    finally:
+        http.shutdown()
+        http.server_close()
