@@ -337,3 +337,42 @@ def test_received_messages_are_dropped_while_a_transition_waits_unlocked() -> No
     proceed.set()
     stopper.join(5)
     assert lifecycle.state == "stopped"
+
+
+def test_concurrent_commands_and_messages_keep_the_machine_consistent() -> None:
+    """Threads hammering commands while messages arrive: only valid moves, no deadlock."""
+    lifecycle = server_like(1, None)
+    lifecycle.initialized()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def commands(trigger: str) -> None:
+        while not stop.is_set():
+            try:
+                lifecycle.accept_command(trigger)
+            except InvalidTransitionError:
+                pass
+            except BaseException as exc:  # anything else is a bug
+                errors.append(exc)
+
+    def messages() -> None:
+        while not stop.is_set():
+            lifecycle.handle_message(message("paused", "started", "started"))
+            lifecycle.handle_message(message("started", "paused", "paused"))
+
+    threads = [threading.Thread(target=commands, args=(t,)) for t in ("started", "paused", "started")]
+    threads.append(threading.Thread(target=messages))
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    stop.set()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert errors == []
+    assert lifecycle.state in ("started", "paused")
+    # every recorded transition starts where the previous one ended
+    for (_, target, _), (source, _, _) in zip(lifecycle.changes, lifecycle.changes[1:], strict=False):
+        assert source == target
+    lifecycle.stopped()
+    assert lifecycle.done_event.is_set()
