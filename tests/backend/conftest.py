@@ -25,7 +25,7 @@ from tests.helpers.brokers import BrokerProcess, broker_kinds, start_broker
 from tests.helpers.processes import ServerProcess, free_port, start_server
 
 REPO = Path(__file__).resolve().parents[2]
-NRP = [sys.executable, "-c", "from nrp_cli.main import cli; cli()"]
+NRP = [sys.executable, "-m", "nrp_cli.main"]
 FAKE_SIMSERVER = "tests.backend.fixtures.fake_simserver"
 
 #: Experiments created for alice: name -> fake.json behaviour.
