@@ -178,15 +178,15 @@ def test_stop_during_a_long_run_loop_ends_it_at_once(make_wrapper, experiment):
     wrapper, spy = make_wrapper(control=control)
     thread, raised, ended = _run_in_thread(lambda: wrapper.run_loop(10000))
     time.sleep(0.3)
-    assert wrapper.is_running
+    assert wrapper.is_running, (raised, spy.simulation_time_ns)
     requested = time.monotonic()
     control.request_stop()
     while thread.is_alive() and time.monotonic() - requested < 5:
         wrapper.interrupt()
         thread.join(0.02)
     assert not thread.is_alive()
-    assert ended[0] - requested < 0.5
+    assert ended[0] - requested < 0.5, (ended[0] - requested, raised)
     assert len(raised) == 1 and isinstance(raised[0], NRPStopExecution)
-    assert 0 < wrapper.steps < 10000
-    assert wrapper.steps == spy.simulation_time_ns // 10_000_000
+    assert 0 < wrapper.steps < 10000, (wrapper.steps, raised)
+    assert wrapper.steps == spy.simulation_time_ns // 10_000_000, (wrapper.steps, spy.simulation_time_ns)
     assert not wrapper.is_running
