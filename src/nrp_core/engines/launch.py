@@ -58,6 +58,12 @@ ENGINE_TYPES: dict[str, tuple[str, str]] = {
         "nrp_core.engines.python_json.worker",
         "nrp_core.engines.python_json.server_callbacks:EngineServer",
     ),
+    "py_sim": ("nrp_core.engines.py_sim.worker", "nrp_core.engines.py_sim.server:make_server"),
+    "nest_json": ("nrp_core.engines.nest_json.worker", "nrp_core.engines.nest_json.server:make_server"),
+    "datatransfer_grpc_engine": (
+        "nrp_core.engines.datatransfer.worker",
+        "nrp_core.engines.datatransfer.server:make_server",
+    ),
 }
 
 
