@@ -173,6 +173,7 @@ class MqttConnection:
         self._connect_hooks: list[ConnectCallback] = []
         self._acks: dict[int, threading.Event] = {}
         self._connected = threading.Event()
+        self._connack = threading.Event()
         self._connect_error: str | None = None
         self._started = False
         self._closed = False
@@ -212,7 +213,8 @@ class MqttConnection:
             if self._connected.wait(timeout):
                 return
             raise BrokerUnreachable(f"MQTT broker {self.settings.address} is not connected")
-        if not self._connected.wait(timeout):
+        # the broker's CONNACK (accepting or refusing) ends the wait early
+        if not self._connack.wait(timeout) or not self._connected.wait(0.1):
             reason = self._connect_error or "no answer"
             self._stop_network()
             raise BrokerUnreachable(
@@ -365,6 +367,7 @@ class MqttConnection:
         if reason.is_failure:
             self._connect_error = str(reason)
             logger.warning("MQTT broker %s refused the connection: %s", self.settings.address, reason)
+            self._connack.set()
             return
         with self._lock:
             topics = [(sub.topic, sub.qos) for sub in self._subscriptions.values()]
@@ -377,6 +380,7 @@ class MqttConnection:
             reconnect = self.connect_count > 0
             self.connect_count += 1
             self._connected.set()
+        self._connack.set()
         if reconnect:
             logger.info("MQTT client %s reconnected to %s", self.client_id, self.settings.address)
 
