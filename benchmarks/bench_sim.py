@@ -65,6 +65,7 @@ class _SimulatorClock:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.device_seconds = 0.0
+        self._depth = 0  # NodeCollection.set calls get: time the outermost call only
 
     def reset(self) -> None:
         self.seconds = 0.0
@@ -74,11 +75,14 @@ class _SimulatorClock:
         clock = self
 
         def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+            clock._depth += 1
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                setattr(clock, attribute, getattr(clock, attribute) + time.perf_counter() - start)
+                clock._depth -= 1
+                if clock._depth == 0:
+                    setattr(clock, attribute, getattr(clock, attribute) + time.perf_counter() - start)
 
         return timed
 
@@ -161,7 +165,8 @@ def measure(neurons: int) -> dict[str, float]:
 def main() -> None:
     os.environ.setdefault("PYNEST_QUIET", "1")
     _ensure_engine_types()
-    print(f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder)")
+    print(f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder); "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     for neurons in BRAIN_SIZES:
         figures = measure(neurons)
         print(

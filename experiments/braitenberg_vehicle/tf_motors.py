@@ -3,12 +3,10 @@
 Each spike recorder is emptied after it is read (``n_events`` = 0 is sent back with the wheel
 command), so ``n_events`` is the number of spikes of the last step.
 """
-import os
-
 from nrp_core import *
 from nrp_core.data.nrp_json import *
 
-NEURONS = int(os.environ.get("BRAITENBERG_NEURONS", "100"))
+RECORDED = 20            # recorded motor neurons per side (brain.py)
 RAD_PER_SPIKE_HZ = 0.04   # wheel speed (rad/s) per Hz of mean motor firing rate
 spikes_total = 0
 
@@ -25,8 +23,8 @@ def motors(left_spikes, right_spikes, sensors, t_ns):
     spikes_total += left_count + right_count
     step_s = 0.02
     wheels = JsonDataPack("wheels", "vehicle")
-    wheels.data["left"] = RAD_PER_SPIKE_HZ * left_count / (NEURONS * step_s)
-    wheels.data["right"] = RAD_PER_SPIKE_HZ * right_count / (NEURONS * step_s)
+    wheels.data["left"] = RAD_PER_SPIKE_HZ * left_count / (RECORDED * step_s)
+    wheels.data["right"] = RAD_PER_SPIKE_HZ * right_count / (RECORDED * step_s)
 
     empty_left = JsonDataPack("left_motor_spikes", "nest")
     empty_left.data["n_events"] = 0

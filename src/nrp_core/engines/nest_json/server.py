@@ -19,7 +19,7 @@ from typing import Any
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
 from nrp_core.engines import nest_json
 
-__all__ = ["NestEngineError", "NestEngineServer", "node_status", "to_json_value"]
+__all__ = ["NestEngineError", "NestEngineServer", "node_status", "set_node_status", "to_json_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,18 @@ def node_status(nodes: Any) -> list[dict[str, Any]]:
     if count == 1:
         return [status]
     return [{key: values[index] for key, values in status.items()} for index in range(count)]
+
+
+def set_node_status(nodes: Any, data: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """``nest.SetStatus(nodes, data)``: one object for every node, or a list with one per node.
+
+    A single object without list values is expanded to one copy per node first: NEST's own
+    single-object path reads the first node's whole status (a recorder's events included) on every
+    call, which costs more than the write itself.
+    """
+    if isinstance(data, dict) and not any(isinstance(value, (list, tuple)) for value in data.values()):
+        data = [data] * len(nodes)
+    nodes.set(data)
 
 
 class NestEngineError(RuntimeError):
@@ -230,7 +242,7 @@ class NestEngineServer:
                     f"{self._where()}: DataPack '{name}' must hold an object or an array of objects"
                 )
             try:
-                devices[name].set(data)
+                set_node_status(devices[name], data)
             except Exception as exc:
                 raise NestEngineError(
                     f"{self._where()}: SetStatus of DataPack '{name}' failed: {type(exc).__name__}: {exc}"
