@@ -16,7 +16,7 @@ import pytest
 
 import nrp_core
 from nrp_core.client import NrpCore, NrpCoreStateError
-from tests.nrp_core.loop_helpers import STATUS_FUNCTION_TEST, TF_EXCHANGE
+from tests.nrp_core.loop_helpers import STATUS_FUNCTION_TEST, TF_EXCHANGE, process_gone
 
 
 def _client(config: str = "simulation_config.json", **kwargs) -> NrpCore:
@@ -277,3 +277,18 @@ def test_client_overrides_in_args(tmp_path: Path) -> None:
     client.shutdown()
     assert client.simulation_time_ns == 0  # no loop after shutdown
     assert len(_lines(experiment / "run.log", "DataPack 1 data is")) == 5
+
+
+def test_shutdown_while_running_stops_the_loop_first(client: NrpCore) -> None:
+    client.initialize()
+    response: list = []
+    thread = client.run_loop(0, run_async=True, response=response)
+    deadline = time.monotonic() + 5
+    while client.simulation_time_ns < 50_000_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pids = [engine.pid for engine in client._loop.engines]
+    client.shutdown()
+    thread.join(5)
+    assert response == [(False, [])]
+    assert client.current_state() == "Created"
+    assert all(process_gone(pid) for pid in pids)
