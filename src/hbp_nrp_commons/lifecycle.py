@@ -589,8 +589,20 @@ class SimulationLifecycle:
     def _send(self, payload: dict[str, str]) -> bool:
         if self.mqtt is None or self._mqtt_down:
             return False
+        # The connection closes right after a final transition: make sure the broker has that message.
+        final = payload["target_state"] in FINAL_STATES
         try:
-            return self.mqtt.publish(self.topic, payload, qos=1, retain=payload["source_state"] == "created")
+            return self.mqtt.publish(
+                self.topic,
+                payload,
+                qos=1,
+                retain=payload["source_state"] == "created",
+                wait=final,
+                timeout=_MQTT_SHUTDOWN_TIMEOUT,
+            )
+        except BrokerUnreachable as exc:
+            logger.warning("The lifecycle message %s may be lost: %s", payload, exc)
+            return False
         except Exception:
             logger.exception("Publishing the lifecycle message %s failed", payload)
             return False
