@@ -36,24 +36,6 @@ BRAIN_SIZES = (100, 400)
 IN_PROCESS = [
     f'EngineConfigs.{index}.EngineLaunchCommand={{"LaunchType":"InProcess"}}' for index in range(3)
 ]
-SIMULATOR_ENGINE_TYPES = {
-    "py_sim": ("nrp_core.engines.py_sim.worker", "nrp_core.engines.py_sim.server:make_server"),
-    "nest_json": ("nrp_core.engines.nest_json.worker", "nrp_core.engines.nest_json.server:make_server"),
-    "datatransfer_grpc_engine": (
-        "nrp_core.engines.datatransfer.worker",
-        "nrp_core.engines.datatransfer.server:make_server",
-    ),
-}
-
-
-def _ensure_engine_types() -> None:
-    from nrp_core.engines import launch
-
-    for engine_type, (worker, factory) in SIMULATOR_ENGINE_TYPES.items():
-        if engine_type not in launch.ENGINE_TYPES:
-            launch.register_engine_type(engine_type, worker, factory)
-
-
 class _SimulatorClock:
     """Accumulates the time in-process engines spend inside the simulators' own calls.
 
@@ -164,7 +146,6 @@ def measure(neurons: int) -> dict[str, float]:
 
 def main() -> None:
     os.environ.setdefault("PYNEST_QUIET", "1")
-    _ensure_engine_types()
     print(f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     for neurons in BRAIN_SIZES:

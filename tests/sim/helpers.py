@@ -17,16 +17,6 @@ import pytest
 
 from nrp_experiments import bundled_experiments_dir
 
-# Engine types served by this package; registered here only if the launcher does not know them yet.
-SIMULATOR_ENGINE_TYPES = {
-    "py_sim": ("nrp_core.engines.py_sim.worker", "nrp_core.engines.py_sim.server:make_server"),
-    "nest_json": ("nrp_core.engines.nest_json.worker", "nrp_core.engines.nest_json.server:make_server"),
-    "datatransfer_grpc_engine": (
-        "nrp_core.engines.datatransfer.worker",
-        "nrp_core.engines.datatransfer.server:make_server",
-    ),
-}
-
 
 def require(*modules: str) -> None:
     """Skip the test when a simulator package is not installed at all.
@@ -37,14 +27,6 @@ def require(*modules: str) -> None:
     for module in modules:
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed")
-
-
-def ensure_engine_types() -> None:
-    from nrp_core.engines import launch
-
-    for engine_type, (worker, factory) in SIMULATOR_ENGINE_TYPES.items():
-        if engine_type not in launch.ENGINE_TYPES:
-            launch.register_engine_type(engine_type, worker, factory)
 
 
 FILES = Path(__file__).resolve().parent / "files"
@@ -73,7 +55,6 @@ class Run:
     def __init__(self, experiment: Path, overrides: list[str]) -> None:
         from nrp_core import NrpCore
 
-        ensure_engine_types()
         self.experiment = experiment
         args = " ".join(f"-o {override}" for override in overrides)
         self.client = NrpCore("localhost:5345", experiment_folder=str(experiment), args=args)
