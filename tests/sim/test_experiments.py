@@ -115,3 +115,15 @@ def test_py_sim_engine_in_process(run_experiment):
     records = run.records("cartpole")
     assert len(records) == 100
     assert not any(record["terminated"] for record in records)
+
+
+def test_nrp_core_bullet_control_example(run_experiment):
+    """nrp-core's pysim_examples/bullet_control (contract 14.5): Visualizer true runs headless here."""
+    require("pybullet")
+    run = run_experiment("bullet_control")
+    done, timeout, observations = run.until_timeout()
+    assert (done, timeout) == (False, True)
+    assert len(observations) == 200  # 2 s at the default 10 ms
+    xs = [observation["body"][0] for observation in observations]
+    assert xs[0] == 0 and xs[-1] > 0.2  # the positions datapack changes: the car drives forward
+    assert all(later >= earlier - 1e-3 for earlier, later in zip(xs, xs[1:], strict=False))
