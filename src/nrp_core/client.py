@@ -251,8 +251,7 @@ class NrpCore:
         with self._lock:
             self._check("initialize")
             try:
-                if self.config.get("SimulationLoop", "FTILoop") != "FTILoop":
-                    raise NotImplementedError("only SimulationLoop 'FTILoop' is supported yet")
+                self._check_supported()
                 output = self._open_output()
                 engines = [
                     complete_engine_config(engine) for engine in self.config.get("EngineConfigs") or []
@@ -264,6 +263,15 @@ class NrpCore:
                 raise self._fail(exc) from exc
             self._state = INITIALIZED
             return trajectory
+
+    def _check_supported(self) -> None:
+        config = self.config
+        if config.get("SimulationLoop", "FTILoop") != "FTILoop":
+            raise NotImplementedError("SimulationLoop 'EventLoop' is not supported yet: use 'FTILoop'")
+        if config.get("DataPackProcessor", "tf") != "tf":
+            raise NotImplementedError("DataPackProcessor 'cg' (computational graph) is not supported yet")
+        if "ROSNode" in config:
+            logger.info("ROSNode is configured but ROS is not supported: no ROS node is started")
 
     def _run(self, body: Any) -> Any:
         self._stop.clear()
