@@ -356,3 +356,35 @@ def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) 
     finally:
         http.shutdown()
         http.server_close()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("{1, 2}", "does not hold JSON data"), ("lambda: None", r"get_datapacks \(reply\)")],
+    ids=["not-json", "not-picklable"],
+)
+def test_an_engine_storing_a_non_json_value_is_named(tmp_path: Path, value: str, message: str) -> None:
+    engine = f"""
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            self._registerDataPack("state")
+
+        def runLoop(self, timestep_ns):
+            self._setDataPack("state", {value})
+    """
+    tf = """
+    from nrp_core import *
+
+    @EngineDataPack("state", DataPackIdentifier("state", "odd"))
+    @TransceiverFunction("odd")
+    def tf(state):
+        return []
+    """
+    write_experiment(tmp_path, {"odd": (engine, 0.01)}, {"tf": tf}, in_process=False)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    client.initialize()
+    with pytest.raises(RuntimeError, match=rf'Engine "odd".*{message}'):
+        client.run_loop(2)
+    client.shutdown()

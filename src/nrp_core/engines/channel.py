@@ -50,7 +50,10 @@ class Channel:
 
     def send(self, message: Any) -> None:
         """Send one message (blocking until the kernel has taken all of it)."""
-        payload = pickle.dumps(message, _PROTOCOL)
+        self.send_pickled(pickle.dumps(message, _PROTOCOL))
+
+    def send_pickled(self, payload: bytes) -> None:
+        """Send one message already pickled with :func:`pickle.dumps`."""
         header = _HEADER.pack(len(payload))
         if len(payload) < 65536:
             self.sock.sendall(header + payload)
@@ -163,7 +166,12 @@ def serve(channel: Channel, server: Any) -> None:
         except Exception as exc:
             channel.send(("error", error_details(phase, exc)))
             continue
-        channel.send(("ok", reply))
+        try:
+            payload = pickle.dumps(("ok", reply), _PROTOCOL)
+        except Exception as exc:  # e.g. an engine stored an object that cannot leave the process
+            channel.send(("error", error_details(f"{phase} (reply)", exc)))
+            continue
+        channel.send_pickled(payload)
 
 
 def _line_buffered_output() -> None:

@@ -135,8 +135,13 @@ def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None) -
     for name, entry in fetched.items():
         if "data" not in entry:
             result.append(DataPackInterface(name, engine_name, entry.get("type", JSON_DATAPACK_TYPE)))
-        else:
+            continue
+        try:
             result.append(JsonDataPack.from_json(name, engine_name, entry["data"]))
+        except TypeError as exc:
+            raise EngineError(
+                engine_name, "get_datapacks", f"datapack '{name}' does not hold JSON data: {exc}"
+            ) from exc
     return result
 
 
