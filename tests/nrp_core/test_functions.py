@@ -312,3 +312,19 @@ def test_passing_policy_reference_or_value(tmp_path: Path, policy: dict, touched
     client.shutdown()
     assert done is True
     assert ("touched" in trajectory[0]) is touched
+
+
+def test_a_broken_function_file_fails_initialize_and_stops_the_engines(tmp_path: Path) -> None:
+    tf = """
+    from nrp_core import *
+
+    undefined_name + 1
+    """
+    write_experiment(tmp_path, {"engine": (COUNTING_ENGINE, 0.01)}, {"tf": tf}, in_process=False)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    expected = r"error while loading function file 'tf.py' \(tf.py:4\): NameError"
+    with pytest.raises(RuntimeError, match=expected):
+        client.initialize()
+    assert client.current_state() == "Failed"
+    client.shutdown()
+    assert client.current_state() == "Created"
