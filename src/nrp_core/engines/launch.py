@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from nrp_core.config import ENGINE_PROC_CMDS, timestep_to_ns
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE, JsonDataPack
 from nrp_core.datapacks import DataPackInterface
 from nrp_core.engines.channel import Channel, error_details
@@ -158,12 +159,6 @@ def _set_request(datapacks: Iterable[DataPackInterface], copy: bool) -> dict[str
     return request
 
 
-def _timestep_ns(seconds: float) -> int:
-    from nrp_core.config import timestep_to_ns
-
-    return timestep_to_ns(seconds)
-
-
 class EngineHandle:
     """The loop's view of one engine.
 
@@ -177,7 +172,7 @@ class EngineHandle:
         self.config = dict(config)
         self.name: str = config["EngineName"]
         self.experiment_dir = experiment_dir
-        self.timestep_ns = _timestep_ns(config.get("EngineTimestep", 0.01))
+        self.timestep_ns = timestep_to_ns(config.get("EngineTimestep", 0.01))
         timeout = float(config.get("EngineCommandTimeout", 0.0) or 0.0)
         self.command_timeout: float | None = timeout if timeout > 0 else None
         self.engine_time = 0
@@ -672,8 +667,6 @@ def create_engine(
     engine_type = config.get("EngineType")
     if engine_type not in ENGINE_TYPES:
         raise EngineError(name, "launch", f'Failed to find engine interface "{engine_type}"')
-    from nrp_core.config import ENGINE_PROC_CMDS
-
     default_cmd = ENGINE_PROC_CMDS.get(engine_type)
     proc_cmd = config.get("EngineProcCmd")
     if default_cmd and proc_cmd and proc_cmd != default_cmd:
