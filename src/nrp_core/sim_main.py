@@ -28,10 +28,12 @@ logger = logging.getLogger("nrp_core.sim_main")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     """The ``NRPCoreSim`` argument parser (options of contract 3.1)."""
     parser = argparse.ArgumentParser(
-        prog="NRPCoreSim", description="Run an nrp-core experiment with the pure-Python runtime."
+        prog="NRPCoreSim",
+        description="Run an nrp-core experiment with the pure-Python runtime.",
+        exit_on_error=exit_on_error,
     )
     parser.add_argument("-c", "--config", help="experiment configuration file")
     parser.add_argument("-d", "--dir", help="experiment directory")
@@ -65,9 +67,16 @@ def parse_client_args(args: str) -> ClientOptions:
 
     Only ``-o``, ``--cloglevel``, ``--logoutput`` and ``--logfilename`` matter to the client; other
     options are accepted and ignored.
+
+    Raises:
+        ValueError: an option has an invalid or missing value.
     """
     parts = [part for part in (args or "").split(" ") if part]
-    namespace, _unknown = build_parser().parse_known_args(parts, namespace=ClientOptions())
+    try:
+        parser = build_parser(exit_on_error=False)
+        namespace, _unknown = parser.parse_known_args(parts, namespace=ClientOptions())
+    except argparse.ArgumentError as exc:
+        raise ValueError(f"invalid args {args!r}: {exc}") from None
     namespace.overrides = list(namespace.param)
     return namespace
 

@@ -292,3 +292,10 @@ def test_shutdown_while_running_stops_the_loop_first(client: NrpCore) -> None:
     assert response == [(False, [])]
     assert client.current_state() == "Created"
     assert all(process_gone(pid) for pid in pids)
+
+
+def test_invalid_args_raise_in_the_constructor() -> None:
+    with pytest.raises(ValueError, match="invalid choice"):
+        _client(args="--cloglevel=loud")
+    with pytest.raises(ValueError, match="expected one argument"):
+        _client(args="-o")
