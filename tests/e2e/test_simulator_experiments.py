@@ -1,0 +1,93 @@
+"""End to end with real simulators: the bundled PyBullet, MuJoCo, Gymnasium and NEST experiments run
+through the REST server, a Simulation Server and engine processes to completion; the assertions are
+on the behaviour recorded by their datatransfer engine, read back from the uploaded log zip, and on
+the datapacks it streamed over MQTT."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nrp_experiments
+from tests.e2e.conftest import System, wait_until
+
+
+def _records(archive: zipfile.ZipFile, name: str) -> list[dict[str, Any]]:
+    files = [n for n in archive.namelist() if n.startswith("data/") and n.endswith(f"/{name}.data")]
+    assert len(files) == 1, archive.namelist()
+    return [json.loads(line)["data"] for line in archive.read(files[0]).decode().splitlines() if line]
+
+
+def _racecar(records: list[dict[str, Any]]) -> None:
+    xs = [r["x"] for r in records]
+    assert max(xs) > 0.5 and min(xs) < -0.5 and max(abs(x) for x in xs) < 0.8
+
+
+def _pendulum(records: list[dict[str, Any]]) -> None:
+    assert records[-1]["angle"] == pytest.approx(1.0, abs=0.02)
+
+
+def _cartpole(records: list[dict[str, Any]]) -> None:
+    assert not any(r["terminated"] for r in records) and records[-1]["terminations"] == 0
+
+
+def _braitenberg(records: list[dict[str, Any]]) -> None:
+    assert records[-1]["distance"] < records[0]["distance"] - 1.5
+    assert records[-1]["spikes_total"] > 0
+
+
+CASES = {
+    # experiment: (simulator packages, SimulationTimeout, recorded datapack, steps, behaviour check)
+    "bullet_racecar": (("pybullet",), 6, "car_position", 600, _racecar),
+    "mujoco_pendulum": (("mujoco",), 2, "pendulum", 200, _pendulum),
+    "gym_cartpole": (("gymnasium",), 4, "cartpole", 200, _cartpole),
+    "braitenberg_vehicle": (("mujoco", "nest"), 7, "vehicle", 350, _braitenberg),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name: str) -> None:
+    packages, timeout, recorded, steps, check = CASES[name]
+    for package in packages:
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+    if system.broker.kind != "amqtt":
+        pytest.skip("the simulator runs are exercised on one broker kind; the others test the broker")
+    experiment = f"e2e_sim_{name}"
+    source = tmp_path / experiment
+    shutil.copytree(nrp_experiments.bundled_experiments_dir() / name, source,
+                    ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
+    config = json.loads((source / "simulation_config.json").read_text())
+    config["SimulationTimeout"] = timeout
+    (source / "simulation_config.json").write_text(json.dumps(config, indent=2))
+    system.storage.client().upload_experiment(system.storage.alice, experiment, source)
+
+    rest = system.start_backend().rest
+    sim_id = rest.launch(experiment)["simulationID"]
+    rest.wait_for(sim_id, lambda sim: bool(sim["ready"]), timeout=60)
+    assert rest.set_state(sim_id, "started").status_code == 200
+    sim = rest.wait_for(sim_id, lambda sim: sim["state"] in ("completed", "failed"), timeout=120)
+    assert sim["state"] == "completed" and sim["error"] is None, sim
+    assert rest.set_state(sim_id, "stopped").status_code == 200
+
+    zips = wait_until(lambda: system.storage.log_zips(experiment), 20, "logs not uploaded")
+    data = system.storage.client().get_file(system.storage.alice, experiment, zips[-1], by_name=True)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    script_log = archive.read(f"main_script_{sim_id}.log").decode()
+    assert f"simulation timeout after {steps} steps" in script_log
+    records = _records(archive, recorded)
+    assert len(records) == steps
+    check(records)
+
+    # the datatransfer engine streamed the datapack on the simulation's data topic
+    topic = f"{system.prefix}/nrp_simulation/{sim_id}/data/{recorded}"
+    streamed = [m for m in system.watcher.messages if m[1] == topic]
+    assert streamed, f"nothing on {topic}"
+    assert json.loads(streamed[-1][2]).keys() == records[-1].keys()
