@@ -91,3 +91,38 @@ def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name:
     streamed = [m for m in system.watcher.messages if m[1] == topic]
     assert streamed, f"nothing on {topic}"
     assert json.loads(streamed[-1][2]).keys() == records[-1].keys()
+
+
+ERRORS = {
+    # experiment, packages, config change, expected fragments of the REST error message
+    "missing_world": ("mujoco_pendulum", ("mujoco",), (0, "WorldFileName", "model/missing.xml"),
+                      ["mujoco_simulator", "model/missing.xml"]),
+    "nest_error": ("braitenberg_vehicle", ("mujoco", "nest"), (1, "NestInitFileName", "bad_brain.py"),
+                   ["nest_json engine 'nest'", "bad_brain.py' line 2", "no_such_neuron"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_simulator_engine_error_fails_the_simulation(system: System, tmp_path: Path, case: str) -> None:
+    name, packages, (index, key, value), fragments = ERRORS[case]
+    for package in packages:
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+    if system.broker.kind != "amqtt":
+        pytest.skip("the simulator runs are exercised on one broker kind; the others test the broker")
+    experiment = f"e2e_sim_error_{case}"
+    source = tmp_path / experiment
+    shutil.copytree(nrp_experiments.bundled_experiments_dir() / name, source,
+                    ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
+    config = json.loads((source / "simulation_config.json").read_text())
+    config["EngineConfigs"][index][key] = value
+    (source / "simulation_config.json").write_text(json.dumps(config, indent=2))
+    (source / "bad_brain.py").write_text("import nest\nnest.Create('no_such_neuron')\n")
+    system.storage.client().upload_experiment(system.storage.alice, experiment, source)
+
+    rest = system.start_backend().rest
+    sim_id = rest.launch(experiment)["simulationID"]
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed", timeout=60)
+    assert sim["error"]["error_type"] == "Loading"
+    for fragment in fragments:
+        assert fragment in sim["error"]["msg"], sim["error"]
