@@ -38,7 +38,7 @@ __all__ = ["Channel", "error_details", "serve"]
 
 _HEADER = struct.Struct("<I")
 _PROTOCOL = 5
-_CHUNK = 1 << 18
+_CHUNK = 1 << 16  # below the malloc mmap threshold: no mmap/munmap per recv
 
 
 class Channel:
