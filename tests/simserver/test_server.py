@@ -342,3 +342,23 @@ def test_parent_death_makes_the_simserver_exit(simulation, experiment):
             parent.kill()
         if not _is_gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_broker_restart_status_at_once_and_commands_still_work(simulation, mqtt_broker):
+    sim = simulation()
+    sim.send(INIT, retain=True)
+    sim.spawn()
+    sim.wait_status("paused")
+    mqtt_broker.restart()
+    restarted = time.monotonic()
+    count = len(sim.recorder.payloads(sim.topic("status")))
+    # the recorder and the simserver reconnect on their own; the simserver publishes a status at once
+    deadline = time.monotonic() + 10
+    while len(sim.recorder.payloads(sim.topic("status"))) <= count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sim.recorder.payloads(sim.topic("status"))) > count
+    assert time.monotonic() - restarted < 5
+    sim.send(START)
+    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 30)
+    sim.proc.send_signal(signal.SIGTERM)
+    assert sim.wait_exit(5) == 0
