@@ -159,7 +159,7 @@ class NRPScriptRunner:
                     self.script_name,
                     exc.lineno if exc.lineno is not None else -1,
                     exc.offset if exc.offset is not None else -1,
-                    (exc.text or "").rstrip("\n"),
+                    (exc.text or "").strip(),
                     traceback.format_exc(),
                 )
             )
