@@ -8,6 +8,7 @@ import socket
 from hbp_nrp_commons.broker import port_is_free, start_embedded_broker
 from hbp_nrp_commons.mqtt import MqttConnection, client_id
 from hbp_nrp_commons.settings import MqttSettings
+from tests.helpers.processes import python, start_server
 
 from .helpers import retained
 
@@ -46,3 +47,13 @@ def test_busy_port_fails() -> None:
             assert "did not start" in str(exc)
         else:
             raise AssertionError("the broker started on a busy port")
+
+
+def test_command_line_prints_listening_line_and_stops_on_sigint() -> None:
+    server = start_server([python(), "-m", "hbp_nrp_commons.broker", "--host", "127.0.0.1", "--port", "0"])
+    try:
+        assert server.url == f"mqtt://127.0.0.1:{server.port}"
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(10) == 0
+    finally:
+        server.kill()
