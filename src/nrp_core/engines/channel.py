@@ -47,6 +47,8 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._buffer = bytearray()
+        self._chunk = bytearray(_CHUNK)
+        self._chunk_view = memoryview(self._chunk)
 
     def send(self, message: Any) -> None:
         """Send one message (blocking until the kernel has taken all of it)."""
@@ -84,12 +86,12 @@ class Channel:
                         del buffer[:end]
                         return message
                 try:
-                    chunk = self.sock.recv(_CHUNK)
+                    received = self.sock.recv_into(self._chunk_view)
                 except (ConnectionResetError, BrokenPipeError) as exc:
                     raise EOFError(str(exc)) from exc
-                if not chunk:
+                if not received:
                     raise EOFError("control channel closed")
-                buffer += chunk
+                buffer += self._chunk_view[:received]
         except TimeoutError:
             raise
         finally:
