@@ -105,11 +105,7 @@ class NestEngineServer:
         for key in _DIRECTORY_KEYS:
             if self._config.get(key):
                 return Path(self._config[key]) / path
-        python_file = self._config.get("PythonFileName")
-        if python_file and Path(python_file).is_absolute() and not path.exists():
-            candidate = Path(python_file).parent / path
-            if candidate.exists():
-                return candidate
+        # The engine process runs in the experiment directory (contract 2.1).
         return Path.cwd() / path
 
     def _kernel_setup(self) -> None:
