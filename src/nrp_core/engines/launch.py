@@ -147,15 +147,16 @@ def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None) -
 
 
 def _set_request(datapacks: Iterable[DataPackInterface], copy: bool) -> dict[str, Any]:
+    """The ``set_datapacks`` request for ``datapacks``; ``copy`` when the engine shares our memory."""
     request: dict[str, Any] = {}
     for datapack in datapacks:
-        if datapack.isEmpty():
+        if type(datapack) is JsonDataPack:
+            data = datapack.to_json() if copy else datapack._data._value
+        elif datapack.isEmpty():
             continue
-        if copy:
-            data = datapack.to_json()
         else:
-            data = datapack._data._value if type(datapack) is JsonDataPack else datapack.to_json()
-        request[datapack.name] = {"engine_name": datapack.engine_name, "type": datapack.type, "data": data}
+            data = datapack.to_json()
+        request[datapack._name] = {"engine_name": datapack._engine_name, "type": datapack._type, "data": data}
     return request
 
 
