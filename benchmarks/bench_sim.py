@@ -10,7 +10,11 @@ loop steps of 20 ms twice, on a fresh copy:
   code and the datatransfer recording;
 - engine processes (the default launch): wall time per step and real-time factor; the framework
   cost is estimated as wall time minus the simulator time measured in-process (the engines of one
-  batch run concurrently, so this may be lower than the in-process figure).
+  batch run concurrently, so this may be lower than the in-process figure, and on a loaded machine
+  process scheduling adds to it).
+
+The two kinds of run alternate ``REPEATS`` times and medians are reported, so that a change in the
+machine's load biases both alike.
 
 Reported: real-time factor (simulated s per wall s), simulator ms per step, framework us per step
 and its share of each step, with NEST's device reads and writes (``GetStatus``/``SetStatus`` on the
@@ -24,14 +28,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "braitenberg_vehicle"
-STEPS = 250
+STEPS = 200
 STEP_S = 0.02
+REPEATS = 3  # in-process and engine-process runs alternate; medians are reported
 BRAIN_SIZES = (100, 400)
 IN_PROCESS = [
     f'EngineConfigs.{index}.EngineLaunchCommand={{"LaunchType":"InProcess"}}' for index in range(3)
@@ -120,14 +126,20 @@ def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> f
 
 
 def measure(neurons: int) -> dict[str, float]:
-    """The figures for one brain size."""
-    clock = _SimulatorClock()
-    with clock.installed(), contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
-        in_process = _run(neurons, IN_PROCESS, clock)
-    stepping = clock.seconds / STEPS
-    devices = clock.device_seconds / STEPS
+    """The figures for one brain size (medians over ``REPEATS`` alternating runs)."""
+    in_process_runs, stepping_runs, device_runs, process_runs = [], [], [], []
+    for _ in range(REPEATS):
+        clock = _SimulatorClock()
+        with clock.installed(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            in_process_runs.append(_run(neurons, IN_PROCESS, clock))
+        stepping_runs.append(clock.seconds / STEPS)
+        device_runs.append(clock.device_seconds / STEPS)
+        process_runs.append(_run(neurons, [], None))
+    in_process = statistics.median(in_process_runs)
+    stepping = statistics.median(stepping_runs)
+    devices = statistics.median(device_runs)
     simulators = stepping + devices
-    processes = _run(neurons, [], None)
+    processes = statistics.median(process_runs)
     return {
         "neurons": neurons,
         "stepping_ms": stepping * 1e3,
@@ -144,6 +156,12 @@ def measure(neurons: int) -> dict[str, float]:
     }
 
 
+def _process_framework(figures: dict[str, float]) -> str:
+    if figures["process_framework_us"] <= 0:
+        return "not measurable: faster than the serial simulator time (the engines overlapped)"
+    return f"~{figures['process_framework_us']:.0f} us/step = {figures['process_share']:.1%} of the step"
+
+
 def main() -> None:
     os.environ.setdefault("PYNEST_QUIET", "1")
     print(f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder); "
@@ -158,8 +176,7 @@ def main() -> None:
             f"= {figures['inprocess_share']:.1%} of the step "
             f"({figures['inprocess_share_with_devices']:.1%} counting NEST device I/O as framework)\n"
             f"    engine processes:   {figures['process_step_ms']:.2f} ms/step, "
-            f"RTF {figures['process_rtf']:.2f}, framework {figures['process_framework_us']:.0f} us/step "
-            f"= {figures['process_share']:.1%} of the step"
+            f"RTF {figures['process_rtf']:.2f}, framework {_process_framework(figures)}"
         )
 
 
