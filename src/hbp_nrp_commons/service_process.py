@@ -8,16 +8,19 @@ chain the broker, the storage server and the REST server; tests use it to start 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+PR_SET_PDEATHSIG = 1
 LISTENING = re.compile(r"Listening on (?P<url>\S+://(?P<host>[^:/\s]+):(?P<port>\d+))")
 
 
@@ -70,6 +73,14 @@ class ServiceProcess:
             self.proc.wait(5)
 
 
+def _terminate_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent goes away."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def start_service(
     args: Sequence[str],
     env: Mapping[str, str] | None = None,
@@ -77,6 +88,7 @@ def start_service(
     timeout: float = 30.0,
     on_line: Callable[[str], None] | None = None,
     inherit_env: bool = True,
+    die_with_parent: bool = False,
 ) -> ServiceProcess:
     """Run ``args`` and wait for its ``Listening on`` line.
 
@@ -87,6 +99,9 @@ def start_service(
         timeout: seconds to wait for the line.
         on_line: called with every line the process prints (from a background thread).
         inherit_env: start from ``os.environ`` when true.
+        die_with_parent: on Linux, the child gets SIGTERM when the thread that started it ends (also when
+            the parent is killed with SIGKILL); start such services from a thread that lives as long
+            as they should, such as the main thread.
 
     Returns:
         the running process and the URL it announced.
@@ -106,6 +121,7 @@ def start_service(
         text=True,
         env=full_env,
         cwd=cwd,
+        preexec_fn=_terminate_with_parent if die_with_parent else None,
     )
     output: list[str] = []
     announced = threading.Event()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from urllib.parse import quote
 import click
 import requests
 
+from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
 from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
 
@@ -41,18 +41,6 @@ class RunningSystem:
     broker_address: str
     broker_embedded: bool
     token: str
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True when ``host:port`` can be bound right now (port 0 is always free)."""
-    if port == 0:
-        return True
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _require_free(host: str, port: int, option: str, variable: str) -> None:
@@ -156,7 +144,9 @@ class Stack:
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
         try:
-            service = start_service(args, env=env, timeout=60, on_line=_echo_output(name, self.verbose))
+            service = start_service(
+                args, env=env, timeout=60, on_line=_echo_output(name, self.verbose), die_with_parent=True
+            )
         except ServiceStartError as exc:
             raise UpError(f"{name} did not start: {exc}") from exc
         self.services.append((name, service))

@@ -168,3 +168,15 @@ def test_busy_1883_moves_the_embedded_broker(tmp_path: Path) -> None:
             process.kill()
     finally:
         holder.close()
+
+
+def test_killed_up_leaves_no_server_behind(up: UpProcess) -> None:
+    up.wait_ready()
+    children = up.children()
+    assert len(children) == 3
+    up.proc.kill()
+    up.proc.wait(10)
+    deadline = time.monotonic() + 15
+    while [pid for pid in children if _alive(pid)]:
+        assert time.monotonic() < deadline, "servers outlived a killed nrp up"
+        time.sleep(0.1)

@@ -262,11 +262,9 @@ def system(mqtt_broker: BrokerProcess, storage: Storage, tmp_path: Path) -> Iter
     system.stop()
 
 
-def simserver_pids(sim_id: int) -> list[int]:
-    """PIDs of live Simulation Server processes carrying ``--id <sim_id>``."""
-    return [
-        pid for pid, args in _processes() if "hbp_nrp_simserver" in args and f"--id {sim_id} " in args + " "
-    ]
+def simserver_pids(sim_dir: str) -> list[int]:
+    """PIDs of live Simulation Server processes working in ``sim_dir`` (ids repeat across backends)."""
+    return [pid for pid, args in _processes() if "hbp_nrp_simserver" in args and f"--dir {sim_dir} " in args]
 
 
 def engine_pids(parent_dir_fragment: str) -> list[int]:

@@ -41,6 +41,7 @@ def test_full_lifecycle_with_pause_and_logs(system: System) -> None:
     sim_id = created["simulationID"]
     assert created["state"] == "paused"
     rest.wait_for(sim_id, _ready)
+    sim_dir = _sim_dir(system)
 
     assert rest.set_state(sim_id, "started").json()["state"] == "started"
     wait_until(
@@ -77,7 +78,7 @@ def test_full_lifecycle_with_pause_and_logs(system: System) -> None:
     assert f"simulation_{sim_id}.log" in names
     script_log = archive.read(f"main_script_{sim_id}.log").decode()
     assert "slow loop starting" in script_log and "slow loop done after 1.5 s" in script_log
-    assert not simserver_pids(sim_id)
+    assert not simserver_pids(sim_dir)
 
 
 @pytest.mark.parametrize("from_state", ["started", "paused"])
@@ -100,7 +101,7 @@ def test_stop_is_fast_and_leaves_nothing_running(system: System, from_state: str
     elapsed = time.monotonic() - started
     assert answer.status_code == 200 and answer.json()["state"] == "stopped"
     assert elapsed < 5.0, f"stop took {elapsed:.2f} s"  # target 0.5 s; wide margin for a loaded CI machine
-    assert not simserver_pids(sim_id)
+    assert not simserver_pids(sim_dir)
     wait_until(lambda: not engine_pids(sim_dir), 3, "engine processes outlived the stop")
     assert not os.path.exists(sim_dir), "the simulation directory was not removed"
 
@@ -163,7 +164,7 @@ def test_killed_simulation_server_is_detected(system: System) -> None:
     rest.wait_for(sim_id, _ready)
     sim_dir = _sim_dir(system)
     rest.set_state(sim_id, "started")
-    pids = wait_until(lambda: simserver_pids(sim_id), 5, "simserver not found")
+    pids = wait_until(lambda: simserver_pids(sim_dir), 5, "simserver not found")
     killed_at = time.monotonic()
     os.kill(pids[0], signal.SIGKILL)
     sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed", timeout=10)
@@ -209,10 +210,10 @@ def test_backend_restart_fails_running_simulations_and_keeps_logs(system: System
     rest.wait_for(sim_id, _ready)
     sim_dir = _sim_dir(system)
     rest.set_state(sim_id, "started")
-    wait_until(lambda: simserver_pids(sim_id), 5, "simserver not found")
+    wait_until(lambda: simserver_pids(sim_dir), 5, "simserver not found")
 
     backend.server.kill()  # SIGKILL: no shutdown logic runs
-    wait_until(lambda: not simserver_pids(sim_id), 10, "simserver outlived its backend")
+    wait_until(lambda: not simserver_pids(sim_dir), 10, "simserver outlived its backend")
     wait_until(lambda: not engine_pids(sim_dir), 5, "engine processes outlived their simulation server")
 
     restarted = system.start_backend(data_dir=backend.data_dir)

@@ -62,8 +62,11 @@ def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name:
         pytest.skip("the simulator runs are exercised on one broker kind; the others test the broker")
     experiment = f"e2e_sim_{name}"
     source = tmp_path / experiment
-    shutil.copytree(nrp_experiments.bundled_experiments_dir() / name, source,
-                    ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
+    shutil.copytree(
+        nrp_experiments.bundled_experiments_dir() / name,
+        source,
+        ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"),
+    )
     config = json.loads((source / "simulation_config.json").read_text())
     config["SimulationTimeout"] = timeout
     (source / "simulation_config.json").write_text(json.dumps(config, indent=2))
@@ -95,10 +98,18 @@ def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name:
 
 ERRORS = {
     # experiment, packages, config change, expected fragments of the REST error message
-    "missing_world": ("mujoco_pendulum", ("mujoco",), (0, "WorldFileName", "model/missing.xml"),
-                      ["mujoco_simulator", "model/missing.xml"]),
-    "nest_error": ("braitenberg_vehicle", ("mujoco", "nest"), (1, "NestInitFileName", "bad_brain.py"),
-                   ["nest_json engine 'nest'", "bad_brain.py' line 2", "no_such_neuron"]),
+    "missing_world": (
+        "mujoco_pendulum",
+        ("mujoco",),
+        (0, "WorldFileName", "model/missing.xml"),
+        ["mujoco_simulator", "model/missing.xml"],
+    ),
+    "nest_error": (
+        "braitenberg_vehicle",
+        ("mujoco", "nest"),
+        (1, "NestInitFileName", "bad_brain.py"),
+        ["nest_json engine 'nest'", "bad_brain.py' line 2", "no_such_neuron"],
+    ),
 }
 
 
@@ -112,8 +123,11 @@ def test_simulator_engine_error_fails_the_simulation(system: System, tmp_path: P
         pytest.skip("the simulator runs are exercised on one broker kind; the others test the broker")
     experiment = f"e2e_sim_error_{case}"
     source = tmp_path / experiment
-    shutil.copytree(nrp_experiments.bundled_experiments_dir() / name, source,
-                    ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
+    shutil.copytree(
+        nrp_experiments.bundled_experiments_dir() / name,
+        source,
+        ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"),
+    )
     config = json.loads((source / "simulation_config.json").read_text())
     config["EngineConfigs"][index][key] = value
     (source / "simulation_config.json").write_text(json.dumps(config, indent=2))
