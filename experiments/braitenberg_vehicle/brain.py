@@ -14,7 +14,7 @@ The size of every population is ``NEURONS`` (environment variable ``BRAITENBERG_
 import os
 
 import nest
-from nrp_core.engines.nest_json import CreateDataPack, RegisterDataPack
+from nrp_core.engines.nest_json import CreateDataPack
 
 NEURONS = int(os.environ.get("BRAITENBERG_NEURONS", "100"))
 RECORDED = 20  # motor neurons per side whose spikes are recorded (tf_motors.py relies on it)
@@ -37,17 +37,13 @@ nest.Connect(eyes[0], left_sensory, syn_spec={"weight": 30.0})
 nest.Connect(eyes[1], right_sensory, syn_spec={"weight": 30.0})
 nest.Connect(drive, left_motor + right_motor, syn_spec={"weight": 25.0})
 
-crossed = {"rule": "fixed_indegree", "indegree": IN_DEGREE}
-nest.Connect(left_sensory, right_motor, crossed, syn_spec={"weight": 40.0, "delay": 1.0})
-nest.Connect(right_sensory, left_motor, crossed, syn_spec={"weight": 40.0, "delay": 1.0})
-nest.Connect(left_sensory, left_motor, crossed, syn_spec={"weight": -40.0, "delay": 1.0})
-nest.Connect(right_sensory, right_motor, crossed, syn_spec={"weight": -40.0, "delay": 1.0})
+fan_in = {"rule": "fixed_indegree", "indegree": IN_DEGREE}
+nest.Connect(left_sensory, right_motor, fan_in, syn_spec={"weight": 40.0, "delay": 1.0})
+nest.Connect(right_sensory, left_motor, fan_in, syn_spec={"weight": 40.0, "delay": 1.0})
+nest.Connect(left_sensory, left_motor, fan_in, syn_spec={"weight": -40.0, "delay": 1.0})
+nest.Connect(right_sensory, right_motor, fan_in, syn_spec={"weight": -40.0, "delay": 1.0})
 
 left_spikes = CreateDataPack("left_motor_spikes", "spike_recorder")
 right_spikes = CreateDataPack("right_motor_spikes", "spike_recorder")
 nest.Connect(left_motor[:RECORDED], left_spikes)
 nest.Connect(right_motor[:RECORDED], right_spikes)
-
-sensory_spikes = nest.Create("spike_recorder")
-nest.Connect(left_sensory + right_sensory, sensory_spikes)
-RegisterDataPack("sensory_spikes", sensory_spikes)
