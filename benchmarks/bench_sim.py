@@ -51,12 +51,18 @@ class _SimulatorClock:
     """
 
     def __init__(self) -> None:
-        self.seconds = 0.0
+        self.nest_seconds = 0.0
+        self.mujoco_seconds = 0.0
         self.device_seconds = 0.0
         self._depth = 0  # NodeCollection.set calls get: time the outermost call only
 
+    @property
+    def seconds(self) -> float:
+        return self.nest_seconds + self.mujoco_seconds
+
     def reset(self) -> None:
-        self.seconds = 0.0
+        self.nest_seconds = 0.0
+        self.mujoco_seconds = 0.0
         self.device_seconds = 0.0
 
     def _timed(self, function, attribute):  # type: ignore[no-untyped-def]
@@ -82,8 +88,8 @@ class _SimulatorClock:
         from nrp_core.engines.py_sim.SimManager import SimulatorManager
 
         patches = [
-            (NestEngineServer, "run_loop", "seconds"),
-            (SimulatorManager, "run_step", "seconds"),
+            (NestEngineServer, "run_loop", "nest_seconds"),
+            (SimulatorManager, "run_step", "mujoco_seconds"),
             (nest.NodeCollection, "get", "device_seconds"),
             (nest.NodeCollection, "set", "device_seconds"),
         ]
@@ -127,12 +133,13 @@ def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> f
 
 def measure(neurons: int) -> dict[str, float]:
     """The figures for one brain size (medians over ``REPEATS`` alternating runs)."""
-    in_process_runs, stepping_runs, device_runs, process_runs = [], [], [], []
+    in_process_runs, stepping_runs, device_runs, process_runs, nest_runs = [], [], [], [], []
     for _ in range(REPEATS):
         clock = _SimulatorClock()
         with clock.installed(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             in_process_runs.append(_run(neurons, IN_PROCESS, clock))
         stepping_runs.append(clock.seconds / STEPS)
+        nest_runs.append(clock.nest_seconds / STEPS)
         device_runs.append(clock.device_seconds / STEPS)
         process_runs.append(_run(neurons, [], None))
     in_process = statistics.median(in_process_runs)
@@ -143,6 +150,7 @@ def measure(neurons: int) -> dict[str, float]:
     return {
         "neurons": neurons,
         "stepping_ms": stepping * 1e3,
+        "nest_ms": statistics.median(nest_runs) * 1e3,
         "devices_us": devices * 1e6,
         "inprocess_step_ms": in_process * 1e3,
         "inprocess_framework_us": (in_process - simulators) * 1e6,
@@ -170,7 +178,7 @@ def main() -> None:
         figures = measure(neurons)
         print(
             f"  {neurons:4d} neurons/population: simulator steps {figures['stepping_ms']:.2f} ms/step "
-            f"(NEST + MuJoCo), NEST device get/set {figures['devices_us']:.0f} us/step\n"
+            f"(NEST {figures['nest_ms']:.2f} ms), NEST device get/set {figures['devices_us']:.0f} us/step\n"
             f"    in-process engines: {figures['inprocess_step_ms']:.2f} ms/step, "
             f"RTF {figures['inprocess_rtf']:.2f}, framework {figures['inprocess_framework_us']:.0f} us/step "
             f"= {figures['inprocess_share']:.1%} of the step "
