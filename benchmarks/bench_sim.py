@@ -17,7 +17,8 @@ The two kinds of run alternate ``REPEATS`` times and medians are reported, so th
 machine's load biases both alike.
 
 Reported: real-time factor (simulated s per wall s), simulator ms per step, framework us per step
-and its share of each step, with NEST's device reads and writes (``GetStatus``/``SetStatus`` on the
+and its share of each step (wall time, and CPU time of the loop's process, which a loaded machine
+inflates less), with NEST's device reads and writes (``GetStatus``/``SetStatus`` on the
 registered devices) counted as simulator time and, for comparison, as framework time. Target: with
 a NEST step >= 2 ms, the framework share stays < 10%.
 Run with ``python -m benchmarks sim``.
@@ -43,40 +44,38 @@ IN_PROCESS = [
     f'EngineConfigs.{index}.EngineLaunchCommand={{"LaunchType":"InProcess"}}' for index in range(3)
 ]
 class _SimulatorClock:
-    """Accumulates the time in-process engines spend inside the simulators' own calls.
+    """Accumulates the wall and CPU time in-process engines spend inside the simulators' own calls.
 
-    ``seconds``: stepping (``nest.Simulate`` through the NEST engine's ``run_loop``, MuJoCo's
-    ``SimulatorManager.run_step``); ``device_seconds``: NEST device reads and writes
-    (``NodeCollection.get`` and ``set``, what ``nest.GetStatus``/``SetStatus`` do).
+    Categories: ``nest`` (``nest.Simulate`` through the NEST engine's ``run_loop``), ``mujoco``
+    (``SimulatorManager.run_step``) and ``devices`` (NEST device reads and writes:
+    ``NodeCollection.get`` and ``set``, what ``nest.GetStatus``/``SetStatus`` do).
     """
 
+    CATEGORIES = ("nest", "mujoco", "devices")
+
     def __init__(self) -> None:
-        self.nest_seconds = 0.0
-        self.mujoco_seconds = 0.0
-        self.device_seconds = 0.0
+        self.wall = dict.fromkeys(self.CATEGORIES, 0.0)
+        self.cpu = dict.fromkeys(self.CATEGORIES, 0.0)
         self._depth = 0  # NodeCollection.set calls get: time the outermost call only
 
-    @property
-    def seconds(self) -> float:
-        return self.nest_seconds + self.mujoco_seconds
-
     def reset(self) -> None:
-        self.nest_seconds = 0.0
-        self.mujoco_seconds = 0.0
-        self.device_seconds = 0.0
+        for totals in (self.wall, self.cpu):
+            for category in totals:
+                totals[category] = 0.0
 
-    def _timed(self, function, attribute):  # type: ignore[no-untyped-def]
+    def _timed(self, function, category):  # type: ignore[no-untyped-def]
         clock = self
 
         def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
             clock._depth += 1
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
                 clock._depth -= 1
                 if clock._depth == 0:
-                    setattr(clock, attribute, getattr(clock, attribute) + time.perf_counter() - start)
+                    clock.wall[category] += time.perf_counter() - wall
+                    clock.cpu[category] += time.process_time() - cpu
 
         return timed
 
@@ -88,14 +87,14 @@ class _SimulatorClock:
         from nrp_core.engines.py_sim.SimManager import SimulatorManager
 
         patches = [
-            (NestEngineServer, "run_loop", "nest_seconds"),
-            (SimulatorManager, "run_step", "mujoco_seconds"),
-            (nest.NodeCollection, "get", "device_seconds"),
-            (nest.NodeCollection, "set", "device_seconds"),
+            (NestEngineServer, "run_loop", "nest"),
+            (SimulatorManager, "run_step", "mujoco"),
+            (nest.NodeCollection, "get", "devices"),
+            (nest.NodeCollection, "set", "devices"),
         ]
         originals = [getattr(owner, name) for owner, name, _ in patches]
-        for (owner, name, attribute), original in zip(patches, originals, strict=True):
-            setattr(owner, name, self._timed(original, attribute))
+        for (owner, name, category), original in zip(patches, originals, strict=True):
+            setattr(owner, name, self._timed(original, category))
         try:
             yield
         finally:
@@ -103,8 +102,8 @@ class _SimulatorClock:
                 setattr(owner, name, original)
 
 
-def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> float:
-    """Seconds per step of ``STEPS`` steps (after initialize and one warm-up step)."""
+def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> tuple[float, float]:
+    """Wall and CPU seconds (this process) per step of ``STEPS`` steps, after a warm-up step."""
     from nrp_core import NrpCore
 
     os.environ["BRAITENBERG_NEURONS"] = str(neurons)
@@ -123,51 +122,52 @@ def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> f
             client.run_loop(1)
             if clock is not None:
                 clock.reset()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             client.run_loop(STEPS)
-            elapsed = time.perf_counter() - start
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         finally:
             client.shutdown()
-    return elapsed / STEPS
+    return wall / STEPS, cpu / STEPS
 
 
 def measure(neurons: int) -> dict[str, float]:
     """The figures for one brain size (medians over ``REPEATS`` alternating runs)."""
-    in_process_runs, stepping_runs, device_runs, process_runs, nest_runs = [], [], [], [], []
+    runs: dict[str, list[float]] = {}
+
+    def keep(**values: float) -> None:
+        for key, value in values.items():
+            runs.setdefault(key, []).append(value)
+
     for _ in range(REPEATS):
         clock = _SimulatorClock()
         with clock.installed(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            in_process_runs.append(_run(neurons, IN_PROCESS, clock))
-        stepping_runs.append(clock.seconds / STEPS)
-        nest_runs.append(clock.nest_seconds / STEPS)
-        device_runs.append(clock.device_seconds / STEPS)
-        process_runs.append(_run(neurons, [], None))
-    in_process = statistics.median(in_process_runs)
-    stepping = statistics.median(stepping_runs)
-    devices = statistics.median(device_runs)
-    simulators = stepping + devices
-    processes = statistics.median(process_runs)
-    return {
-        "neurons": neurons,
-        "stepping_ms": stepping * 1e3,
-        "nest_ms": statistics.median(nest_runs) * 1e3,
-        "devices_us": devices * 1e6,
-        "inprocess_step_ms": in_process * 1e3,
-        "inprocess_framework_us": (in_process - simulators) * 1e6,
-        "inprocess_share": (in_process - simulators) / in_process,
-        "inprocess_share_with_devices": (in_process - stepping) / in_process,
-        "inprocess_rtf": STEP_S / in_process,
-        "process_step_ms": processes * 1e3,
-        "process_framework_us": (processes - simulators) * 1e6,
-        "process_share": (processes - simulators) / processes,
-        "process_rtf": STEP_S / processes,
-    }
+            wall, cpu = _run(neurons, IN_PROCESS, clock)
+        stepping_wall = clock.wall["nest"] + clock.wall["mujoco"]
+        stepping_cpu = clock.cpu["nest"] + clock.cpu["mujoco"]
+        keep(
+            wall=wall,
+            nest=clock.wall["nest"] / STEPS,
+            stepping=stepping_wall / STEPS,
+            devices=clock.wall["devices"] / STEPS,
+            framework_wall=wall - (stepping_wall + clock.wall["devices"]) / STEPS,
+            framework_cpu=cpu - (stepping_cpu + clock.cpu["devices"]) / STEPS,
+            cpu=cpu,
+            process_wall=_run(neurons, [], None)[0],
+        )
+    figures = {key: statistics.median(values) for key, values in runs.items()}
+    simulators = figures["stepping"] + figures["devices"]
+    figures["framework_share"] = figures["framework_wall"] / figures["wall"]
+    figures["framework_cpu_share"] = figures["framework_cpu"] / figures["cpu"]
+    figures["share_with_devices"] = (figures["framework_wall"] + figures["devices"]) / figures["wall"]
+    figures["process_framework"] = figures["process_wall"] - simulators
+    figures["process_share"] = figures["process_framework"] / figures["process_wall"]
+    return figures
 
 
 def _process_framework(figures: dict[str, float]) -> str:
-    if figures["process_framework_us"] <= 0:
+    if figures["process_framework"] <= 0:
         return "not measurable: faster than the serial simulator time (the engines overlapped)"
-    return f"~{figures['process_framework_us']:.0f} us/step = {figures['process_share']:.1%} of the step"
+    return f"~{figures['process_framework'] * 1e6:.0f} us/step = {figures['process_share']:.1%} of the step"
 
 
 def main() -> None:
@@ -175,16 +175,16 @@ def main() -> None:
     print(f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     for neurons in BRAIN_SIZES:
-        figures = measure(neurons)
+        f = measure(neurons)
         print(
-            f"  {neurons:4d} neurons/population: simulator steps {figures['stepping_ms']:.2f} ms/step "
-            f"(NEST {figures['nest_ms']:.2f} ms), NEST device get/set {figures['devices_us']:.0f} us/step\n"
-            f"    in-process engines: {figures['inprocess_step_ms']:.2f} ms/step, "
-            f"RTF {figures['inprocess_rtf']:.2f}, framework {figures['inprocess_framework_us']:.0f} us/step "
-            f"= {figures['inprocess_share']:.1%} of the step "
-            f"({figures['inprocess_share_with_devices']:.1%} counting NEST device I/O as framework)\n"
-            f"    engine processes:   {figures['process_step_ms']:.2f} ms/step, "
-            f"RTF {figures['process_rtf']:.2f}, framework {_process_framework(figures)}"
+            f"  {neurons:4d} neurons/population: NEST {f['nest'] * 1e3:.2f} ms/step, NEST + MuJoCo "
+            f"{f['stepping'] * 1e3:.2f} ms/step, NEST device get/set {f['devices'] * 1e6:.0f} us/step\n"
+            f"    in-process engines: {f['wall'] * 1e3:.2f} ms/step, RTF {STEP_S / f['wall']:.2f}; framework "
+            f"{f['framework_wall'] * 1e6:.0f} us/step = {f['framework_share']:.1%} of the step "
+            f"({f['share_with_devices']:.1%} counting NEST device I/O as framework); framework CPU time "
+            f"{f['framework_cpu'] * 1e6:.0f} us/step = {f['framework_cpu_share']:.1%} of the step's CPU\n"
+            f"    engine processes:   {f['process_wall'] * 1e3:.2f} ms/step, "
+            f"RTF {STEP_S / f['process_wall']:.2f}; framework {_process_framework(f)}"
         )
 
 
