@@ -117,6 +117,19 @@ def test_py_sim_engine_in_process(run_experiment):
     assert not any(record["terminated"] for record in records)
 
 
+def test_mujoco_engine_in_process_finds_its_model(run_experiment):
+    require("mujoco")
+    run = run_experiment(
+        "mujoco_pendulum",
+        "SimulationTimeout=1",
+        'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"InProcess"}',
+        'EngineConfigs.1.EngineLaunchCommand={"LaunchType":"InProcess"}',
+    )
+    assert run.until_timeout()[:2] == (False, True)
+    records = run.records("pendulum")
+    assert len(records) == 100 and records[-1]["angle"] == pytest.approx(1.0, abs=0.05)
+
+
 def test_nrp_core_bullet_control_example(run_experiment):
     """nrp-core's pysim_examples/bullet_control (contract 14.5): Visualizer true runs headless here."""
     require("pybullet")
