@@ -12,8 +12,7 @@ from typing import Any
 import click
 
 from hbp_nrp_commons.settings import DEFAULT_BACKEND_PORT
-
-UP_ENV_FILE = "nrp-up.env"
+from nrp_cli.up_env import read_up_env
 
 
 def _environment_without(name: str) -> dict[str, str]:
@@ -72,22 +71,6 @@ def _run_backend(host: str | None, port: str | None, logfile: Path | None, verbo
 # -- the REST client ------------------------------------------------------------------------------
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of ``nrp-up.env`` (blank lines and ``#`` comments skipped)."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
 def resolve_connection(
     url: str | None, token: str | None, environ: Mapping[str, str] | None = None
 ) -> tuple[str, str | None]:
@@ -97,7 +80,7 @@ def resolve_connection(
     token = token or environ.get("NRP_TOKEN") or None
     if url is None or token is None:
         data_dir = Path(environ.get("NRP_DATA_DIR") or "~/.local/share/nrp").expanduser()
-        saved = read_env_file(data_dir / UP_ENV_FILE)
+        saved = read_up_env(data_dir)
         url = url or saved.get("NRP_BACKEND_URL")
         token = token or saved.get("NRP_TOKEN")
     if not url:
@@ -146,8 +129,12 @@ def register(cli: click.Group) -> None:
     @cli.command("backend")
     @click.option("--host", default=None, help="Listen address [NRP_BACKEND_HOST or 127.0.0.1].")
     @click.option("--port", default=None, help="Listen port, 0 for a free one [NRP_BACKEND_PORT or 8090].")
-    @click.option("--logfile", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write the log here instead of stdout.")
+    @click.option(
+        "--logfile",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the log here instead of stdout.",
+    )
     @click.option("--verbose", is_flag=True, help="DEBUG logging (also for the Simulation Servers).")
     def backend(host: str | None, port: str | None, logfile: Path | None, verbose: bool) -> None:
         """Run the REST server until Ctrl-C or SIGTERM (then every simulation is stopped)."""

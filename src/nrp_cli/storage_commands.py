@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
+from nrp_cli.up_env import read_up_env
 
 err = Console(stderr=True)
 out = Console(highlight=False)
@@ -28,22 +29,6 @@ def _storage_root(root: Path | None) -> Path:
     return root if root is not None else _settings().storage.root
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines of a file such as ``nrp-up.env``; blank lines and ``#`` comments skipped."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
 def resolve_storage_access(
     url: str | None, token: str | None, env: Mapping[str, str] | None = None
 ) -> tuple[str, str | None]:
@@ -54,7 +39,7 @@ def resolve_storage_access(
     """
     env = os.environ if env is None else env
     settings = load_settings(env)
-    up_env = read_env_file(settings.data_dir / "nrp-up.env")
+    up_env = read_up_env(settings.data_dir)
     url = url or env.get("NRP_STORAGE_URL") or up_env.get("NRP_STORAGE_URL") or settings.storage_url
     token = token or env.get("NRP_TOKEN") or up_env.get("NRP_TOKEN")
     return url.rstrip("/"), token

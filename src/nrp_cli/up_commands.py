@@ -22,9 +22,9 @@ import requests
 from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
 from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
+from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
-UP_ENV_FILE = "nrp-up.env"
 SKIPPED_NAMES = {"__pycache__", "__init__.py"}
 
 
@@ -104,23 +104,17 @@ def issue_owner_token(storage_root: Path) -> str:
     return store.issue_token(BUNDLED_OWNER)
 
 
-def write_up_env(data_dir: Path, system: RunningSystem) -> Path:
+def save_up_env(data_dir: Path, system: RunningSystem) -> Path:
     """Write ``nrp-up.env`` (mode 0600) with the URLs and token the CLI reads."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / UP_ENV_FILE
-    content = (
-        f"NRP_BACKEND_URL={system.backend_url}\n"
-        f"NRP_STORAGE_URL={system.storage_url}\n"
-        f"NRP_MQTT_BROKER_ADDRESS={system.broker_address}\n"
-        f"NRP_TOKEN={system.token}\n"
+    return write_up_env(
+        data_dir,
+        {
+            "NRP_BACKEND_URL": system.backend_url,
+            "NRP_STORAGE_URL": system.storage_url,
+            "NRP_MQTT_BROKER_ADDRESS": system.broker_address,
+            "NRP_TOKEN": system.token,
+        },
     )
-    temporary = path.with_name(f".{UP_ENV_FILE}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(content)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
-    return path
 
 
 def _echo_output(prefix: str, verbose: bool):
@@ -257,7 +251,7 @@ def register(cli: click.Group) -> None:
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             system = stack.start()
-            write_up_env(settings.data_dir, system)
+            save_up_env(settings.data_dir, system)
             kind = "embedded" if system.broker_embedded else "external"
             click.echo(f"REST API: {system.backend_url}")
             click.echo(f"API docs: {system.backend_url}/docs")
