@@ -110,10 +110,6 @@ def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> t
     with tempfile.TemporaryDirectory(prefix="nrp-bench-sim-") as folder:
         experiment = Path(folder) / "braitenberg_vehicle"
         shutil.copytree(EXPERIMENT, experiment, ignore=shutil.ignore_patterns("__pycache__", "data"))
-        if overrides:
-            # In-process engines run in this process's working directory: tell them the experiment's.
-            overrides = overrides + [f'EngineConfigs.{i}.ExperimentDirectory="{experiment}"'
-                                     for i in range(3)]
         options = [f"SimulationTimeout={STEPS * STEP_S + 1}", *overrides]
         args = " ".join(f"-o {override}" for override in options)
         client = NrpCore("localhost:5345", experiment_folder=str(experiment), args=args)

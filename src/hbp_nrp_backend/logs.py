@@ -45,7 +45,7 @@ def _data_directory(sim_dir: Path, config_name: str) -> Path | None:
     engines = config.get("EngineConfigs") if isinstance(config, dict) else None
     for engine in engines if isinstance(engines, list) else []:
         if isinstance(engine, dict) and engine.get("EngineType") == DATATRANSFER_ENGINE:
-            folder = engine.get("dataDirectory")
+            folder = engine.get("dataDirectory", "data")  # the schema's default
             if isinstance(folder, str) and folder:
                 path = (sim_dir / folder).resolve()
                 if path.is_dir() and path.is_relative_to(sim_dir.resolve()):

@@ -52,14 +52,18 @@ CASES = {
 }
 
 
+# The simulators are exercised on one broker kind (the embedded one); the broker itself is tested with
+# every kind in test_simulation_lifecycle.py.
+ONE_BROKER = pytest.mark.parametrize("_mqtt_broker_process", ["amqtt"], indirect=True)
+
+
+@ONE_BROKER
 @pytest.mark.parametrize("name", list(CASES))
 def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name: str) -> None:
     packages, timeout, recorded, steps, check = CASES[name]
     for package in packages:
         if importlib.util.find_spec(package) is None:
             pytest.skip(f"{package} is not installed")
-    if system.broker.kind != "amqtt":
-        pytest.skip("the simulator runs are exercised on one broker kind; the others test the broker")
     experiment = f"e2e_sim_{name}"
     source = tmp_path / experiment
     shutil.copytree(
@@ -113,14 +117,13 @@ ERRORS = {
 }
 
 
+@ONE_BROKER
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_simulator_engine_error_fails_the_simulation(system: System, tmp_path: Path, case: str) -> None:
     name, packages, (index, key, value), fragments = ERRORS[case]
     for package in packages:
         if importlib.util.find_spec(package) is None:
             pytest.skip(f"{package} is not installed")
-    if system.broker.kind != "amqtt":
-        pytest.skip("the simulator runs are exercised on one broker kind; the others test the broker")
     experiment = f"e2e_sim_error_{case}"
     source = tmp_path / experiment
     shutil.copytree(

@@ -78,6 +78,32 @@ def test_engines_run_in_their_own_processes_in_the_experiment_directory(tmp_path
     assert _wait_gone(pids, 5) == []
 
 
+def test_in_process_engines_are_told_the_experiment_directory(tmp_path: Path) -> None:
+    engine = """
+    import os
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            self._registerDataPack("where")
+            self._setDataPack("where", {"dir": self._config["ExperimentDirectory"], "pid": os.getpid()})
+    """
+    tf = """
+    from nrp_core import *
+
+    @EngineDataPack("where", DataPackIdentifier("where", "probe"))
+    @TransceiverFunction("probe")
+    def tf(where):
+        return []
+    """
+    write_experiment(tmp_path, {"probe": (engine, 0.01)}, {"tf": tf}, in_process=True)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    [where] = client.initialize()
+    client.shutdown()
+    assert where["pid"] == os.getpid()
+    assert Path(where["dir"]).resolve() == tmp_path.resolve()
+
+
 FAILING_ENGINE = """
 from nrp_core.engines.python_json import EngineScript
 

@@ -259,6 +259,9 @@ class InProcessEngine(EngineHandle):
         if python_file and not Path(python_file).is_absolute():
             # No chdir in the loop's process: resolve the script against the experiment directory.
             config["PythonFileName"] = str(self.experiment_dir / python_file)
+        # Engine processes run in the experiment directory; in-process servers learn it from this key
+        # to resolve their other files (world, brain script, data directory).
+        config.setdefault("ExperimentDirectory", str(self.experiment_dir.absolute()))
         self._call("initialize", self._server.initialize, config)
         self._get = _get_request(requested, self.name)
         self.engine_time = 0
