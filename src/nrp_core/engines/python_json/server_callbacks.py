@@ -172,10 +172,9 @@ class EngineServer:
                 f"run_loop: time_step must be a non-negative int (ns), got {time_step!r}"
             )
         script._advanceTime(time_step)
-        try:
-            self._call_user("RunLoop failed", script.runLoop, time_step)
-        finally:
-            _flush()
+        # No flush per step (only initialize, reset and shutdown flush): engine processes write whole
+        # lines already, and a flush per step costs two system calls per engine.
+        self._call_user("RunLoop failed", script.runLoop, time_step)
         return {"time": script._time_ns}
 
     def set_datapacks(self, request: dict[str, Any] | None) -> None:
