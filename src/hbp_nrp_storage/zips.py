@@ -101,10 +101,12 @@ def extract(archive: zipfile.ZipFile, entries: list[ZipEntry], dest: Path, strip
         if not parts:
             continue
         target = dest.joinpath(*parts)
+        try:
+            (target if entry.is_dir else target.parent).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:  # ``a`` is a file and ``a/...`` follows
+            raise BadRequest(f"Zip entry {entry.info.filename!r} collides with a file") from exc
         if entry.is_dir:
-            target.mkdir(parents=True, exist_ok=True)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_dir():
             raise BadRequest(f"Zip entry {entry.info.filename!r} collides with a folder")
         try:

@@ -240,3 +240,21 @@ def test_odd_zip_contents_are_client_errors(storage: Storage, alice: requests.Se
     assert alice.post(f"{storage.url}/storage/{exp}/simulation_config.json", params={"type": "folder"}).ok
     items = {e["id"]: e for e in alice.get(f"{storage.url}/storage/experiments").json()}
     assert items[exp]["configuration"]["corrupted"] is True
+
+
+def test_zip_with_a_file_and_a_folder_of_the_same_name_is_400(
+    storage: Storage, alice: requests.Session, exp: str
+) -> None:
+    """A zip holding both ``a`` (file) and ``a/b`` or ``a/`` is malformed input, not a server error."""
+    before = tree(storage.root)
+    for entries in (
+        {"top/simulation_config.json": b"{}", "top/a": b"file", "top/a/b": b"inside"},
+        {"top/simulation_config.json": b"{}", "top/a": b"file", "top/a/": None},
+    ):
+        body = make_zip(entries)
+        imported = alice.post(f"{storage.url}/storage/importExperiment", data=body)
+        assert imported.status_code == 400, (entries, imported.status_code, imported.text)
+        error_of(imported)
+        uploaded = alice.post(f"{storage.url}/storage/{exp}/x.zip", params={"type": "zip"}, data=body)
+        assert uploaded.status_code == 400, (entries, uploaded.status_code, uploaded.text)
+    assert tree(storage.root) == before
