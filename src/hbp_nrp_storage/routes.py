@@ -151,7 +151,7 @@ class StorageApi:
         record = self.users.get_experiment(name)
         if record is None or not self.store.exists(name):
             if record is not None:
-                self.users.remove_experiment(name)
+                self._drop_stale_record(name)
             raise NotFound(f"Experiment {name} not found")
         allowed = {"read": record.can_read, "write": record.can_write, "admin": record.can_admin}[access]
         if not allowed(user):
@@ -186,10 +186,11 @@ class StorageApi:
         folders = set(self.store.folders())
         records: dict[str, ExperimentRecord] = {}
         for record in self.users.experiments():
-            if record.name in folders:
+            if record.name in folders or self.store.exists(record.name):
+                folders.add(record.name)  # created since the folder scan
                 records[record.name] = record
             else:
-                self.users.remove_experiment(record.name)
+                self._drop_stale_record(record.name)
         if list_all:
             names = sorted(folders)
         else:
@@ -255,8 +256,11 @@ class StorageApi:
             return Response(status=200)
         relative_parts(name)
         self.experiment(name, user, "admin")
-        self.store.delete_folder([name])
-        self.users.remove_experiment(name)
+        # folder and record go together, so a PUT of the same name in between keeps its record
+        with self.store.naming():
+            doomed = self.store.detach_folder([name])
+            self.users.remove_experiment(name)
+        shutil.rmtree(doomed, ignore_errors=True)
         return Response(status=200)
 
     # files
@@ -410,6 +414,13 @@ class StorageApi:
         return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"{name}.zip")
 
     # helpers
+
+    def _drop_stale_record(self, name: str) -> None:
+        """Remove the record of a vanished folder; checked again under the naming lock, because a
+        create or publish makes the folder first and the record next, both under that lock."""
+        with self.store.naming():
+            if not self.store.exists(name):
+                self.users.remove_experiment(name)
 
     def _publish(self, staging: Path, base: str, user: str) -> str:
         with self.store.naming():

@@ -282,12 +282,20 @@ class ExperimentStore:
 
     def delete_folder(self, parts: list[str]) -> None:
         """Delete a folder recursively: it is first renamed to a temporary name, so it vanishes at once."""
+        shutil.rmtree(self.detach_folder(parts), ignore_errors=True)
+
+    def detach_folder(self, parts: list[str]) -> Path:
+        """Rename a folder to a temporary name (it vanishes at once) and return that name, to delete.
+
+        Raises:
+            NotFound: no such folder (a symlink is not a folder here).
+        """
         path = self.path(parts)
         if path.is_symlink() or not path.is_dir():
             raise NotFound("Folder not found")
         doomed = path.with_name(f"{TMP_PREFIX}del-{os.urandom(6).hex()}")
         os.rename(path, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        return doomed
 
     # new experiments
 
