@@ -66,6 +66,15 @@ def _quote(segment: str) -> str:
     return quote(segment, safe="")
 
 
+def _is_plain_name(name: object) -> bool:
+    """Whether a listed entry name is one path component that stays inside its folder."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(char in name for char in "/\\\0")
+    )
+
+
 def _detail(response: requests.Response) -> str | None:
     try:
         body = response.json()
@@ -416,6 +425,8 @@ class StorageClient:
             # listings and downloads share the pool, so the next folder is listed while files arrive
             for entry in self.get_files_list(token, uuid, folder=True):
                 name = entry["name"]
+                if not _is_plain_name(name):  # the server must not make us write outside destination
+                    raise StorageError(f"Listing of {uuid} holds an invalid file name {name!r}")
                 if entry.get("type") == "folder":
                     if not excluded(name, folder_rules):
                         (local / name).mkdir(parents=True, exist_ok=True)

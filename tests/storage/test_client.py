@@ -260,3 +260,45 @@ def test_5xx_is_retried_but_appends_are_not(scripted: ScriptedServer) -> None:
     with pytest.raises(StorageNotFound):
         client.get_file("t", "exp sub", "x", by_name=True)
     assert scripted.requests == [("GET", "/storage/exp%20sub/x?byname=true")]
+
+
+class HostileServer(ThreadingHTTPServer):
+    """A storage server (not ours) whose listing names leave the clone's destination folder."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        listing = json.dumps([{"name": name, "type": kind, "size": 1, "uuid": f"exp/{name}"}]).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = listing if "byname" not in self.path and self.path.count("/") == 2 else b"x"
+                if self.path.count("/") == 2 and "exp" not in self.path:
+                    body = b"[]"  # the listing of a hostile sub-folder is empty
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("../escaped.txt", "file"), ("..", "folder"), ("/tmp/abs", "file"), ("a/../../escaped", "file")],
+)
+def test_clone_refuses_listing_names_leaving_the_destination(tmp_path: Path, name: str, kind: str) -> None:
+    server = HostileServer(name, kind)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = StorageClient(f"http://127.0.0.1:{server.server_port}", timeout=5, backoff=())
+        dest = tmp_path / "inside" / "dest"
+        dest.parent.mkdir()
+        with pytest.raises(StorageError, match="name"):
+            client.clone_experiment("t", "exp", dest)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["inside"]
+    finally:
+        server.shutdown()
+        server.server_close()
