@@ -77,6 +77,8 @@ class SimulationServerLifecycle(SimulationLifecycle):
             self.done_event = done_event
         self.runner = runner
         self.notifier = notifier
+        # the script ended while paused; ``completed`` only leaves ``started``, so it is fired on resume
+        self._ended_while_paused = False
         if connect and not local:
             try:
                 self.connect(timeout)
@@ -95,7 +97,13 @@ class SimulationServerLifecycle(SimulationLifecycle):
             self.clear_retained()
 
     def start(self, event: TransitionEvent) -> None:  # type: ignore[override]
-        """Let the script run; start ``MainScriptThread`` unless one is alive."""
+        """Let the script run; start ``MainScriptThread`` unless one is alive.
+
+        A script that already ended while paused is not run again: the simulation completes
+        as soon as it is ``started`` (see :meth:`on_state_changed`).
+        """
+        if self._ended_while_paused:
+            return
         self.runner.start(self._script_finished)
 
     def pause(self, event: TransitionEvent) -> None:
@@ -115,6 +123,10 @@ class SimulationServerLifecycle(SimulationLifecycle):
 
     def on_state_changed(self, source: str, target: str, event: str) -> None:
         self.notifier.publish_status()
+        if target == "started" and self._ended_while_paused:
+            self._ended_while_paused = False
+            logger.info("The main script ended while paused; the resumed simulation completes")
+            self.accept_command("completed")  # the lock is still held: nothing comes in between
 
     def on_reconnect(self) -> None:
         self.notifier.publish_status()
@@ -135,6 +147,13 @@ class SimulationServerLifecycle(SimulationLifecycle):
         if self.runner.stop_requested:
             return
         try:
-            self.accept_command("completed")
+            # checked and recorded under the lifecycle lock, so a ``started`` cannot slip in between
+            with self._locked():
+                if self.state == "paused":
+                    # paused -> completed is no transition: complete once resumed (on_state_changed)
+                    logger.info("The main script ended while paused; it completes when resumed")
+                    self._ended_while_paused = True
+                    return
+                self.accept_command("completed")
         except InvalidTransitionError as exc:
             logger.info("Script ended while the lifecycle could not complete: %s", exc)

@@ -120,3 +120,47 @@ def test_script_that_ends_at_once_still_completes(make_lifecycle):
             time.sleep(0.005)
         assert lifecycle.state == "completed"
         lifecycle.stopped()
+
+
+def test_script_that_ends_while_paused_completes_when_resumed_without_running_again(
+    make_lifecycle, experiment
+):
+    # paused -> completed is no transition: the script's end is kept until the simulation resumes
+    gate = experiment / "gate"
+    lifecycle, runner, notifier = make_lifecycle(
+        "import pathlib, time\n"
+        "nrp.run_loop(1)\n"
+        f"while not pathlib.Path({str(gate)!r}).exists():\n"
+        "    time.sleep(0.01)\n"
+        "file_logger.info('script end')\n"
+    )
+    lifecycle.initialized()
+    lifecycle.started()
+    deadline = time.monotonic() + 10
+    while runner.wrapper.steps < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lifecycle.paused()
+    gate.touch()
+    assert runner.wait(5)
+    time.sleep(0.1)
+    assert lifecycle.state == "paused"
+    lifecycle.started()
+    assert lifecycle.state == "completed"  # at once, in the same transition
+    assert runner.wait(5)
+    assert runner.wrapper.steps == 1  # the script did not run a second time
+    log = (experiment / "main_script_0.log").read_text()
+    assert log.count("script end") == 1
+    assert states(notifier) == ["paused", "started", "paused", "started", "completed"]
+    lifecycle.stopped()
+    assert lifecycle.done_event.wait(5)
+
+
+def test_stop_after_the_script_ended_while_paused(make_lifecycle):
+    lifecycle, runner, notifier = make_lifecycle("nrp.run_loop(1)\nimport time\ntime.sleep(0.3)\n")
+    lifecycle.initialized()
+    lifecycle.started()
+    lifecycle.paused()
+    assert runner.wait(5)
+    lifecycle.stopped()
+    assert lifecycle.done_event.wait(5)
+    assert "completed" not in states(notifier)

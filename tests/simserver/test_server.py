@@ -203,6 +203,36 @@ def test_pause_and_resume(simulation, experiment):
     assert sim.wait_exit(5) == 0
 
 
+def test_script_that_ends_while_paused_completes_on_resume(simulation, experiment):
+    gate = experiment / "gate"
+    (experiment / "main_script.py").write_text(
+        "import pathlib, time\n"
+        "nrp.run_loop(1)\n"
+        f"while not pathlib.Path({str(gate)!r}).exists():\n"
+        "    time.sleep(0.01)\n"
+    )
+    sim = simulation()
+    sim.send(INIT, retain=True)
+    sim.spawn()
+    sim.wait_status("paused")
+    sim.send(START)
+    sim.recorder.wait_for(
+        sim.topic("status"), lambda p: p.get("state") == "started" and p["simulationTime"] > 0, 10
+    )
+    sim.send(PAUSE)
+    sim.wait_status("paused")
+    gate.touch()  # the script ends while paused
+    time.sleep(0.5)
+    assert [p["event"] for p in sim.recorder.payloads(sim.topic("lifecycle")) if p][-1] == "paused"
+    sim.send(START)
+    completed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 5)
+    assert completed["source_state"] == "started"
+    final = sim.wait_status("completed")
+    assert final["simulationTime"] == pytest.approx(0.01)  # not run a second time
+    sim.proc.send_signal(signal.SIGTERM)
+    assert sim.wait_exit(5) == 0
+
+
 def test_sigterm_during_a_long_run_loop_exits_at_once(simulation, experiment):
     set_timeout(experiment, 1000)
     (experiment / "main_script.py").write_text("while True:\n    nrp.run_loop(10000)\n")
