@@ -37,6 +37,7 @@ from hbp_nrp_backend.errors import (
 from hbp_nrp_backend.logs import LogUploader
 from hbp_nrp_backend.registry import FINAL_STATES, RUNNING_STATES, Registry, SimulationRecord
 from hbp_nrp_backend.simserver_process import (
+    KILL_WAIT,
     ProcessExit,
     SimulationServerProcess,
     child_environment,
@@ -289,8 +290,21 @@ class Simulation:
 
     # -- process supervision -----------------------------------------------------------------
     def _process_exited(self, exit: ProcessExit) -> None:
-        """Monitor thread: a failure fires ``failed`` from another thread (never blocks here)."""
-        if not exit.failed or self.stop_target == "stopped":
+        """Monitor thread: a failure fires ``failed`` from another thread (never blocks here).
+
+        A clean exit we did not ask for (someone else sent SIGTERM) stops the simulation, so its
+        logs are uploaded and its slot freed instead of it staying ``started`` with no process.
+        """
+        if not exit.failed:
+            if not exit.requested and self.stop_target is None:
+                threading.Thread(
+                    target=self.manager._stop_quietly,
+                    args=(self, "Simulation Server exited on its own"),
+                    name=f"SimExited-{self.id}",
+                    daemon=True,
+                ).start()
+            return
+        if self.stop_target == "stopped":
             return
         if self.record.error is None:
             self.record.error = exit.error()
@@ -546,6 +560,9 @@ class SimulationManager:
         try:
             lifecycle.command(requested)
         except LifecycleBusyError as exc:
+            if requested == "stopped" and self._wait_for_cleanup(sim):
+                # Another stop (the watchdog's, a second click) got there first: answer as it ends.
+                return sim.state_representation()
             raise TransitionError(f"The state transition is invalid ({exc})") from exc
         except InvalidTransitionError as exc:
             current = getattr(exc, "current", None) or sim.state
@@ -560,6 +577,13 @@ class SimulationManager:
         except Exception as exc:
             raise ApiError(f"Internal server error: {exc}", 500, "General error") from exc
         return sim.state_representation()
+
+    def _wait_for_cleanup(self, sim: Simulation) -> bool:
+        """Wait for a stop or failure in progress to end; True once ``sim`` is final and cleaned."""
+        bound = self.config.stop_grace + KILL_WAIT + self.config.settings.storage_timeout + 5
+        lifecycle = sim.lifecycle
+        # ``done_event`` follows the state change, which follows the cleanup.
+        return lifecycle is not None and lifecycle.done_event.wait(bound) and sim.state in FINAL_STATES
 
     def _stop_quietly(self, sim: Simulation, reason: str) -> None:
         try:

@@ -170,3 +170,41 @@ def test_none_auth_mode(start_backend: BackendFactory, storage) -> None:
     sim = backend.rest.launch()  # the token still reaches storage for the clone
     assert sim["owner"] == "default-owner"
     assert anonymous.set_state(sim["simulationID"], "stopped").json()["state"] == "stopped"
+
+
+def test_second_stop_during_a_stop_answers_when_it_ends(start_backend: BackendFactory) -> None:
+    backend = start_backend()
+    rest = backend.rest
+    sim_id = rest.launch("slow_stop")["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"])
+    answers: list[tuple[int, dict]] = []
+
+    def stop() -> None:
+        response = rest.set_state(sim_id, "stopped")
+        answers.append((response.status_code, response.json()))
+
+    first = threading.Thread(target=stop)
+    first.start()
+    time.sleep(0.4)  # the first stop now waits for the slow simserver
+    stop()
+    first.join(15)
+    assert answers == [(200, {"state": "stopped", "ready": True, "error": None})] * 2
+
+
+def test_simserver_stopped_from_outside_stops_the_simulation(
+    start_backend: BackendFactory, storage
+) -> None:
+    backend = start_backend(NRP_MAX_SIMULATIONS="1")
+    rest = backend.rest
+    zips_before = [n for n in storage.files("completes") if n.endswith(".log.zip")]
+    sim_id = rest.launch("completes")["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"])
+    sim_dir = Path(os.readlink(backend.data_dir / "current-simulation"))
+    os.kill(simserver_pid(backend), signal.SIGTERM)  # e.g. an administrator's kill: exit code 0
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "stopped", timeout=5)
+    assert sim["error"] is None
+    assert not sim_dir.exists()
+    zips = [n for n in storage.files("completes") if n.endswith(".log.zip")]
+    assert len(zips) == len(zips_before) + 1
+    assert rest.launch("completes")["simulationID"] == sim_id + 1  # its slot is free again
+    assert rest.set_state(sim_id + 1, "stopped").status_code == 200
