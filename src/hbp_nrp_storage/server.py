@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 from collections.abc import Callable
+from typing import Any
 
+from waitress.channel import HTTPChannel
 from waitress.server import create_server
+from waitress.task import ErrorTask
 
 from hbp_nrp_commons.settings import StorageSettings
 
-from .app import create_app
+from .app import CORS_HEADERS, create_app
+from .errors import error_body
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +26,52 @@ class PortBusyError(RuntimeError):
     """The listen port is taken; the message names ``--port`` and ``NRP_STORAGE_PORT``."""
 
 
+class JsonErrorTask(ErrorTask):
+    """waitress's own error answers as our JSON error bodies, with the CORS headers.
+
+    waitress answers some requests without calling the app: a declared ``Content-Length`` over its
+    body limit (413, before the body is read), a malformed request (400), an app that failed before
+    starting its response (500). Its default body is plain text; the contract wants JSON everywhere.
+    """
+
+    def execute(self) -> None:
+        error = self.request.error
+        if error.code == 413:
+            limit = self.channel.server.adj.max_request_body_size - 1
+            body = error_body(413, f"Request body exceeds the limit of {limit} bytes")
+        else:
+            body = error_body(error.code, error.reason, str(error.body))
+        payload = json.dumps(body).encode("utf-8")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.response_headers.extend(CORS_HEADERS.items())
+        self.set_close_on_finish()
+        self.content_length = len(payload)
+        self.write(payload)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """waitress's HTTP channel with :class:`JsonErrorTask` for the errors it answers itself."""
+
+    error_task_class = JsonErrorTask
+
+
 def make_server(settings: StorageSettings):  # noqa: ANN201 - waitress has no public server type
     """Create (bind) the waitress server for ``settings``; port 0 picks a free port.
 
     The WSGI server's body limit is one byte above ours, so waitress refuses larger bodies from
-    their ``Content-Length`` before reading them and never cuts a request the app would accept.
+    their ``Content-Length`` before reading them (with our JSON 413, :class:`JsonErrorTask`) and
+    never cuts a request the app would accept.
 
     Raises:
         PortBusyError: the port is in use.
     """
     app = create_app(settings)
+    listeners: dict[int, Any] = {}
     try:
-        return create_server(
+        server = create_server(
             app,
+            map=listeners,
             host=settings.host,
             port=settings.port,
             threads=THREADS,
@@ -48,6 +86,13 @@ def make_server(settings: StorageSettings):  # noqa: ANN201 - waitress has no pu
                 "choose another port with --port or NRP_STORAGE_PORT"
             ) from exc
         raise
+    # the map holds only the listening servers yet (one per address); each makes the channel of an
+    # accepted connection from its ``channel_class`` (waitress 3.0 internals: if they change, the
+    # check below leaves waitress's plain-text errors in place rather than failing)
+    for listener in listeners.values():
+        if getattr(listener, "channel_class", None) is HTTPChannel:
+            listener.channel_class = JsonErrorChannel
+    return server
 
 
 def serve(settings: StorageSettings, announce: Callable[[str], None]) -> None:

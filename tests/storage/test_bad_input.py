@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import zipfile
@@ -258,3 +259,37 @@ def test_zip_with_a_file_and_a_folder_of_the_same_name_is_400(
         uploaded = alice.post(f"{storage.url}/storage/{exp}/x.zip", params={"type": "zip"}, data=body)
         assert uploaded.status_code == 400, (entries, uploaded.status_code, uploaded.text)
     assert tree(storage.root) == before
+
+
+def _raw_exchange(storage: Storage, request: bytes) -> bytes:
+    host, port = storage.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_errors_waitress_answers_itself_are_json_with_cors(storage: Storage, exp: str) -> None:
+    """A Content-Length over the limit (refused before the body is read) and a malformed request."""
+    head = (
+        f"POST /storage/{exp}/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {storage.alice}\r\n"
+        f"Content-Length: {8 * 1024 * 1024 + 1}\r\n\r\n"
+    ).encode()
+    malformed = b"POST /storage/x/y HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"
+    for request, status, message in [
+        (head, 413, f"Request body exceeds the limit of {8 * 1024 * 1024} bytes"),
+        (malformed, 400, "Bad Request"),
+    ]:
+        answer = _raw_exchange(storage, request)
+        header_block, _, body = answer.partition(b"\r\n\r\n")
+        lines = header_block.decode("latin-1").split("\r\n")
+        assert lines[0].startswith(f"HTTP/1.1 {status} "), answer[:300]
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        assert headers["content-type"] == "application/json"
+        assert headers["access-control-allow-origin"] == "*"
+        error = json.loads(body)
+        assert set(error) == {"message", "type", "data"}
+        assert error["type"] == "Client error"
+        assert error["message"] == message
