@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -180,6 +181,44 @@ def test_an_engine_process_that_dies_is_named(tmp_path: Path) -> None:
     ):
         client.run_loop(2)
     client.shutdown()
+
+
+def test_an_engine_that_dies_while_a_child_of_it_lives_on_is_named(tmp_path: Path) -> None:
+    # A forked child (multiprocessing, a helper process) inherits the engine's end of the control
+    # channel, so the loop never sees end of file when the engine itself dies.
+    engine = """
+    import os
+    import time
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            child = os.fork()
+            if child == 0:
+                time.sleep(30)
+                os._exit(0)
+            with open("child.pid", "w") as f:
+                f.write(str(child))
+
+        def runLoop(self, timestep_ns):
+            os._exit(7)
+    """
+    write_experiment(tmp_path, {"dying": (engine, 0.01)}, in_process=False)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path), log_output=None)
+    client.initialize()
+    child = int((tmp_path / "child.pid").read_text())
+    try:
+        response: list = []
+        thread = client.run_loop(2, run_async=True, response=response)
+        thread.join(10)
+        assert not thread.is_alive(), "the loop hangs on an engine that died"
+        [error] = response
+        assert isinstance(error, RuntimeError)
+        expected = r'Engine "dying" failed in run_loop: .*exited unexpectedly \(exit code 7\)'
+        assert re.search(expected, str(error))
+        client.shutdown()
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_engine_command_timeout(tmp_path: Path) -> None:

@@ -230,6 +230,8 @@ def worker_main(make_server: Any, argv: list[str] | None = None) -> int:
                 os._exit(3)
 
     threading.Thread(target=watch_parent, name="parent-watchdog", daemon=True).start()
+    # Not passed on to processes the engine script starts: they must not keep the channel open.
+    os.set_inheritable(args.control_fd, False)
     sock = socket.socket(fileno=args.control_fd)
     channel = Channel(sock)
     try:

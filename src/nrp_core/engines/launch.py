@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -338,6 +339,25 @@ def _stop_process(proc: subprocess.Popen, name: str, grace: float = SHUTDOWN_GRA
         proc.wait()
 
 
+def _close_on_exit(proc: subprocess.Popen, sock: socket.socket) -> None:
+    """Shut ``sock`` down once ``proc`` exits, so that a loop waiting for its reply sees end of file.
+
+    End of file alone is not enough: a child the engine forked (``multiprocessing``, a helper
+    process) may hold the engine's end of the channel and outlive it. The process is not reaped
+    here (``WNOWAIT``); :class:`subprocess.Popen` still collects its exit code.
+    """
+    try:
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:  # already reaped by Popen
+        pass
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # replies already received stay readable
+    except OSError:  # closed by close() meanwhile
+        pass
+
+
 def _package_root() -> str:
     return str(Path(__file__).resolve().parents[2])
 
@@ -393,6 +413,9 @@ class EngineProcess(EngineHandle):
         finally:
             theirs.close()
         self._channel = Channel(ours)
+        threading.Thread(
+            target=_close_on_exit, args=(self._proc, ours), name=f"engine-{self.name}-exit", daemon=True
+        ).start()
 
     def _request(self, op: str, message: Any, timeout: float | None = None) -> Any:
         self._send(op, message)
