@@ -54,8 +54,9 @@ class EngineScriptError(NrpCoreError):
         self.file = file
         self.line = line
         text = f"{failure}: {detail}" if detail else failure
-        if file:
-            text += f" ({Path(file).name}, line {line})"
+        location = f" ({Path(file).name}, line {line})"
+        if file and not text.endswith(location):  # a SyntaxError's text already ends with it
+            text += location
         super().__init__(text)
 
     def __reduce__(self) -> tuple:
@@ -80,12 +81,16 @@ class EngineScriptLoadError(EngineScriptError):
 def user_location(exc: BaseException) -> tuple[str, int]:
     """``(file, line)`` of the innermost traceback frame outside the nrp_core package.
 
-    A ``SyntaxError`` reports the offending file and line itself.
+    A ``SyntaxError`` reports the offending file and line itself, an :class:`EngineScriptError` the
+    location it found when wrapping the user's exception. Frozen modules (``<frozen importlib...>``,
+    the innermost frames of import errors) are not user files.
     """
     if isinstance(exc, SyntaxError) and exc.filename:
         return exc.filename, exc.lineno or 0
+    if isinstance(exc, EngineScriptError) and exc.file:
+        return exc.file, exc.line
     found = ("", 0)
     for frame in traceback.extract_tb(exc.__traceback__):
-        if not frame.filename.startswith(_PACKAGE_DIR):
+        if not frame.filename.startswith((_PACKAGE_DIR, "<frozen ")):
             found = (frame.filename, frame.lineno or 0)
     return found

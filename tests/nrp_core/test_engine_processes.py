@@ -146,6 +146,43 @@ def test_an_engine_exception_fails_the_simulation_naming_engine_file_and_line(
     assert _wait_gone(pids, 5) == []
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["engine-process", "in-process"])
+def test_errors_inside_the_import_machinery_name_the_user_file_and_line(
+    tmp_path: Path, in_process: bool
+) -> None:
+    # The innermost frames of these errors are Python's frozen importlib, not the user's file.
+    broken = """
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self)
+            pass
+    """
+    importing = """
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def runLoop(self, timestep_ns):
+            import no_such_module_here
+    """
+    write_experiment(tmp_path / "a", {"broken": (broken, 0.01)}, in_process=in_process)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path / "a"), log_output=None)
+    with pytest.raises(RuntimeError) as info:
+        client.initialize()
+    client.shutdown()
+    assert str(info.value).startswith('Request failed with error "Engine "broken" (broken.py:5): ')
+    assert str(info.value).splitlines()[0].count("(broken.py, line 5)") == 1
+
+    write_experiment(tmp_path / "b", {"importing": (importing, 0.01)}, in_process=in_process)
+    client = NrpCore("localhost:5345", experiment_folder=str(tmp_path / "b"), log_output=None)
+    client.initialize()
+    with pytest.raises(RuntimeError) as info:
+        client.run_loop(1)
+    client.shutdown()
+    assert str(info.value).startswith('Request failed with error "Engine "importing" (importing.py:6): ')
+    assert "ModuleNotFoundError" in str(info.value)
+
+
 def test_an_initialize_failure_is_reported_and_cleaned_up(tmp_path: Path) -> None:
     engine = """
     from nrp_core.engines.python_json import EngineScript
