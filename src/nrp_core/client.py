@@ -273,8 +273,20 @@ class NrpCore:
         if "ROSNode" in config:
             logger.info("ROSNode is configured but ROS is not supported: no ROS node is started")
 
-    def _run(self, body: Any) -> Any:
+    def _request_run(self, action: str, run_async: bool) -> None:
+        """Fail fast on an illegal call (e.g. while another thread runs the loop), then clear the
+        stop flag: a ``stop()`` issued from now on ends this run, even one issued before the run
+        gets the lock or its thread starts. An async call reports an illegal call through its
+        ``response`` list instead, as before."""
+        try:
+            self._check(action)
+        except Exception:
+            if not run_async:
+                raise
+            return
         self._stop.clear()
+
+    def _run(self, body: Any) -> Any:
         self._state = RUNNING
         try:
             result = body()
@@ -310,9 +322,12 @@ class NrpCore:
             RuntimeError: the simulation failed.
         """
         extra = self._json_data_datapacks(json_data)
+        self._request_run("run_loop", run_async)
         if run_async:
-            return self._start_async(lambda: self.run_loop(num_iterations, json_data), response)
-        self._check("run_loop")  # fail fast, e.g. while another thread runs the loop
+            return self._start_async(lambda: self._run_loop(num_iterations, extra), response)
+        return self._run_loop(num_iterations, extra)
+
+    def _run_loop(self, num_iterations: int, extra: list[JsonDataPack]) -> tuple[bool, list[Any]]:
         with self._lock:
             self._check("run_loop")
             self._json_datapack_out_buffer.extend(extra)
@@ -333,9 +348,12 @@ class NrpCore:
         Returns:
             ``(done_flag, timeout_flag, trajectory)``.
         """
+        self._request_run("run_until_timeout", run_async)
         if run_async:
-            return self._start_async(lambda: self.run_until_timeout(), response)
-        self._check("run_until_timeout")  # fail fast, e.g. while another thread runs the loop
+            return self._start_async(self._run_until_timeout, response)
+        return self._run_until_timeout()
+
+    def _run_until_timeout(self) -> tuple[bool, bool, list[Any]]:
         with self._lock:
             self._check("run_until_timeout")
 
@@ -384,8 +402,8 @@ class NrpCore:
     def shutdown(self) -> None:
         """Shut the engines down and stop their processes; the client returns to ``Created``."""
         self._check("shutdown")
-        if self._state == RUNNING:
-            self._stop.set()
+        # Unconditionally: a run may hold the lock without being in state Running yet.
+        self._stop.set()
         with self._lock:
             self._check("shutdown")
             loop, self._loop = self._loop, None

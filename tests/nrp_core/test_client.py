@@ -299,3 +299,36 @@ def test_invalid_args_raise_in_the_constructor() -> None:
         _client(args="--cloglevel=loud")
     with pytest.raises(ValueError, match="expected one argument"):
         _client(args="-o")
+
+
+@pytest.mark.parametrize("call", ["run_loop", "run_until_timeout"])
+def test_stop_and_shutdown_reach_a_run_still_waiting_for_the_lock(call: str) -> None:
+    # Another thread may call stop() or shutdown() after run_loop() was called but before the run
+    # holds the lock or is in state Running; neither may be lost (the run would never end).
+    client = _client("simulation_config_trajectory_timeout.json", overrides=["SimulationTimeout=1000000"])
+    client.initialize()
+    try:
+        for end in (client.stop, client.shutdown):
+            if client.current_state() == "Created":
+                client.initialize()
+            response: list = []
+            with client._lock:
+                if call == "run_loop":
+                    thread = client.run_loop(0, run_async=True, response=response)
+                else:
+                    thread = client.run_until_timeout(run_async=True, response=response)
+                time.sleep(0.2)  # the run thread now waits for the lock
+                ender = threading.Thread(target=end)
+                ender.start()
+                time.sleep(0.2)
+            thread.join(5)
+            ender.join(5)
+            alive = thread.is_alive() or ender.is_alive()
+            if alive:
+                client.stop()
+                thread.join(5)
+            assert not alive, f"{end.__name__}() did not end a waiting {call}()"
+            assert response and not isinstance(response[0], BaseException)
+    finally:
+        if client.current_state() != "Created":
+            client.shutdown()
