@@ -677,6 +677,13 @@ class SimulationLifecycle:
                 return
             if self.state == target:
                 return  # already there (a retained message seen again, a duplicate)
+            if self.state == "completed" and target in ("paused", "started"):
+                # The peer paused or resumed before our ``completed`` reached it; it follows us to
+                # ``completed``. Forcing its source state would resume a script that has ended.
+                logger.info(
+                    "Simulation %s ignores %s -> %s: the script has completed", self.sim_id, source, target
+                )
+                return
             if self.state != source:
                 logger.warning("The local simulation lifecycle and the remote version have diverged.")
                 self._force(source)

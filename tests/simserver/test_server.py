@@ -233,6 +233,27 @@ def test_script_that_ends_while_paused_completes_on_resume(simulation, experimen
     assert sim.wait_exit(5) == 0
 
 
+def test_pause_or_resume_crossing_completed_is_ignored(simulation, experiment):
+    # the backend paused (then resumed) before the simserver's ``completed`` reached it
+    (experiment / "main_script.py").write_text("nrp.run_loop(1)\nfile_logger.info('script end')\n")
+    sim = simulation()
+    sim.send(INIT, retain=True)
+    sim.spawn()
+    sim.wait_status("paused")
+    sim.send(START)
+    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 10)
+    sim.send(PAUSE)
+    sim.send(START | {"source_state": "paused"})
+    time.sleep(0.5)
+    after = [p for p in sim.recorder.payloads(sim.topic("status")) if "state" in p]
+    assert after[-1]["state"] == "completed"
+    assert after[-1]["simulationTime"] == pytest.approx(0.01)
+    assert "paused" not in [p["state"] for p in after[after.index(sim.wait_status("completed")) :]]
+    assert (experiment / f"main_script_{sim.id}.log").read_text().count("script end") == 1
+    sim.proc.send_signal(signal.SIGTERM)
+    assert sim.wait_exit(5) == 0
+
+
 def test_sigterm_during_a_long_run_loop_exits_at_once(simulation, experiment):
     set_timeout(experiment, 1000)
     (experiment / "main_script.py").write_text("while True:\n    nrp.run_loop(10000)\n")
