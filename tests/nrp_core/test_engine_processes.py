@@ -287,6 +287,35 @@ def test_engine_command_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+def test_engine_command_timeout_bounds_steps_not_initialize_or_reset(tmp_path: Path) -> None:
+    # Contract 2.3: the maximum wait for a step. Loading a brain or a world may take far longer.
+    engine = """
+    import time
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            time.sleep(1.0)
+
+        def reset(self):
+            time.sleep(1.0)
+    """
+    write_experiment(tmp_path, {"slow_start": (engine, 0.01)}, in_process=False)
+    client = NrpCore(
+        "localhost:5345",
+        experiment_folder=str(tmp_path),
+        log_output=None,
+        overrides=["EngineConfigs.0.EngineCommandTimeout=0.3"],
+    )
+    try:
+        client.initialize()
+        client.run_loop(2)
+        client.reset()
+        assert client.current_state() == "Initialized"
+    finally:
+        client.shutdown()
+
+
 # -- engines never outlive the loop's process ----------------------------------------------------------
 
 LOOP_SCRIPT = """

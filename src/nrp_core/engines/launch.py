@@ -464,7 +464,8 @@ class EngineProcess(EngineHandle):
 
     def initialize(self, requested: Mapping[str, str]) -> list[DataPackInterface]:
         get = _get_request(requested, self.name)
-        fetched = self._request("initialize", ("init", self._engine_config(), get), self.command_timeout)
+        # EngineCommandTimeout bounds steps (contract 2.3), not loading a script, a world or a brain.
+        fetched = self._request("initialize", ("init", self._engine_config(), get))
         self.engine_time = 0
         self._ready = _datapacks_from_reply(self.name, fetched)
         return list(self._ready)
@@ -494,7 +495,7 @@ class EngineProcess(EngineHandle):
 
     def reset(self, datapacks: Iterable[DataPackInterface]) -> list[DataPackInterface]:
         self.settle()
-        fetched = self._request("reset", ("reset", _set_request(datapacks, copy=False)), self.command_timeout)
+        fetched = self._request("reset", ("reset", _set_request(datapacks, copy=False)))
         self.engine_time = 0
         self._ready = _datapacks_from_reply(self.name, fetched)
         return list(self._ready)
