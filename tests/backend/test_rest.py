@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -200,6 +202,11 @@ def test_put_matrix_and_stop_uploads_logs(backend: Backend, storage: Storage) ->
     assert rest.put(path, {"state": "started"}).json()["state"] == "started"
     # Rejected commands did not fail the simulation.
     assert rest.get(path).json()["state"] == "started"
+    # The start travels over MQTT: let the stand-in log it before the stop ends it.
+    sim_log = Path(os.readlink(backend.data_dir / "current-simulation")) / f"simulation_{sim_id}.log"
+    deadline = time.monotonic() + 5
+    while "STATE started" not in sim_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     zips_before = set(storage.files("my_cloned_experiment"))  # other tests' servers reuse ids
     before = time.monotonic()
     stopped = rest.put(path, {"state": "stopped"})
