@@ -20,6 +20,8 @@ from hbp_nrp_backend.errors import STORAGE_UNAVAILABLE, ServiceUnavailable, Unau
 logger = logging.getLogger(__name__)
 
 DEFAULT_OWNER = "default-owner"
+#: Cache size above which expired entries are dropped (tokens rotate: the caches must not grow forever).
+CACHE_PURGE_SIZE = 1024
 
 
 class IdentityStorage(Protocol):
@@ -146,6 +148,8 @@ class Authenticator:
         if not isinstance(user_id, str) or not user_id:
             raise Unauthorized()
         with self._lock:
+            if len(self._users) >= CACHE_PURGE_SIZE:
+                self._users = {key: value for key, value in self._users.items() if value[1] > now}
             self._users[token] = (user_id, now + self.ttl)
             self._newest[user_id] = token
         return user_id
@@ -181,6 +185,8 @@ class Authenticator:
         granted = experiment_listed(listing, experiment_id)
         if granted:
             with self._lock:
+                if len(self._views) >= CACHE_PURGE_SIZE:
+                    self._views = {key: expiry for key, expiry in self._views.items() if expiry > now}
                 self._views[key] = now + self.ttl
         return granted
 

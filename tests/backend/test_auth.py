@@ -135,3 +135,18 @@ def test_none_mode(storage) -> None:
     assert auth.require("Bearer t", user_name="carol") == User("carol", "t")
     assert auth.can_modify(User("x", None), "y") and auth.can_view(User("x", None), "y", "e", None)
     assert storage.identity_calls == 0
+
+
+def test_caches_drop_expired_entries(auth: Authenticator, storage, clock) -> None:
+    """Tokens rotate: a long-running server must not keep every token it ever verified."""
+    for number in range(3000):
+        token = f"token-{number}"
+        storage.users[token] = {"id": "alice"}
+        storage.listings[token] = [{"name": "exp"}]
+        user = auth.authenticate(f"Bearer {token}")
+        assert user is not None
+        assert auth.experiment_accessible(user, "exp", None)
+        clock.now += 1.0  # each token is used for a second, then replaced
+    assert len(auth._users) <= 1024 + 1
+    assert len(auth._views) <= 1024 + 1
+    assert auth.newest_token("alice") == "token-2999"
