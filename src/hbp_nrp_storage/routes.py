@@ -280,7 +280,9 @@ class StorageApi:
             raise NotFound("File not found")
         path = self.store.file(parts)
         mimetype = mimetypes.guess_type(path.name)[0] or "text/plain"
-        response = send_file(path, mimetype=mimetype, as_attachment=True, download_name=path.name)
+        # a header value cannot hold control characters, which file names can (an uploaded "a%0Db")
+        download_name = "".join("_" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in path.name)
+        response = send_file(path, mimetype=mimetype, as_attachment=True, download_name=download_name)
         response.headers["uuid"] = _header_safe("/".join(parts))
         return response
 
@@ -463,8 +465,11 @@ def _copy_limited(src: BinaryIO, dst: Any, limit: int) -> None:
 
 
 def _header_safe(value: str) -> str:
+    """``value`` as is if it can be a header value, else percent-encoded (non-latin-1, control chars)."""
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
+        return quote(value, safe="/")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
         return quote(value, safe="/")
     return value

@@ -293,3 +293,16 @@ def test_errors_waitress_answers_itself_are_json_with_cors(storage: Storage, exp
         assert set(error) == {"message", "type", "data"}
         assert error["type"] == "Client error"
         assert error["message"] == message
+
+
+def test_file_names_with_control_characters_download(
+    storage: Storage, alice: requests.Session, exp: str
+) -> None:
+    """A name that cannot go into a header as is (``uuid``, ``Content-Disposition``) is not a 500."""
+    url = f"{storage.url}/storage/{exp}/a%0Db%01.txt"
+    assert alice.post(url, data=b"x").status_code == 200
+    response = alice.get(url, params={"byname": "true"})
+    assert response.status_code == 200, response.text
+    assert response.content == b"x"
+    assert response.headers["uuid"] == f"{exp}/a%0Db%01.txt"
+    assert "\r" not in response.headers["Content-Disposition"]
