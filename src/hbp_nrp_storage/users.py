@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 DB_NAME = ".nrp_storage.sqlite3"
 
@@ -117,7 +118,8 @@ class UserStore:
 
     def check(self) -> None:
         """Raise ``sqlite3.Error`` unless the database can be read (health check)."""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        # a URI filename: "?", "#" and "%" in the root's path must be percent-encoded
+        conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, timeout=5)
         try:
             conn.execute("SELECT count(*) FROM users").fetchone()
         finally:

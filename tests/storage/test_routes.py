@@ -41,6 +41,15 @@ def test_health_unavailable_without_root(tmp_path) -> None:
         server.stop()
 
 
+def test_health_with_uri_characters_in_the_root_path(tmp_path) -> None:
+    """The database is opened read-only through an SQLite URI: ``?``, ``#``, ``%`` must not break it."""
+    server = start_storage(tmp_path / "a?b#c%20d")
+    try:
+        assert requests.get(f"{server.url}/health").status_code == 200
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_identity_me(storage: Storage, prefix: str) -> None:
     response = requests.get(
