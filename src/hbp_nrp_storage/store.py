@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "simulation_config.json"
 CHUNK = 1024 * 1024
+APPEND_LOCK_STRIPES = 64
 
 #: What a storage-side clone of an experiment leaves out, at every level (contract 7.2).
 CLONE_SKIP_DIRS = frozenset({"csv_records", "recordings", "logs", "__pycache__"})
@@ -191,6 +192,12 @@ class ExperimentStore:
     _config_cache: dict[str, tuple[tuple[int, int], dict[str, Any] | None]] = field(
         default_factory=dict, init=False, repr=False
     )
+    #: Appends to one file take turns (an append copies the old content; two at once lose one).
+    _append_locks: tuple[threading.Lock, ...] = field(
+        default_factory=lambda: tuple(threading.Lock() for _ in range(APPEND_LOCK_STRIPES)),
+        init=False,
+        repr=False,
+    )
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -262,7 +269,13 @@ class ExperimentStore:
     def write(
         self, parts: list[str], stream: BinaryIO, append: bool = False, limit: int | None = None
     ) -> int:
-        return atomic_write(self.path(parts), stream=stream, append=append, limit=limit)
+        """Write (or append to) the file at ``parts`` atomically; return the bytes written."""
+        target = self.path(parts)
+        if not append:
+            return atomic_write(target, stream=stream, limit=limit)
+        lock = self._append_locks[hash(os.path.realpath(target)) % APPEND_LOCK_STRIPES]
+        with lock:
+            return atomic_write(target, stream=stream, append=True, limit=limit)
 
     def make_folder(self, parts: list[str]) -> None:
         path = self.path(parts)
