@@ -6,6 +6,8 @@ user's traceback attached, so the innermost frame still names the user's file an
 
 from __future__ import annotations
 
+import os
+import sysconfig
 import traceback
 from pathlib import Path
 
@@ -19,6 +21,16 @@ __all__ = [
 ]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_LIBRARY_DIRS = tuple(
+    sorted(
+        {
+            form
+            for key in ("stdlib", "platstdlib", "purelib", "platlib")
+            if (path := sysconfig.get_paths().get(key))
+            for form in (path, os.path.realpath(path))
+        }
+    )
+)
 
 
 class NrpCoreError(Exception):
@@ -81,16 +93,22 @@ class EngineScriptLoadError(EngineScriptError):
 def user_location(exc: BaseException) -> tuple[str, int]:
     """``(file, line)`` of the innermost traceback frame outside the nrp_core package.
 
-    A ``SyntaxError`` reports the offending file and line itself, an :class:`EngineScriptError` the
-    location it found when wrapping the user's exception. Frozen modules (``<frozen importlib...>``,
-    the innermost frames of import errors) are not user files.
+    Frames in the standard library or installed packages are passed over when a frame of user code
+    called them (a ``json.loads`` failing in a TF names the TF's line); frozen modules (the innermost
+    frames of import errors) always are. A ``SyntaxError`` reports the offending file and line
+    itself, an :class:`EngineScriptError` the location it found when wrapping the user's exception.
     """
     if isinstance(exc, SyntaxError) and exc.filename:
         return exc.filename, exc.lineno or 0
     if isinstance(exc, EngineScriptError) and exc.file:
         return exc.file, exc.line
-    found = ("", 0)
+    user = innermost = ("", 0)
     for frame in traceback.extract_tb(exc.__traceback__):
-        if not frame.filename.startswith((_PACKAGE_DIR, "<frozen ")):
-            found = (frame.filename, frame.lineno or 0)
-    return found
+        name = frame.filename
+        if name.startswith((_PACKAGE_DIR, "<frozen ")):
+            continue
+        innermost = (name, frame.lineno or 0)
+        # The frame that called into the standard library or an installed package, not that code.
+        if not name.startswith(_LIBRARY_DIRS):
+            user = innermost
+    return user if user[0] else innermost

@@ -183,6 +183,46 @@ def test_errors_inside_the_import_machinery_name_the_user_file_and_line(
     assert "ModuleNotFoundError" in str(info.value)
 
 
+def test_errors_raised_inside_library_code_name_the_user_frame_that_called_it(tmp_path: Path) -> None:
+    # The innermost frame is the standard library's json decoder; the user's line is what helps.
+    engine = """
+    import json
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def runLoop(self, timestep_ns):
+            json.loads("{bad")
+    """
+    tf = """
+    import json
+    from nrp_core import *
+
+    @TransceiverFunction("quiet")
+    def tf():
+        json.loads("{bad")
+        return []
+    """
+    quiet = """
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        pass
+    """
+    write_experiment(tmp_path / "a", {"decoding": (engine, 0.01)}, in_process=False)
+    write_experiment(tmp_path / "b", {"quiet": (quiet, 0.01)}, {"tf": tf}, in_process=False)
+    first_lines = []
+    for folder in ("a", "b"):
+        client = NrpCore("localhost:5345", experiment_folder=str(tmp_path / folder), log_output=None)
+        client.initialize()
+        with pytest.raises(RuntimeError) as info:
+            client.run_loop(2)
+        client.shutdown()
+        first_lines.append(str(info.value).splitlines()[0])
+    assert first_lines[0].startswith('Request failed with error "Engine "decoding" (decoding.py:7): ')
+    assert first_lines[1].startswith('Request failed with error "Function "tf" (tf.py:7): ')
+    assert all("JSONDecodeError" in line and "decoder.py" not in line for line in first_lines)
+
+
 def test_an_initialize_failure_is_reported_and_cleaned_up(tmp_path: Path) -> None:
     engine = """
     from nrp_core.engines.python_json import EngineScript
