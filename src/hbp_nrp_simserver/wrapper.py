@@ -126,7 +126,11 @@ class NrpCoreWrapper:
             NRPStopExecution: the simulation is being stopped (before or during the call).
             NRPSimulationTimeout: the call would exceed the step budget; no step is run.
             NrpCoreRunError: an engine or a function failed (a ``RuntimeError``).
+            ValueError: ``num_iterations`` is less than 1 (nrp-core runs 0 iterations until stopped,
+                past the step budget; a negative count would lower the step counter).
         """
+        if num_iterations < 1:
+            raise ValueError(f"run_loop() needs at least one iteration, got {num_iterations}")
         self._control.started.wait()
         if self._control.stop_requested.is_set():
             raise NRPStopExecution("The simulation is being stopped")

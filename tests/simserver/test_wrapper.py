@@ -190,3 +190,31 @@ def test_stop_during_a_long_run_loop_ends_it_at_once(make_wrapper, experiment):
     assert 0 < wrapper.steps < 10000, (wrapper.steps, raised)
     assert wrapper.steps == spy.simulation_time_ns // 10_000_000, (wrapper.steps, spy.simulation_time_ns)
     assert not wrapper.is_running
+
+
+def test_run_loop_of_fewer_than_one_step_is_refused(make_wrapper):
+    # nrp-core's run_loop(0) runs until stopped: it would escape the step budget (7.3)
+    wrapper, spy = make_wrapper()
+    outcome: list[str] = []
+
+    def call(n: int) -> None:
+        try:
+            wrapper.run_loop(n)
+            outcome.append("returned")
+        except ValueError:
+            outcome.append("ValueError")
+
+    for n in (0, -5):
+        thread = threading.Thread(target=call, args=(n,))
+        thread.start()
+        thread.join(2)
+        if thread.is_alive():
+            spy._client.stop()
+            thread.join(10)
+            pytest.fail(f"run_loop({n}) ran past the step budget")
+    assert outcome == ["ValueError", "ValueError"]
+    assert spy.calls == [] and wrapper.steps == 0
+    for _ in range(wrapper.max_timesteps):
+        wrapper.run_loop()
+    with pytest.raises(NRPSimulationTimeout):
+        wrapper.run_loop()
