@@ -296,6 +296,8 @@ class FunctionSet:
         self.by_value = by_value
         self.namespace = namespace if namespace is not None else {}
         self.context = _Context()
+        # The directory load_functions() put on sys.path (None if it was there already).
+        self.added_path: str | None = None
         self.preprocessing = [f for f in functions if f.kind == PREPROCESSING]
         self.transceivers = [f for f in functions if f.kind == TRANSCEIVER]
         status = [f for f in functions if f.kind == STATUS]
@@ -521,8 +523,10 @@ def load_functions(config: Mapping[str, Any], experiment_dir: str | Path) -> Fun
     experiment_dir = Path(experiment_dir).resolve()
     datapack_entries, status_entry = _entries(config)
     namespace: dict[str, Any] = {"__name__": "__nrp_functions__", "__builtins__": builtins}
+    added_path = None
     if str(experiment_dir) not in sys.path:
         sys.path.insert(0, str(experiment_dir))
+        added_path = str(experiment_dir)
     names: set[str] = set()
     loaded: list[Function] = []
     plan = [(entry, False) for entry in datapack_entries]
@@ -560,4 +564,6 @@ def load_functions(config: Mapping[str, Any], experiment_dir: str | Path) -> Fun
                             f"'{key[1]}': its inputs must belong to its engine '{function.engine_name}'"
                         )
         loaded.append(function)
-    return FunctionSet(loaded, by_value=passes_by_value(config), namespace=namespace)
+    functions = FunctionSet(loaded, by_value=passes_by_value(config), namespace=namespace)
+    functions.added_path = added_path
+    return functions

@@ -220,8 +220,9 @@ class FTILoop:
                 engine.close()
             for external in self.external_processes:
                 external.stop()
-            directory = str(self.experiment_dir.resolve())
-            if directory in sys.path:
+            # Only if load_functions() put it there: it may be the user's own (``python main.py``).
+            directory = self.functions.added_path
+            if directory is not None and directory in sys.path:
                 sys.path.remove(directory)
         return errors
 

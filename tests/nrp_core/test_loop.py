@@ -246,3 +246,21 @@ def test_status_function_done_flag_persists_until_the_next_evaluation(tmp_path: 
         assert client.run_loop(1)[0] is False
     finally:
         client.shutdown()
+
+
+def test_shutdown_removes_the_experiment_directory_from_sys_path_only_if_it_added_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # E.g. ``python main.py`` run beside the experiment: sys.path[0] is the experiment directory.
+    import sys
+
+    for folder, already_there in (("a", True), ("b", False)):
+        directory = tmp_path / folder
+        write_experiment(directory, {"e": (COUNTING_ENGINE, 0.01)}, in_process=False)
+        if already_there:
+            monkeypatch.syspath_prepend(str(directory.resolve()))
+        client = NrpCore("localhost:5345", experiment_folder=str(directory), log_output=None)
+        client.initialize()
+        assert str(directory.resolve()) in sys.path
+        client.shutdown()
+        assert (str(directory.resolve()) in sys.path) is already_there
