@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from hbp_nrp_commons.settings import StorageSettings
 
@@ -27,6 +28,12 @@ CORS_HEADERS = {
     ),
     "Access-Control-Expose-Headers": "uuid, content-disposition",
 }
+
+class AnythingConverter(PathConverter):
+    """A ``path`` converter whose match includes newlines."""
+
+    regex = "[^/](?s:.*?)"
+
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
 
@@ -66,9 +73,12 @@ def create_app(settings: StorageSettings) -> Flask:
     def dispatch(path: str = "") -> Response:
         return api.dispatch(request)
 
+    # the API routes on the raw path itself; this rule only has to match every path, newlines too
+    # (werkzeug's ``path`` converter does not match a decoded "%0A", so such files were unreachable)
+    app.url_map.converters["anything"] = AnythingConverter
     app.add_url_rule("/", "dispatch", dispatch, methods=ALL_METHODS, provide_automatic_options=False)
     app.add_url_rule(
-        "/<path:path>", "dispatch", dispatch, methods=ALL_METHODS, provide_automatic_options=False
+        "/<anything:path>", "dispatch", dispatch, methods=ALL_METHODS, provide_automatic_options=False
     )
 
     @app.errorhandler(StorageServerError)

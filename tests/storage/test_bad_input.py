@@ -306,3 +306,12 @@ def test_file_names_with_control_characters_download(
     assert response.content == b"x"
     assert response.headers["uuid"] == f"{exp}/a%0Db%01.txt"
     assert "\r" not in response.headers["Content-Disposition"]
+
+
+def test_file_names_with_a_newline_are_reachable(storage: Storage, alice: requests.Session, exp: str) -> None:
+    """A zip may carry ``a\\nb.txt``; it must be readable and deletable like any other file."""
+    url = f"{storage.url}/storage/{exp}/a%0Ab.txt"
+    assert alice.post(url, data=b"nl").status_code == 200
+    assert alice.get(url, params={"byname": "true"}).content == b"nl"
+    assert alice.delete(url, params={"byname": "true"}).status_code == 200
+    assert alice.get(url, params={"byname": "true"}).status_code == 404
