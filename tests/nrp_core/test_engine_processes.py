@@ -529,6 +529,49 @@ def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) 
         http.server_close()
 
 
+def test_engine_command_timeout_of_an_http_engine_bounds_steps_only(tmp_path: Path) -> None:
+    engine = """
+    import time
+    from nrp_core.engines.python_json import EngineScript
+
+    class Script(EngineScript):
+        def initialize(self):
+            time.sleep(1.0)
+
+        def reset(self):
+            time.sleep(1.0)
+
+        def runLoop(self, timestep_ns):
+            if self._time_ns > 20_000_000:
+                time.sleep(2.0)
+    """
+    http = _EngineHttpServer(tmp_path)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        write_experiment(tmp_path, {"remote": (engine, 0.01)}, in_process=False)
+        overrides = [
+            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"EmptyLaunchCommand"}',
+            f'EngineConfigs.0.ServerAddress="127.0.0.1:{http.server_port}"',
+            "EngineConfigs.0.EngineCommandTimeout=0.5",
+        ]
+        client = NrpCore(
+            "localhost:5345", experiment_folder=str(tmp_path), log_output=None, overrides=overrides
+        )
+        try:
+            client.initialize()
+            client.run_loop(2)
+            client.reset()
+            client.run_loop(2)
+            with pytest.raises(RuntimeError, match=r'Engine "remote" failed in run_loop: .*[Tt]imeout'):
+                client.run_loop(3)
+        finally:
+            client.shutdown()
+    finally:
+        http.shutdown()
+        http.server_close()
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [("{1, 2}", "does not hold JSON data"), ("lambda: None", r"get_datapacks \(reply\)")],

@@ -547,8 +547,10 @@ class HttpEngine(EngineHandle):
     def _post(self, route: str, body: Any) -> Any:
         import requests
 
+        # EngineCommandTimeout bounds steps (contract 2.3), not loading a script, a world or a brain.
+        timeout = None if route in ("initialize", "reset") else self.command_timeout
         try:
-            response = self._session.post(f"{self.url}/{route}", json=body, timeout=self.command_timeout)
+            response = self._session.post(f"{self.url}/{route}", json=body, timeout=timeout)
         except requests.RequestException as exc:
             raise EngineError(self.name, route, f"{type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
