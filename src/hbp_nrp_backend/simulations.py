@@ -124,6 +124,19 @@ class Simulation:
     def state_representation(self) -> dict[str, Any]:
         return {"state": self.record.state, "ready": self.record.ready, "error": self.record.error}
 
+    def loading_error(self, message: str) -> dict[str, Any]:
+        """The REST ``error`` of a failed start: the ``runtime_error`` fields (5.7) plus ``traceback``."""
+        return {
+            "sim_id": str(self.id),
+            "msg": message,
+            "error_type": "Loading",
+            "fileName": self.record.main_script,
+            "line_number": -1,
+            "offset": -1,
+            "line_text": "",
+            "traceback": "",
+        }
+
     def reject_if_final(self) -> None:
         """Raise the 400 ``finalized`` error when the simulation has ended."""
         if self.record.state in FINAL_STATES or self.lifecycle is None:
@@ -531,13 +544,13 @@ class SimulationManager:
         try:
             sim.lifecycle.command("initialized")
         except ApiError as exc:
-            sim.record.error = {"msg": exc.message, "error_type": "Loading"}
+            sim.record.error = sim.loading_error(exc.message)
             sim.save()
             raise
         except Exception as exc:
             cause = exc
             message = f'Error starting the simulation. ("{cause!r}") An exception has occurred'
-            sim.record.error = {"msg": message, "error_type": "Loading"}
+            sim.record.error = sim.loading_error(message)
             sim.save()
             logger.error("Simulation %s could not start", sim_id, exc_info=exc)
             raise ApiError(message, 500, data=str(cause)) from exc

@@ -137,7 +137,18 @@ def test_logs_are_spooled_while_storage_is_down_then_uploaded(
     assert body["message"].endswith('") An exception has occurred')
     assert body["data"]
     failed_sim = rest.get(f"/simulation/{sim_id + 1}").json()
-    assert failed_sim["state"] == "failed" and failed_sim["error"]["msg"] == body["message"]
+    assert failed_sim["state"] == "failed"
+    # A loading error has the shape of every script or loading error (contract 2.8, 5.7).
+    assert failed_sim["error"] == {
+        "sim_id": str(sim_id + 1),
+        "msg": body["message"],
+        "error_type": "Loading",
+        "fileName": "main_script.py",
+        "line_number": -1,
+        "offset": -1,
+        "line_text": "",
+        "traceback": "",
+    }
     # A token not yet verified cannot be checked while storage is down: 503.
     unavailable = rest.as_user(own_storage.bob).get("/simulation")
     assert unavailable.status_code == 503
