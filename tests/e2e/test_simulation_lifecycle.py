@@ -111,7 +111,8 @@ def test_uncaught_simulation_timeout_completes_with_error(system: System) -> Non
     sim_id = rest.launch("e2e_timeout")["simulationID"]
     rest.wait_for(sim_id, _ready)
     rest.set_state(sim_id, "started")
-    sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed")
+    # The error and the completion travel on separate MQTT topics: wait for both.
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed" and s["error"] is not None)
     assert sim["error"]["error_type"] == "SimTimeout"
     assert "exceed the timeout" in sim["error"]["msg"]
     errors = wait_until(lambda: system.watcher.errors(sim_id), 5, "no runtime_error published")
@@ -124,7 +125,7 @@ def test_script_that_raises_reports_its_line(system: System) -> None:
     sim_id = rest.launch("e2e_raises")["simulationID"]
     rest.wait_for(sim_id, _ready)
     rest.set_state(sim_id, "started")
-    sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed")
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed" and s["error"] is not None)
     error = sim["error"]
     assert error["error_type"] == "Runtime"
     assert error["line_number"] == 4
