@@ -196,11 +196,14 @@ class SimulationServer:
         assert notifier is not None
         with notifier.task(SHUTDOWN_TASK):
             lifecycle = self.lifecycle
-            if lifecycle is not None and lifecycle.state not in ("failed", "stopped"):
-                try:
-                    lifecycle.stopped()
-                except Exception:
-                    logger.exception("Error while stopping the simulation")
+            if lifecycle is not None:
+                if lifecycle.state not in ("failed", "stopped"):
+                    try:
+                        lifecycle.stopped()
+                    except Exception:
+                        logger.exception("Error while stopping the simulation")
+                # also when the final state was reached in another thread, which may still be
+                # stopping the script and shutting nrp-core down: the process exits after this
                 if not self.done_event.wait(DONE_WAIT):
                     logger.error("The simulation lifecycle did not finish within %.0f s", DONE_WAIT)
             self.exit_state = str(lifecycle.state) if lifecycle is not None else self.exit_state

@@ -220,7 +220,9 @@ def test_script_that_ends_while_paused_completes_on_resume(simulation, experimen
         sim.topic("status"), lambda p: p.get("state") == "started" and p["simulationTime"] > 0, 10
     )
     sim.send(PAUSE)
-    sim.wait_status("paused")
+    sim.recorder.wait_for(
+        sim.topic("status"), lambda p: p.get("state") == "paused" and p["simulationTime"] > 0, 5
+    )
     gate.touch()  # the script ends while paused
     time.sleep(0.5)
     assert [p["event"] for p in sim.recorder.payloads(sim.topic("lifecycle")) if p][-1] == "paused"
@@ -413,3 +415,54 @@ def test_broker_restart_status_at_once_and_commands_still_work(simulation, mqtt_
     sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 30)
     sim.proc.send_signal(signal.SIGTERM)
     assert sim.wait_exit(5) == 0
+
+
+def test_shutdown_waits_for_a_final_state_reached_in_another_thread(experiment, mqtt_broker, monkeypatch):
+    # a remote ``failed`` while started: the lifecycle topic's worker stops the script and shuts
+    # nrp-core down; the process must not exit before that has finished
+    from hbp_nrp_simserver.server import SimulationServer
+
+    from .helpers import make_client
+
+    class InProcessServer(SimulationServer):
+        def create_client(self):
+            return make_client(self.sim_dir)
+
+    monkeypatch.chdir(experiment)  # the simserver runs in the simulation directory
+    set_timeout(experiment, 1000)
+    (experiment / "main_script.py").write_text(
+        "import time\n"
+        "try:\n"
+        "    while True:\n"
+        "        nrp.run_loop(1)\n"
+        "except NRPStopExecution:\n"
+        "    time.sleep(1)\n"
+        "    raise\n"
+    )
+    sim_id = str(next(_ids))
+    settings = mqtt_broker.settings("")
+    topic = f"nrp_simulation/{sim_id}/lifecycle"
+    backend = MqttConnection(settings, client_id("test_backend", sim_id))
+    backend.connect(5)
+    server = InProcessServer(experiment, sim_id, "main_script.py", "simulation_config.json", settings)
+    try:
+        server.initialize()
+        backend.publish(topic, INIT, qos=1, retain=True, wait=True)
+        deadline = time.monotonic() + 15
+        while server.state != "paused" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        backend.publish(topic, START, qos=1, wait=True)
+        while server.state != "started" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        backend.publish(topic, START | {"event": "failed", "target_state": "failed"}, qos=1, wait=True)
+        while server.state != "failed" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert server.state == "failed"
+        server.shutdown()
+        assert server.done_event.is_set()
+        assert server.exit_state == "failed"
+    finally:
+        server.shutdown()
+        backend.clear_retained(topic)
+        backend.close()

@@ -172,11 +172,11 @@ def test_pause_blocks_until_resumed(make_wrapper):
 
 
 def test_stop_during_a_long_run_loop_ends_it_at_once(make_wrapper, experiment):
-    set_timeout(experiment, 1000)
+    set_timeout(experiment, 100000)  # in-process steps are fast: the run must outlast the sleep
     control = SimulationControl()
     control.start()
     wrapper, spy = make_wrapper(control=control)
-    thread, raised, ended = _run_in_thread(lambda: wrapper.run_loop(10000))
+    thread, raised, ended = _run_in_thread(lambda: wrapper.run_loop(10_000_000))
     time.sleep(0.3)
     assert wrapper.is_running, (raised, spy.simulation_time_ns)
     requested = time.monotonic()
@@ -187,7 +187,7 @@ def test_stop_during_a_long_run_loop_ends_it_at_once(make_wrapper, experiment):
     assert not thread.is_alive()
     assert ended[0] - requested < 0.5, (ended[0] - requested, raised)
     assert len(raised) == 1 and isinstance(raised[0], NRPStopExecution)
-    assert 0 < wrapper.steps < 10000, (wrapper.steps, raised)
+    assert 0 < wrapper.steps < 10_000_000, (wrapper.steps, raised)
     assert wrapper.steps == spy.simulation_time_ns // 10_000_000, (wrapper.steps, spy.simulation_time_ns)
     assert not wrapper.is_running
 
