@@ -666,7 +666,8 @@ class SimulationLifecycle:
             return
         if source_node == self.node:
             return
-        if source not in STATES or target not in STATES or TRIGGER_TARGETS.get(event) != target:
+        # no transition leaves a final state: forcing one would skip the final shutdown
+        if source not in RUNNING_STATES or target not in STATES or TRIGGER_TARGETS.get(event) != target:
             logger.warning("Ignoring an invalid lifecycle message on %s: %r", self.topic, payload)
             return
         with self._locked():
@@ -693,7 +694,8 @@ class SimulationLifecycle:
                 logger.exception("Applying the remote transition %s -> %s failed", source, target)
                 if self.is_final:
                     return
-                self._force(target)
+                if target not in FINAL_STATES:  # ``failed`` cannot leave a forced ``stopped``
+                    self._force(target)
                 try:
                     self._apply("failed", remote=False, data={}, error=exc)
                 except Exception:

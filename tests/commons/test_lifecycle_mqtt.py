@@ -214,6 +214,33 @@ def test_remote_failed_while_started_runs_fail_without_publishing(make_pair) -> 
     assert [m["source_node"] for m in pair.spy.lifecycle()] == ["nrp_backend"] * 2 + ["nrp_simulation_server"]
 
 
+def test_message_from_a_final_state_is_ignored(make_pair) -> None:
+    # no transition leaves stopped or failed: forcing one would end without the final shutdown
+    pair = make_pair()
+    pair.backend.connect()
+    pair.server.connect()
+    pair.backend.initialized()
+    wait_for(lambda: pair.server.state == "paused")
+    message = msg("nrp_backend", "stopped", "failed", "failed")
+    pair.spy.connection.publish(pair.topic, message, qos=1, wait=True)
+    settle()
+    assert pair.server.state == "paused" and not pair.server.done_event.is_set()
+
+
+def test_remote_stop_that_raises_fails_with_the_final_shutdown(make_pair) -> None:
+    pair = make_pair(raise_in={"stop"})
+    pair.backend.connect()
+    pair.server.connect()
+    pair.backend.initialized()
+    wait_for(lambda: pair.server.state == "paused")
+    message = msg("nrp_backend", "paused", "stopped", "stopped")
+    pair.spy.connection.publish(pair.topic, message, qos=1, wait=True)
+    assert pair.server.done_event.wait(5)
+    assert pair.server.state == "failed"
+    assert pair.server.names()[-2:] == ["stop", "fail"]
+    assert len(pair.server.shutdowns) == 1
+
+
 class ResyncingBackend(Recorder):
     """Re-publishes its last message after a reconnect (contract 5.4 rule 6)."""
 
