@@ -12,40 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
+from hbp_nrp_commons.settings import (
+    Settings,
+    SettingsError,
+    env_float,
+    env_int,
+    env_path,
+    load_settings,
+)
 
 AUTH_MODES = ("storage", "none")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
-    if minimum is not None and value < minimum:
-        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
-def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
-    raw = env.get(name, "").strip()
-    return Path(raw).expanduser() if raw else default
 
 
 @dataclass(frozen=True)
@@ -115,23 +91,23 @@ def load_backend_config(
     auth = env.get("NRP_AUTH", "").strip().lower() or "storage"
     if auth not in AUTH_MODES:
         raise SettingsError(f"NRP_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
-    state_dir = _path(env, "NRP_BACKEND_STATE_DIR", settings.backend_dir)
+    state_dir = env_path(env, "NRP_BACKEND_STATE_DIR", settings.backend_dir)
     admins = frozenset(name.strip() for name in env.get("NRP_ADMIN_USERS", "").split(",") if name.strip())
     return BackendConfig(
         settings=settings,
         auth=auth,
-        max_simulations=_int(env, "NRP_MAX_SIMULATIONS", 8, minimum=1),
-        max_lifetime=_float(env, "NRP_SIMULATION_MAX_LIFETIME", 86400.0),
-        stop_grace=_float(env, "NRP_STOP_GRACE", 10.0),
-        rest_threads=_int(env, "NRP_REST_THREADS", 16, minimum=1),
+        max_simulations=env_int(env, "NRP_MAX_SIMULATIONS", 8, minimum=1),
+        max_lifetime=env_float(env, "NRP_SIMULATION_MAX_LIFETIME", 86400.0, non_negative=True),
+        stop_grace=env_float(env, "NRP_STOP_GRACE", 10.0, non_negative=True),
+        rest_threads=env_int(env, "NRP_REST_THREADS", 16, minimum=1),
         state_dir=state_dir,
         admin_users=admins,
-        completed_idle_stop=_float(env, "NRP_COMPLETED_IDLE_STOP", 600.0),
-        log_spool_dir=_path(env, "NRP_LOG_SPOOL_DIR", settings.backend_dir / "spool"),
-        simulation_dir_link=_path(
+        completed_idle_stop=env_float(env, "NRP_COMPLETED_IDLE_STOP", 600.0, non_negative=True),
+        log_spool_dir=env_path(env, "NRP_LOG_SPOOL_DIR", settings.backend_dir / "spool"),
+        simulation_dir_link=env_path(
             env, "NRP_SIMULATION_DIR", Path(tempfile.gettempdir()) / "nrp-simulation-dir"
         ),
-        auth_cache_ttl=_float(env, "NRP_AUTH_CACHE_TTL", 60.0),
-        spool_retry_interval=_float(env, "NRP_LOG_SPOOL_RETRY", 30.0),
+        auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 60.0, non_negative=True),
+        spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
     )

@@ -24,27 +24,44 @@ class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    """Read the integer variable ``name`` from ``env``; ``default`` when unset or blank.
+
+    Raises:
+        SettingsError: the value is not an integer, or is below ``minimum``.
+    """
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float, non_negative: bool = False) -> float:
+    """Read the number variable ``name`` from ``env``; ``default`` when unset or blank.
+
+    Raises:
+        SettingsError: the value is not a number, or is negative while ``non_negative``.
+    """
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if non_negative and value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
 
 
-def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+def env_path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    """Read the path variable ``name`` from ``env`` (``~`` expanded); ``default`` when unset."""
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else default
 
@@ -140,17 +157,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         SettingsError: a variable has an unusable value; the message names it.
     """
     env = os.environ if env is None else env
-    data_dir = _path(env, "NRP_DATA_DIR", Path("~/.local/share/nrp").expanduser())
+    data_dir = env_path(env, "NRP_DATA_DIR", Path("~/.local/share/nrp").expanduser())
     templates_raw = env.get("NRP_STORAGE_TEMPLATES", "").strip()
     storage = StorageSettings(
-        root=_path(env, "STORAGE_PATH", data_dir / "storage"),
+        root=env_path(env, "STORAGE_PATH", data_dir / "storage"),
         host=env.get("NRP_STORAGE_HOST", "").strip() or "127.0.0.1",
-        port=_int(env, "NRP_STORAGE_PORT", DEFAULT_STORAGE_PORT),
+        port=env_int(env, "NRP_STORAGE_PORT", DEFAULT_STORAGE_PORT),
         templates=Path(templates_raw).expanduser() if templates_raw else None,
-        max_upload_mb=_int(env, "NRP_STORAGE_MAX_UPLOAD_MB", 2000),
-        zip_max_mb=_int(env, "NRP_STORAGE_ZIP_MAX_MB", 2000),
-        zip_max_files=_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
-        zip_max_ratio=_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
+        max_upload_mb=env_int(env, "NRP_STORAGE_MAX_UPLOAD_MB", 2000),
+        zip_max_mb=env_int(env, "NRP_STORAGE_ZIP_MAX_MB", 2000),
+        zip_max_files=env_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
+        zip_max_ratio=env_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
     )
     mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())
@@ -164,7 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         storage=storage,
         mqtt=mqtt,
         storage_url=storage_url.rstrip("/"),
-        storage_timeout=_float(env, "NRP_STORAGE_TIMEOUT", 30.0),
+        storage_timeout=env_float(env, "NRP_STORAGE_TIMEOUT", 30.0),
         backend_host=env.get("NRP_BACKEND_HOST", "").strip() or "127.0.0.1",
-        backend_port=_int(env, "NRP_BACKEND_PORT", DEFAULT_BACKEND_PORT),
+        backend_port=env_int(env, "NRP_BACKEND_PORT", DEFAULT_BACKEND_PORT),
     )
