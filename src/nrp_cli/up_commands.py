@@ -9,15 +9,15 @@ commands find the URLs and the token; stops everything in reverse order on Ctrl-
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import click
-import requests
 
 from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
@@ -25,7 +25,6 @@ from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
 from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
-SKIPPED_NAMES = {"__pycache__", "__init__.py"}
 
 
 class UpError(click.ClickException):
@@ -48,49 +47,38 @@ def _require_free(host: str, port: int, option: str, variable: str) -> None:
         raise UpError(f"Port {port} on {host} is busy; choose another with {option} or {variable}")
 
 
-def _iter_experiment_files(folder: Path) -> list[Path]:
-    files = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if any(part in SKIPPED_NAMES or part.endswith(".pyc") for part in relative.parts):
-            continue
-        if path.is_file():
-            files.append(path)
-    return files
-
-
 def import_bundled_experiments(storage_url: str, token: str, storage_root: Path) -> list[str]:
     """Create every bundled experiment that storage lacks, under its own folder name, public to all.
+
+    Each one goes through the storage API (``StorageClient.upload_experiment``) from a clean copy
+    without Python caches, then its record is made ``Public`` and owned by ``nrpuser``.
 
     Returns:
         the names of the experiments created now.
     """
     import nrp_experiments
+    from hbp_nrp_backend.storage_client import StorageClient, StorageError
     from hbp_nrp_storage.users import UserStore
 
     store = UserStore(storage_root)
+    client = StorageClient(storage_url, timeout=30)
     created = []
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
-    for folder in nrp_experiments.bundled_experiments():
-        name = folder.name
-        if store.get_experiment(name) is not None and (storage_root / name).is_dir():
-            continue
-        answer = session.put(f"{storage_url}/storage/{quote(name, safe='')}", timeout=30)
-        if answer.status_code not in (200, 201, 409):
-            raise UpError(f"Could not create bundled experiment {name}: {answer.status_code} {answer.text}")
-        for path in _iter_experiment_files(folder):
-            relative = "/".join(quote(part, safe="") for part in path.relative_to(folder).parts)
-            answer = session.post(
-                f"{storage_url}/storage/{quote(name, safe='')}/{relative}",
-                data=path.read_bytes(),
-                headers={"Content-Type": "application/octet-stream"},
-                timeout=30,
-            )
-            if answer.status_code != 200:
-                raise UpError(f"Could not upload {name}/{relative}: {answer.status_code} {answer.text}")
-        store.add_experiment(name, BUNDLED_OWNER, "Public")
-        created.append(name)
+    try:
+        for folder in nrp_experiments.bundled_experiments():
+            name = folder.name
+            if store.get_experiment(name) is not None:
+                continue
+            with tempfile.TemporaryDirectory(prefix="nrp-up-") as staging:
+                clean = Path(staging) / name
+                shutil.copytree(folder, clean, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                try:
+                    client.upload_experiment(token, name, clean)
+                except StorageError as exc:
+                    raise UpError(f"Could not import bundled experiment {name}: {exc}") from exc
+            store.add_experiment(name, BUNDLED_OWNER, "Public")
+            created.append(name)
+    finally:
+        client.close()
     return created
 
 
