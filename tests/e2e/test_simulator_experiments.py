@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,27 @@ CASES = {
 }
 
 
+def _require(packages: tuple[str, ...]) -> None:
+    """Skip only when a simulator package is truly absent (CI installs them all)."""
+    for package in packages:
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+
+
+def _bundled_copy(name: str, target: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of bundled experiment ``name`` at ``target`` with its config changed by ``edit``."""
+    shutil.copytree(
+        nrp_experiments.bundled_experiments_dir() / name,
+        target,
+        ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"),
+    )
+    config_file = target / "simulation_config.json"
+    config = json.loads(config_file.read_text())
+    edit(config)
+    config_file.write_text(json.dumps(config, indent=2))
+    return target
+
+
 # The simulators are exercised on one broker kind (the embedded one); the broker itself is tested with
 # every kind in test_simulation_lifecycle.py.
 ONE_BROKER = pytest.mark.parametrize("_mqtt_broker_process", ["amqtt"], indirect=True)
@@ -61,19 +83,11 @@ ONE_BROKER = pytest.mark.parametrize("_mqtt_broker_process", ["amqtt"], indirect
 @pytest.mark.parametrize("name", list(CASES))
 def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name: str) -> None:
     packages, timeout, recorded, steps, check = CASES[name]
-    for package in packages:
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"{package} is not installed")
+    _require(packages)
     experiment = f"e2e_sim_{name}"
-    source = tmp_path / experiment
-    shutil.copytree(
-        nrp_experiments.bundled_experiments_dir() / name,
-        source,
-        ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"),
+    source = _bundled_copy(
+        name, tmp_path / experiment, lambda config: config.update(SimulationTimeout=timeout)
     )
-    config = json.loads((source / "simulation_config.json").read_text())
-    config["SimulationTimeout"] = timeout
-    (source / "simulation_config.json").write_text(json.dumps(config, indent=2))
     system.storage.client().upload_experiment(system.storage.alice, experiment, source)
 
     rest = system.start_backend().rest
@@ -121,19 +135,11 @@ ERRORS = {
 @pytest.mark.parametrize("case", list(ERRORS))
 def test_simulator_engine_error_fails_the_simulation(system: System, tmp_path: Path, case: str) -> None:
     name, packages, (index, key, value), fragments = ERRORS[case]
-    for package in packages:
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"{package} is not installed")
+    _require(packages)
     experiment = f"e2e_sim_error_{case}"
-    source = tmp_path / experiment
-    shutil.copytree(
-        nrp_experiments.bundled_experiments_dir() / name,
-        source,
-        ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"),
+    source = _bundled_copy(
+        name, tmp_path / experiment, lambda config: config["EngineConfigs"][index].update({key: value})
     )
-    config = json.loads((source / "simulation_config.json").read_text())
-    config["EngineConfigs"][index][key] = value
-    (source / "simulation_config.json").write_text(json.dumps(config, indent=2))
     (source / "bad_brain.py").write_text("import nest\nnest.Create('no_such_neuron')\n")
     system.storage.client().upload_experiment(system.storage.alice, experiment, source)
 
