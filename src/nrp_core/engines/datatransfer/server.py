@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
+from nrp_core.engines import experiment_path
 
 __all__ = ["DataTransferServer", "data_topic", "make_server"]
 
 logger = logging.getLogger(__name__)
-
-_DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
 
 
 def data_topic(prefix: str | None, simulation_id: str, name: str | None = None) -> str:
@@ -73,10 +72,7 @@ class DataTransferServer:
             if dump.get("file", False):
                 self._file.add(name)
         if self._file:
-            base = Path(str(request.get("dataDirectory") or "data"))
-            if not base.is_absolute():
-                root = next((request[k] for k in _DIRECTORY_KEYS if request.get(k)), None)
-                base = (Path(root) if root else Path.cwd()) / base
+            base = experiment_path(request, str(request.get("dataDirectory") or "data"))
             self._directory = base / time.strftime("%Y-%m-%d_%H-%M-%S")
             self._directory.mkdir(parents=True, exist_ok=True)
         if self._network:

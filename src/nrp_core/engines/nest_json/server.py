@@ -13,11 +13,10 @@ import os
 import sys
 import traceback
 import warnings
-from pathlib import Path
 from typing import Any
 
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
-from nrp_core.engines import nest_json
+from nrp_core.engines import experiment_path, nest_json
 
 __all__ = ["NestEngineError", "NestEngineServer", "node_status", "set_node_status", "to_json_value"]
 
@@ -25,7 +24,6 @@ logger = logging.getLogger(__name__)
 
 _NS_PER_MS = 1_000_000
 _RESOLUTIONS_MS = (0.1, 0.05, 0.025, 0.02, 0.01, 0.005, 0.001)
-_DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
 
 
 def node_status(nodes: Any) -> list[dict[str, Any]]:
@@ -98,16 +96,6 @@ class NestEngineServer:
     def _where(self) -> str:
         return f"nest_json engine '{self._name}'"
 
-    def _resolve(self, name: str) -> Path:
-        path = Path(name)
-        if path.is_absolute():
-            return path
-        for key in _DIRECTORY_KEYS:
-            if self._config.get(key):
-                return Path(self._config[key]) / path
-        # The engine process runs in the experiment directory (contract 2.1).
-        return Path.cwd() / path
-
     def _kernel_setup(self) -> None:
         nest = self.nest
         nest.ResetKernel()
@@ -131,7 +119,7 @@ class NestEngineServer:
     def _run_brain(self) -> None:
         nest_json._devices.clear()
         self._kernel_setup()
-        path = self._resolve(self._brain_file)
+        path = experiment_path(self._config, self._brain_file)
         if not path.is_file():
             raise NestEngineError(
                 f"{self._where()}: brain script (NestInitFileName) '{self._brain_file}' not found ({path})"

@@ -14,14 +14,12 @@ import logging
 import os
 from typing import Any
 
+from nrp_core.engines import experiment_path
 from nrp_core.engines.py_sim.backend import SimulatorBackend, SimulatorError
 
 __all__ = ["SimulatorManager", "SimulatorError", "resolve_experiment_path"]
 
 logger = logging.getLogger(__name__)
-
-# Keys under which a launcher may pass the experiment directory to an in-process engine.
-_DIRECTORY_KEYS = ("ExperimentDirectory", "_experiment_directory", "experiment_directory")
 
 SUPPORTED_SIMULATORS = ("Mujoco", "Bullet", "OpenAI")
 _LATER_SIMULATORS = ("Opensim",)
@@ -36,10 +34,8 @@ def resolve_experiment_path(config: dict[str, Any], name: str) -> str:
     """
     if os.path.isabs(name):
         return name
-    for key in _DIRECTORY_KEYS:
-        directory = config.get(key)
-        if directory:
-            return os.path.join(str(directory), name)
+    if config.get("ExperimentDirectory"):
+        return str(experiment_path(config, name))
     in_working_directory = os.path.abspath(name)
     # An in-process engine runs in the loop's working directory, but its launcher makes
     # PythonFileName absolute; the world file usually sits next to the script.

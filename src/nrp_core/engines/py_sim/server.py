@@ -7,7 +7,6 @@ file fails initialization (naming the engine and the file) instead of the first 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from nrp_core.engines.py_sim.engine_script import PySimEngineScript
@@ -20,8 +19,6 @@ class PySimEngineServer(EngineServer):
     """:class:`EngineServer` for scripts deriving from :class:`PySimEngineScript`."""
 
     def initialize(self, request: dict[str, Any]) -> None:
-        if isinstance(request, dict) and self.base_dir is not None and "ExperimentDirectory" not in request:
-            request["ExperimentDirectory"] = str(Path(self.base_dir).absolute())
         super().initialize(request)
         script = self.script
         if isinstance(script, PySimEngineScript):
