@@ -7,7 +7,6 @@ and derives the step budget and the nrp-core command-line overrides.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -86,7 +85,6 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
         raise ConfigurationError(str(exc)) from exc
     except Exception as exc:
         raise ConfigurationError(f"Invalid experiment configuration {path}: {exc}") from exc
-    data = copy.deepcopy(data)  # the loader may cache documents
 
     engines = data.get("EngineConfigs") or []
     steps_ns = [core_config.timestep_to_ns(e.get("EngineTimestep", DEFAULT_ENGINE_TIMESTEP)) for e in engines]
