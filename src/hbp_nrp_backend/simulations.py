@@ -46,19 +46,11 @@ from hbp_nrp_backend.simserver_process import (
     terminate_orphan,
 )
 from hbp_nrp_commons import mqtt
+from hbp_nrp_commons.lifecycle import REST_TARGETS
 
 logger = logging.getLogger(__name__)
 
 REQUESTABLE_STATES = ("started", "paused", "stopped")
-#: Allowed targets per state, in the order the error messages list them (contract 2.9).
-ALLOWED_TARGETS = {
-    "created": ("stopped",),
-    "paused": ("started", "paused", "stopped"),
-    "started": ("paused", "started", "stopped"),
-    "completed": ("stopped",),
-    "stopped": (),
-    "failed": (),
-}
 FINALIZED_MESSAGE = "The state transition is invalid (The simulation requested is finalized)"
 BACKEND_RESTARTED = {"msg": "Backend restarted", "error_type": "Process"}
 BROKER_TIMEOUT = 5.0
@@ -76,7 +68,7 @@ class LaunchRequest:
 
 
 def _targets(state: str) -> str:
-    return ", ".join(ALLOWED_TARGETS.get(state, ()))
+    return ", ".join(REST_TARGETS.get(state, ()))
 
 
 class Simulation:
