@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,13 @@ class Finished:
         return self.calls[0]
 
 
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Poll ``condition`` until it is true or ``timeout`` seconds have passed; the caller asserts."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(interval)
+
+
 def line_of(text: str, needle: str) -> int:
     """1-based number of the first line of ``text`` containing ``needle``."""
     for number, line in enumerate(text.splitlines(), 1):
@@ -110,8 +119,6 @@ class Recorder:
 
     def wait_for(self, topic: str, predicate: Any, timeout: float = 10.0) -> Any:
         """Wait for a payload on ``topic`` for which ``predicate(payload)`` is true and return it."""
-        import time
-
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:

@@ -15,7 +15,7 @@ from hbp_nrp_simserver.errors import ScriptLoadError
 from hbp_nrp_simserver.lifecycle import SimulationServerLifecycle
 from hbp_nrp_simserver.notifier import status_payload
 
-from .helpers import set_timeout
+from .helpers import set_timeout, wait_until
 
 
 @pytest.fixture
@@ -42,9 +42,7 @@ def test_initialize_start_complete_stop(make_lifecycle):
     lifecycle.initialized()
     assert lifecycle.state == "paused" and runner.initialized
     lifecycle.started()
-    deadline = time.monotonic() + 10
-    while lifecycle.state != "completed" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: lifecycle.state == "completed")
     assert lifecycle.state == "completed"
     assert runner.times()[1] == pytest.approx(1.0)
     lifecycle.stopped()
@@ -91,9 +89,7 @@ def test_script_error_still_completes(make_lifecycle):
     lifecycle, runner, notifier = make_lifecycle("nrp.run_loop(1)\nraise KeyError('k')\n")
     lifecycle.initialized()
     lifecycle.started()
-    deadline = time.monotonic() + 10
-    while lifecycle.state != "completed" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: lifecycle.state == "completed")
     assert lifecycle.state == "completed"
     assert notifier.errors[0]["line_number"] == 2
     lifecycle.stopped()
@@ -115,9 +111,7 @@ def test_script_that_ends_at_once_still_completes(make_lifecycle):
         lifecycle, runner, notifier = make_lifecycle("pass\n")
         lifecycle.initialized()
         lifecycle.started()
-        deadline = time.monotonic() + 5
-        while lifecycle.state != "completed" and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: lifecycle.state == "completed", 5, 0.005)  # noqa: B023 - called at once
         assert lifecycle.state == "completed"
         lifecycle.stopped()
 
@@ -136,9 +130,7 @@ def test_script_that_ends_while_paused_completes_when_resumed_without_running_ag
     )
     lifecycle.initialized()
     lifecycle.started()
-    deadline = time.monotonic() + 10
-    while runner.wrapper.steps < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: runner.wrapper.steps >= 1)
     lifecycle.paused()
     gate.touch()
     assert runner.wait(5)

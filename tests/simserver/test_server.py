@@ -16,7 +16,7 @@ import pytest
 
 from hbp_nrp_commons.mqtt import MqttConnection, client_id
 
-from .helpers import Recorder, line_of, set_timeout
+from .helpers import Recorder, line_of, set_timeout, wait_until
 
 _ids = itertools.count(random.randrange(1000, 100000, 100))
 
@@ -121,9 +121,7 @@ def test_normal_run_init_start_complete_and_sigterm(simulation, experiment):
     assert set(ready) == {"realTime", "simulationTime", "state", "simulationTimeLeft"}
     assert ready["simulationTime"] == 0.0 and ready["simulationTimeLeft"] == pytest.approx(1.0)
     # the consumed init message is cleared (empty retained payload)
-    deadline = time.monotonic() + 5
-    while None not in sim.recorder.payloads(sim.topic("lifecycle")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: None in sim.recorder.payloads(sim.topic("lifecycle")), 5, 0.05)
     assert None in sim.recorder.payloads(sim.topic("lifecycle"))
     states = [p["state"] for p in sim.recorder.payloads(sim.topic("status")) if "state" in p]
     first_paused = states.index("paused")
@@ -406,9 +404,7 @@ def test_broker_restart_status_at_once_and_commands_still_work(simulation, mqtt_
     restarted = time.monotonic()
     count = len(sim.recorder.payloads(sim.topic("status")))
     # the recorder and the simserver reconnect on their own; the simserver publishes a status at once
-    deadline = time.monotonic() + 10
-    while len(sim.recorder.payloads(sim.topic("status"))) <= count and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(sim.recorder.payloads(sim.topic("status"))) > count, 10, 0.05)
     assert len(sim.recorder.payloads(sim.topic("status"))) > count
     assert time.monotonic() - restarted < 5
     sim.send(START)
