@@ -327,20 +327,23 @@ def test_engine_command_timeout(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
 
 
+# Initialize and reset outlast the EngineCommandTimeout the tests below set for steps.
+SLOW_START_ENGINE = """
+import time
+from nrp_core.engines.python_json import EngineScript
+
+class Script(EngineScript):
+    def initialize(self):
+        time.sleep(1.0)
+
+    def reset(self):
+        time.sleep(1.0)
+"""
+
+
 def test_engine_command_timeout_bounds_steps_not_initialize_or_reset(tmp_path: Path) -> None:
     # Contract 2.3: the maximum wait for a step. Loading a brain or a world may take far longer.
-    engine = """
-    import time
-    from nrp_core.engines.python_json import EngineScript
-
-    class Script(EngineScript):
-        def initialize(self):
-            time.sleep(1.0)
-
-        def reset(self):
-            time.sleep(1.0)
-    """
-    write_experiment(tmp_path, {"slow_start": (engine, 0.01)}, in_process=False)
+    write_experiment(tmp_path, {"slow_start": (SLOW_START_ENGINE, 0.01)}, in_process=False)
     client = NrpCore(
         "localhost:5345",
         experiment_folder=str(tmp_path),
@@ -470,10 +473,27 @@ class _EngineRequestHandler(BaseHTTPRequestHandler):
 
 
 class _EngineHttpServer(HTTPServer):
+    """An ``EngineServer`` behind HTTP, served from a thread while used as a context manager."""
+
     def __init__(self, base_dir: Path) -> None:
         super().__init__(("127.0.0.1", 0), _EngineRequestHandler)
         self.engine = EngineServer(base_dir)
         self.routes: list[str] = []
+
+    def __enter__(self) -> _EngineHttpServer:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def overrides(self) -> list[str]:
+        """Config overrides that make engine 0 an ``EmptyLaunchCommand`` engine served here."""
+        return [
+            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"EmptyLaunchCommand"}',
+            f'EngineConfigs.0.ServerAddress="127.0.0.1:{self.server_port}"',
+        ]
 
 
 def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) -> None:
@@ -488,15 +508,9 @@ def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) 
         sent.data["seen_steps"] = state.data["steps"]
         return [sent]
     """
-    http = _EngineHttpServer(tmp_path)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _EngineHttpServer(tmp_path) as http:
         write_experiment(tmp_path, {"remote": (COUNTING_ENGINE, 0.01)}, {"tf": tf}, in_process=False)
-        overrides = [
-            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"EmptyLaunchCommand"}',
-            f'EngineConfigs.0.ServerAddress="127.0.0.1:{http.server_port}"',
-        ]
+        overrides = http.overrides()
         client = NrpCore(
             "localhost:5345", experiment_folder=str(tmp_path), log_output=None, overrides=overrides
         )
@@ -524,37 +538,17 @@ def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) 
         ):
             client.initialize()
         client.shutdown()
-    finally:
-        http.shutdown()
-        http.server_close()
 
 
 def test_engine_command_timeout_of_an_http_engine_bounds_steps_only(tmp_path: Path) -> None:
-    engine = """
-    import time
-    from nrp_core.engines.python_json import EngineScript
-
-    class Script(EngineScript):
-        def initialize(self):
-            time.sleep(1.0)
-
-        def reset(self):
-            time.sleep(1.0)
-
-        def runLoop(self, timestep_ns):
-            if self._time_ns > 20_000_000:
-                time.sleep(2.0)
-    """
-    http = _EngineHttpServer(tmp_path)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
+    engine = SLOW_START_ENGINE + """
+    def runLoop(self, timestep_ns):
+        if self._time_ns > 20_000_000:
+            time.sleep(2.0)
+"""
+    with _EngineHttpServer(tmp_path) as http:
         write_experiment(tmp_path, {"remote": (engine, 0.01)}, in_process=False)
-        overrides = [
-            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"EmptyLaunchCommand"}',
-            f'EngineConfigs.0.ServerAddress="127.0.0.1:{http.server_port}"',
-            "EngineConfigs.0.EngineCommandTimeout=0.5",
-        ]
+        overrides = [*http.overrides(), "EngineConfigs.0.EngineCommandTimeout=0.5"]
         client = NrpCore(
             "localhost:5345", experiment_folder=str(tmp_path), log_output=None, overrides=overrides
         )
@@ -567,9 +561,6 @@ def test_engine_command_timeout_of_an_http_engine_bounds_steps_only(tmp_path: Pa
                 client.run_loop(3)
         finally:
             client.shutdown()
-    finally:
-        http.shutdown()
-        http.server_close()
 
 
 @pytest.mark.parametrize(
