@@ -15,7 +15,6 @@ import fnmatch
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -486,8 +485,6 @@ class StorageClient:
             the number of files uploaded.
         """
         self.create_experiment(token, name)
-        count = 0
-        lock = threading.Lock()
         files: list[tuple[str, Path]] = []
         for dirpath, dirnames, filenames in os.walk(source):
             rel = Path(dirpath).relative_to(source)
@@ -497,12 +494,9 @@ class StorageClient:
                 files.append(((rel / file).as_posix(), Path(dirpath) / file))
 
         def send(item: tuple[str, Path]) -> None:
-            nonlocal count
             with item[1].open("rb") as body:
                 self.create_or_update(token, name, item[0], body)
-            with lock:
-                count += 1
 
         with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(send, files))
-        return count
+            list(pool.map(send, files))  # raises the first failure
+        return len(files)
