@@ -402,22 +402,28 @@ def resolve_experiment_paths(
     return config_path, directory
 
 
+def _duplicate_name(seen: dict[str, str], path: str, entry: dict, key: str, kind: str) -> list[str]:
+    """The problem of an entry whose ``key`` repeats a name in ``seen`` (name -> path); else record it."""
+    name = entry.get(key)
+    if not isinstance(name, str):
+        return []
+    if name in seen:
+        return [
+            f"{path}.{key}: duplicate {kind} name {name!r} (also {seen[name]}); {kind} names must be unique"
+        ]
+    seen[name] = path
+    return []
+
+
 def _check_names_and_files(doc: dict, experiment_dir: Path) -> list[str]:
     problems = []
-    seen_engines: dict[str, int] = {}
+    seen_engines: dict[str, str] = {}
     for index, engine in enumerate(doc.get("EngineConfigs", [])):
         if not isinstance(engine, dict):
             continue
-        name = engine.get("EngineName")
-        if isinstance(name, str):
-            if name in seen_engines:
-                problems.append(
-                    f"$.EngineConfigs[{index}].EngineName: duplicate engine name {name!r} "
-                    f"(also $.EngineConfigs[{seen_engines[name]}]); engine names must be unique"
-                )
-            else:
-                seen_engines[name] = index
-        problems.extend(validate_engine_config(copy.deepcopy(engine), f"$.EngineConfigs[{index}]"))
+        path = f"$.EngineConfigs[{index}]"
+        problems.extend(_duplicate_name(seen_engines, path, engine, "EngineName", "engine"))
+        problems.extend(validate_engine_config(copy.deepcopy(engine), path))
 
     functions: list[tuple[str, Any]] = [
         (f"$.DataPackProcessingFunctions[{i}]", f)
@@ -429,15 +435,7 @@ def _check_names_and_files(doc: dict, experiment_dir: Path) -> list[str]:
     for path, function in functions:
         if not isinstance(function, dict):
             continue
-        name = function.get("Name")
-        if isinstance(name, str):
-            if name in seen_functions:
-                problems.append(
-                    f"{path}.Name: duplicate function name {name!r} (also {seen_functions[name]}); "
-                    "function names must be unique"
-                )
-            else:
-                seen_functions[name] = path
+        problems.extend(_duplicate_name(seen_functions, path, function, "Name", "function"))
         file_name = function.get("FileName")
         if function.get("IsActive", True) and isinstance(file_name, str) and file_name:
             if not (experiment_dir / file_name).is_file():
