@@ -71,9 +71,7 @@ def create_script_logger(sim_dir: Path, script_name: str, sim_id: str) -> loggin
     base = Path(script_name).stem
     file_name = f"{base}_{sim_id}.log"
     script_logger = logging.getLogger(f"{SCRIPT_LOGGER_PREFIX}.{base}")
-    for handler in list(script_logger.handlers):
-        script_logger.removeHandler(handler)
-        handler.close()
+    close_handlers(script_logger)
     handler = logging.FileHandler(Path(sim_dir) / file_name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     script_logger.addHandler(handler)
@@ -81,6 +79,13 @@ def create_script_logger(sim_dir: Path, script_name: str, sim_id: str) -> loggin
     script_logger.propagate = False
     script_logger.info("Writing logs to '%s'", file_name)
     return script_logger
+
+
+def close_handlers(script_logger: logging.Logger) -> None:
+    """Remove and close every handler of ``script_logger`` (its log file is released)."""
+    for handler in list(script_logger.handlers):
+        script_logger.removeHandler(handler)
+        handler.close()
 
 
 class NRPScriptRunner:
@@ -277,9 +282,7 @@ class NRPScriptRunner:
                 client.shutdown()
             except Exception:
                 logger.exception("Error while shutting nrp-core down")
-        for handler in list(self.file_logger.handlers):
-            self.file_logger.removeHandler(handler)
-            handler.close()
+        close_handlers(self.file_logger)
 
     def times(self) -> tuple[float, float, float]:
         """``(real_time, simulation_time, simulation_time_left)`` in seconds, for the status message."""
