@@ -10,17 +10,15 @@ import errno
 import logging
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from hbp_nrp_backend.config import BackendConfig
+from hbp_nrp_commons.log_setup import configure_root_logging
 
 logger = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
 
 
 class PortBusyError(OSError):
@@ -29,20 +27,7 @@ class PortBusyError(OSError):
 
 def configure_logging(verbose: bool = False, logfile: Path | None = None) -> None:
     """Root logger to stdout (or ``logfile``), INFO or DEBUG; repeated calls add no handlers."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_nrp_backend", False):
-            root.removeHandler(handler)
-            handler.close()
-    handler: logging.Handler = (
-        logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)
-    )
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler._nrp_backend = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("transitions").setLevel(logging.ERROR)
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    configure_root_logging(verbose, logfile, quiet=("transitions", "waitress.queue"))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from hbp_nrp_commons.log_setup import configure_root_logging
 from hbp_nrp_simserver.config import ExperimentConfig, load_experiment_config, nrp_core_args
 from hbp_nrp_simserver.errors import ErrorType, ScriptError, ServerProcessExitCodes
 from hbp_nrp_simserver.notifier import SHUTDOWN_TASK, MQTTNotifier, status_payload
@@ -29,7 +30,6 @@ from hbp_nrp_simserver.script_runner import NRPScriptRunner, nrp_core_client_fac
 
 logger = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
 DONE_WAIT = 10.0
 WATCHDOG_PERIOD = 0.5
 
@@ -58,18 +58,7 @@ def configure_logging(verbose: bool = False, logfile: str | None = None) -> logg
     Returns:
         the handler added to the root logger (it replaces one added by an earlier call).
     """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, "_nrp_simserver", False):
-            root.removeHandler(handler)
-            handler.close()
-    handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler._nrp_simserver = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    logging.getLogger("transitions").setLevel(logging.ERROR)
-    return handler
+    return configure_root_logging(verbose, logfile)
 
 
 def install_excepthooks() -> None:
