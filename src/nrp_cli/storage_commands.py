@@ -98,18 +98,24 @@ _ttl_option = click.option(
 )
 
 
+def _new_token(root: Path | None, name: str, ttl: float | None, existing: bool) -> str:
+    """A new token for user ``name``, who is created first unless ``existing``."""
+    from hbp_nrp_storage.users import UserError, UserStore
+
+    try:
+        store = UserStore(_storage_root(root))
+        return store.issue_token(name, ttl) if existing else store.add_user(name, ttl)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @user_group.command("add")
 @click.argument("name")
 @_root_option
 @_ttl_option
 def user_add(name: str, root: Path | None, ttl: float | None) -> None:
     """Create user NAME and print a new token for it."""
-    from hbp_nrp_storage.users import UserError, UserStore
-
-    try:
-        token = UserStore(_storage_root(root)).add_user(name, ttl)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    token = _new_token(root, name, ttl, existing=False)
     err.print(f"Created user [bold]{name}[/bold]; its token:")
     click.echo(token)
 
@@ -120,12 +126,7 @@ def user_add(name: str, root: Path | None, ttl: float | None) -> None:
 @_ttl_option
 def user_token(name: str, root: Path | None, ttl: float | None) -> None:
     """Print a new token for the existing user NAME."""
-    from hbp_nrp_storage.users import UserError, UserStore
-
-    try:
-        token = UserStore(_storage_root(root)).issue_token(name, ttl)
-    except UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    token = _new_token(root, name, ttl, existing=True)
     err.print(f"New token for [bold]{name}[/bold]:")
     click.echo(token)
 
