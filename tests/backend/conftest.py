@@ -28,6 +28,21 @@ REPO = Path(__file__).resolve().parents[2]
 NRP = [sys.executable, "-m", "nrp_cli.main"]
 FAKE_SIMSERVER = "tests.backend.fixtures.fake_simserver"
 
+#: The fields of a simulation's REST representation, in order (backend contract).
+SIMULATION_FIELDS = (
+    "state",
+    "simulationID",
+    "experimentConfiguration",
+    "mainScript",
+    "owner",
+    "creationDate",
+    "experimentID",
+    "ctxId",
+    "MQTTPrefix",
+    "ready",
+    "error",
+)
+
 #: Experiments created for alice: name -> fake.json behaviour.
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "my_cloned_experiment": {},

@@ -10,6 +10,7 @@ import pytest
 from hbp_nrp_backend.config import load_backend_config
 from hbp_nrp_backend.registry import Registry, SimulationRecord
 from hbp_nrp_commons.settings import SettingsError
+from tests.backend.conftest import SIMULATION_FIELDS
 
 
 def test_ids_never_repeat_across_reopen(tmp_path: Path) -> None:
@@ -32,19 +33,7 @@ def test_record_roundtrip_and_representation(tmp_path: Path) -> None:
     registry.save(record)
     (loaded,) = registry.load_all()
     assert loaded == record
-    assert list(loaded.representation("pfx")) == [
-        "state",
-        "simulationID",
-        "experimentConfiguration",
-        "mainScript",
-        "owner",
-        "creationDate",
-        "experimentID",
-        "ctxId",
-        "MQTTPrefix",
-        "ready",
-        "error",
-    ]
+    assert list(loaded.representation("pfx")) == list(SIMULATION_FIELDS)
     assert loaded.representation("pfx")["MQTTPrefix"] == "pfx"
 
 

@@ -12,21 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.backend.conftest import Backend, BackendFactory, Storage
+from tests.backend.conftest import SIMULATION_FIELDS, Backend, BackendFactory, Storage
 
-FIELDS = {
-    "state",
-    "simulationID",
-    "experimentConfiguration",
-    "mainScript",
-    "owner",
-    "creationDate",
-    "experimentID",
-    "ctxId",
-    "MQTTPrefix",
-    "ready",
-    "error",
-}
+FIELDS = set(SIMULATION_FIELDS)
 
 
 @pytest.fixture(scope="module")
