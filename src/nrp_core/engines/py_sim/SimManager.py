@@ -5,46 +5,23 @@ The manager reads ``WorldFileName``, ``Visualizer``, ``Simulator``, ``EngineTime
 experiment that uses MuJoCo never imports PyBullet and the other way round.
 
 Relative world files are resolved against the experiment directory: the engine process runs there,
-and in-process engines find it in the configuration (see :func:`resolve_experiment_path`).
+and in-process engines find it in the configuration (see :func:`nrp_core.engines.experiment_path`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from nrp_core.engines import experiment_path
 from nrp_core.engines.py_sim.backend import SimulatorBackend, SimulatorError
 
-__all__ = ["SimulatorManager", "SimulatorError", "resolve_experiment_path"]
+__all__ = ["SimulatorManager", "SimulatorError"]
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SIMULATORS = ("Mujoco", "Bullet", "OpenAI")
 _LATER_SIMULATORS = ("Opensim",)
-
-
-def resolve_experiment_path(config: dict[str, Any], name: str) -> str:
-    """Resolve a file name from the engine config against the experiment directory.
-
-    Absolute names are returned unchanged. Relative names are joined to the experiment directory
-    given in the configuration, if any, else to the working directory (the engine process runs in
-    the experiment directory, contract 2.1).
-    """
-    if os.path.isabs(name):
-        return name
-    if config.get("ExperimentDirectory"):
-        return str(experiment_path(config, name))
-    in_working_directory = os.path.abspath(name)
-    # An in-process engine runs in the loop's working directory, but its launcher makes
-    # PythonFileName absolute; the world file usually sits next to the script.
-    script = str(config.get("PythonFileName") or "")
-    if not os.path.exists(in_working_directory) and os.path.isabs(script):
-        beside_script = os.path.join(os.path.dirname(script), name)
-        if os.path.exists(beside_script):
-            return beside_script
-    return in_working_directory
 
 
 class SimulatorManager:
@@ -92,7 +69,7 @@ class SimulatorManager:
             )
         return backend_class(
             world_file=self.world_file,
-            resolved_world_file=resolve_experiment_path(self.configuration, self.world_file),
+            resolved_world_file=str(experiment_path(self.configuration, self.world_file)),
             visualizer=self.visualizer,
             time_step=self.time_step,
             extra_configs=self.extra_configs,
