@@ -119,17 +119,6 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
-    """Split ``host[:port]``; a missing port gives ``default_port``."""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep:
-        return value.strip(), default_port
-    try:
-        return host, int(port)
-    except ValueError as exc:
-        raise SettingsError(f"expected host:port, got {value!r}") from exc
-
-
 def parse_broker_address(value: str) -> tuple[str, int]:
     """Read ``NRP_MQTT_BROKER_ADDRESS``: ``host:port`` when valid, else ``localhost:1883`` with a warning.
 
