@@ -37,6 +37,21 @@ class Pair:
     def retained(self) -> list[dict[str, str]]:
         return [json.loads(p) for p in retained(self.settings, self.topic)]
 
+    def initialize_both(self) -> None:
+        """Connect both sides and bring the server to ``paused`` through the backend."""
+        self.backend.connect()
+        self.server.connect()
+        self.backend.initialized()
+        wait_for(lambda: self.server.state == "paused")
+
+    def start_both(self) -> None:
+        """Connect both sides and bring them to ``started`` through the backend."""
+        self.backend.connect()
+        self.server.connect()
+        self.backend.initialized()
+        self.backend.started()
+        wait_for(lambda: self.server.state == "started")
+
 
 @pytest.fixture
 def make_pair(mqtt_broker) -> Iterator:
@@ -157,11 +172,7 @@ def test_shutdown_clears_unsubscribes_and_disconnects(make_pair) -> None:
 
 def test_server_completion_reaches_backend_silently(make_pair) -> None:
     pair = make_pair()
-    pair.backend.connect()
-    pair.server.connect()
-    pair.backend.initialized()
-    pair.backend.started()
-    wait_for(lambda: pair.server.state == "started")
+    pair.start_both()
     pair.server.completed()
     wait_for(lambda: pair.backend.state == "completed", message="backend completed")
     settle()
@@ -201,11 +212,7 @@ def test_failing_remote_initialize_publishes_paused_to_failed(make_pair) -> None
 
 def test_remote_failed_while_started_runs_fail_without_publishing(make_pair) -> None:
     pair = make_pair()
-    pair.backend.connect()
-    pair.server.connect()
-    pair.backend.initialized()
-    pair.backend.started()
-    wait_for(lambda: pair.server.state == "started")
+    pair.start_both()
     pair.server.failed()
     wait_for(lambda: pair.backend.state == "failed", message="backend failed")
     assert pair.backend.done_event.wait(5)
@@ -217,10 +224,7 @@ def test_remote_failed_while_started_runs_fail_without_publishing(make_pair) -> 
 def test_message_from_a_final_state_is_ignored(make_pair) -> None:
     # no transition leaves stopped or failed: forcing one would end without the final shutdown
     pair = make_pair()
-    pair.backend.connect()
-    pair.server.connect()
-    pair.backend.initialized()
-    wait_for(lambda: pair.server.state == "paused")
+    pair.initialize_both()
     message = msg("nrp_backend", "stopped", "failed", "failed")
     pair.spy.connection.publish(pair.topic, message, qos=1, wait=True)
     settle()
@@ -229,10 +233,7 @@ def test_message_from_a_final_state_is_ignored(make_pair) -> None:
 
 def test_remote_stop_that_raises_fails_with_the_final_shutdown(make_pair) -> None:
     pair = make_pair(raise_in={"stop"})
-    pair.backend.connect()
-    pair.server.connect()
-    pair.backend.initialized()
-    wait_for(lambda: pair.server.state == "paused")
+    pair.initialize_both()
     message = msg("nrp_backend", "paused", "stopped", "stopped")
     pair.spy.connection.publish(pair.topic, message, qos=1, wait=True)
     assert pair.server.done_event.wait(5)
