@@ -17,10 +17,7 @@ import asyncio
 import logging
 import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -132,56 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"MQTT broker failed: {exc}\n")
         return 1
     return 0
-
-
-def start_embedded_broker(
-    host: str = "127.0.0.1", port: int = 1883, timeout: float = 15.0, stderr: Any = None
-) -> tuple[subprocess.Popen[str], str, int]:
-    """Start the embedded broker in a child process and wait until it accepts connections.
-
-    Args:
-        host: address to bind.
-        port: port to bind; 0 picks a free one. A busy port makes it fail: check with
-            :func:`port_is_free` first.
-        timeout: seconds to wait for the ``Listening on`` line.
-        stderr: where the broker's log goes (inherited by default).
-
-    Returns:
-        ``(process, host, port)`` with the port actually bound. Stop the process with
-        ``terminate()`` (SIGTERM) and ``wait()``.
-
-    Raises:
-        RuntimeError: the broker exited or did not become ready in time.
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hbp_nrp_commons.broker", "--host", host, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
-    found: list[int] = []
-    seen = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # keeps draining so the child never blocks on a full pipe
-            if line.startswith(LISTENING_PREFIX) and not found:
-                found.append(int(line.strip().rsplit(":", 1)[1]))
-                seen.set()
-        seen.set()
-
-    threading.Thread(target=pump, name="embedded-broker-stdout", daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not seen.wait(0.05) and time.monotonic() < deadline:
-        pass
-    if not found:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
-        raise RuntimeError(
-            f"the embedded MQTT broker did not start on {host}:{port} (exit code {proc.returncode})"
-        )
-    return proc, host, found[0]
 
 
 if __name__ == "__main__":
