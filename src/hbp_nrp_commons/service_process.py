@@ -87,18 +87,16 @@ def start_service(
     cwd: str | Path | None = None,
     timeout: float = 30.0,
     on_line: Callable[[str], None] | None = None,
-    inherit_env: bool = True,
     die_with_parent: bool = False,
 ) -> ServiceProcess:
     """Run ``args`` and wait for its ``Listening on`` line.
 
     Args:
         args: the full command line.
-        env: environment variables added to (or, with ``inherit_env=False``, replacing) the current one.
+        env: environment variables added to the current one.
         cwd: working directory of the process.
         timeout: seconds to wait for the line.
         on_line: called with every line the process prints (from a background thread).
-        inherit_env: start from ``os.environ`` when true.
         die_with_parent: on Linux, the child gets SIGTERM when the thread that started it ends (also when
             the parent is killed with SIGKILL); start such services from a thread that lives as long
             as they should, such as the main thread.
@@ -109,7 +107,7 @@ def start_service(
     Raises:
         ServiceStartError: the process exited or stayed silent for ``timeout`` seconds (it is then killed).
     """
-    full_env = dict(os.environ) if inherit_env else {}
+    full_env = dict(os.environ)
     full_env["PYTHONUNBUFFERED"] = "1"
     if env:
         full_env.update(env)
