@@ -83,6 +83,14 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def run_to_end(runner: Any, timeout: float = 10.0) -> ScriptError | None:
+    """Initialize ``runner``, start its script and return what the completion callback got."""
+    runner.initialize()
+    finished = Finished()
+    runner.start(finished)
+    return finished.wait(timeout)
+
+
 def line_of(text: str, needle: str) -> int:
     """1-based number of the first line of ``text`` containing ``needle``."""
     for number, line in enumerate(text.splitlines(), 1):

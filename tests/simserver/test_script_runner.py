@@ -10,7 +10,15 @@ import pytest
 from hbp_nrp_simserver.config import load_experiment_config
 from hbp_nrp_simserver.errors import ErrorType, ScriptLoadError
 
-from .helpers import Finished, add_failing_function, line_of, make_client, payload_keys, set_timeout
+from .helpers import (
+    Finished,
+    add_failing_function,
+    line_of,
+    make_client,
+    payload_keys,
+    run_to_end,
+    set_timeout,
+)
 
 LOOP = """
 while True:
@@ -24,10 +32,7 @@ file_logger.info("finished at %.2f s", nrp.simulation_time)
 
 def test_normal_script_runs_to_the_budget_and_logs(runner_factory, experiment):
     runner, notifier = runner_factory(LOOP)
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    assert finished.wait() is None
+    assert run_to_end(runner) is None
     assert notifier.errors == []
     assert runner.wrapper.simulation_time == pytest.approx(1.0)
     assert runner.wrapper.simulation_time_remaining == pytest.approx(0.0)
@@ -58,10 +63,7 @@ def test_script_globals(runner_factory, experiment, monkeypatch):
             json.dump(seen, out)
     """
     runner, _ = runner_factory(script)
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    assert finished.wait() is None
+    assert run_to_end(runner) is None
     import json
 
     seen = json.loads((experiment / "globals.json").read_text())
@@ -84,10 +86,7 @@ def test_raising_script_reports_runtime_error_on_its_line(runner_factory):
     raise ValueError("broken at %d" % value)
     """
     runner, notifier = runner_factory(script)
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    error = finished.wait()
+    error = run_to_end(runner)
     assert error is not None and error.error_type == ErrorType.RUNTIME
     assert notifier.errors == [
         {
@@ -113,10 +112,7 @@ def test_name_error_is_a_compile_error_with_the_script_line(runner_factory):
     helper()
     """
     runner, notifier = runner_factory(script)
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    error = finished.wait()
+    error = run_to_end(runner)
     assert error is not None
     assert error.error_type == ErrorType.COMPILE
     assert error.msg == "NameError in main script (Line 2): name 'undefined_name' is not defined"
@@ -126,10 +122,7 @@ def test_name_error_is_a_compile_error_with_the_script_line(runner_factory):
 
 def test_attribute_error_is_a_compile_error(runner_factory):
     runner, _ = runner_factory("nrp.no_such_member()\n")
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    error = finished.wait()
+    error = run_to_end(runner)
     assert error is not None and error.error_type == ErrorType.COMPILE
     assert error.msg.startswith("AttributeError in main script (Line 1): ")
     assert error.line_number == 1
@@ -178,10 +171,7 @@ def test_client_initialization_failure_is_a_loading_error(runner_factory, experi
 
 def test_uncaught_timeout_is_sim_timeout_without_line(runner_factory):
     runner, notifier = runner_factory("while True:\n    nrp.run_loop(40)\n")
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    error = finished.wait()
+    error = run_to_end(runner)
     assert error is not None
     assert notifier.errors == [
         {
@@ -209,10 +199,7 @@ def test_function_error_inside_run_loop_names_the_function(runner_factory, exper
         config=load_experiment_config(experiment / config_file),
         client_factory=lambda: make_client(experiment, config_file),
     )
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    error = finished.wait()
+    error = run_to_end(runner)
     assert error is not None and error.error_type == ErrorType.RUNTIME
     assert error.msg.startswith("tf_fail (tf_fail.py:"), error.msg
     tf_line = line_of((experiment / "tf_fail.py").read_text(), "raise ValueError")
@@ -292,10 +279,7 @@ def test_engine_error_inside_run_loop_names_the_engine(runner_factory, experimen
     script = "file_logger.info('go')\nwhile True:\n    nrp.run_loop(2)\n"
     # engines in their own processes: the error crosses the process boundary
     runner, notifier = runner_factory(script, client_factory=lambda: make_client(experiment, args=""))
-    runner.initialize()
-    finished = Finished()
-    runner.start(finished)
-    error = finished.wait(20)
+    error = run_to_end(runner, 20)
     assert error is not None and error.error_type == ErrorType.RUNTIME
     assert error.msg.startswith(f"python_1 (engine_1.py:{engine_line}): "), error.msg
     assert "engine broke" in error.msg
