@@ -40,9 +40,9 @@ STEPS = 200
 STEP_S = 0.02
 REPEATS = 3  # in-process and engine-process runs alternate; medians are reported
 BRAIN_SIZES = (100, 400)
-IN_PROCESS = [
-    f'EngineConfigs.{index}.EngineLaunchCommand={{"LaunchType":"InProcess"}}' for index in range(3)
-]
+IN_PROCESS = [f'EngineConfigs.{index}.EngineLaunchCommand={{"LaunchType":"InProcess"}}' for index in range(3)]
+
+
 class _SimulatorClock:
     """Accumulates the wall and CPU time in-process engines spend inside the simulators' own calls.
 
@@ -168,8 +168,10 @@ def _process_framework(figures: dict[str, float]) -> str:
 
 def main() -> None:
     os.environ.setdefault("PYNEST_QUIET", "1")
-    print(f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder); "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"Braitenberg vehicle, {STEPS} steps of {STEP_S * 1e3:.0f} ms (MuJoCo body, NEST brain, recorder); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    )
     for neurons in BRAIN_SIZES:
         f = measure(neurons)
         print(

@@ -67,11 +67,7 @@ def _quote(segment: str) -> str:
 
 def _is_plain_name(name: object) -> bool:
     """Whether a listed entry name is one path component that stays inside its folder."""
-    return (
-        isinstance(name, str)
-        and name not in ("", ".", "..")
-        and not any(char in name for char in "/\\\0")
-    )
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(char in name for char in "/\\\0")
 
 
 def _detail(response: requests.Response) -> str | None:

@@ -29,6 +29,7 @@ CORS_HEADERS = {
     "Access-Control-Expose-Headers": "uuid, content-disposition",
 }
 
+
 class AnythingConverter(PathConverter):
     """A ``path`` converter whose match includes newlines."""
 

@@ -56,11 +56,25 @@ ENGINE_PROC_CMDS: dict[str, str] = {
 TIME_RATIO = [1, 1000000000]
 """Added to every engine config: engine times are integer nanoseconds."""
 
-METADATA_KEYS = frozenset({
-    "SimulationName", "SimulationDescription", "SimDescription", "SimulationTimestep", "cloneDate",
-    "EventLoopTimeout", "EventLoopTimestep", "StartROSNode", "ConnectMQTT", "ConnectROS", "thumbnail",
-    "maturity", "experimentId", "path", "configFile",
-})
+METADATA_KEYS = frozenset(
+    {
+        "SimulationName",
+        "SimulationDescription",
+        "SimDescription",
+        "SimulationTimestep",
+        "cloneDate",
+        "EventLoopTimeout",
+        "EventLoopTimestep",
+        "StartROSNode",
+        "ConnectMQTT",
+        "ConnectROS",
+        "thumbnail",
+        "maturity",
+        "experimentId",
+        "path",
+        "configFile",
+    }
+)
 """Keys of storage listings and frontends that pass through without an unknown-key warning."""
 
 _DEFAULT_LISTS = ("EngineConfigs", "ExternalProcesses", "DataPackProcessingFunctions", "ComputationalGraph")
@@ -296,7 +310,9 @@ def _warn_unknown_keys(instance: Any, schema: dict, path: str) -> None:
             elif key.lower() in lowered:
                 logger.warning(
                     "Unknown configuration key '%s' at %s: did you mean '%s'? Passed through unchanged",
-                    key, child, lowered[key.lower()],
+                    key,
+                    child,
+                    lowered[key.lower()],
                 )
             else:
                 logger.warning("Unknown configuration key '%s' at %s: passed through unchanged", key, child)

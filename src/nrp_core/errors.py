@@ -58,8 +58,9 @@ class EngineScriptError(NrpCoreError):
         line: its line number (0 when unknown).
     """
 
-    def __init__(self, failure: str, detail: str = "", engine_name: str = "", file: str = "",
-                 line: int = 0) -> None:
+    def __init__(
+        self, failure: str, detail: str = "", engine_name: str = "", file: str = "", line: int = 0
+    ) -> None:
         self.failure = failure
         self.detail = detail
         self.engine_name = engine_name

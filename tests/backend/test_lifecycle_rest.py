@@ -191,9 +191,7 @@ def test_second_stop_during_a_stop_answers_when_it_ends(start_backend: BackendFa
     assert answers == [(200, {"state": "stopped", "ready": True, "error": None})] * 2
 
 
-def test_simserver_stopped_from_outside_stops_the_simulation(
-    start_backend: BackendFactory, storage
-) -> None:
+def test_simserver_stopped_from_outside_stops_the_simulation(start_backend: BackendFactory, storage) -> None:
     backend = start_backend(NRP_MAX_SIMULATIONS="1")
     rest = backend.rest
     zips_before = [n for n in storage.files("completes") if n.endswith(".log.zip")]

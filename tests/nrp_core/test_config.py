@@ -80,14 +80,19 @@ def test_nested_defaults_in_sub_schemas(tmp_path):
     }
     config, _ = load_simulation_config(write_experiment(tmp_path, doc, files=("sf.py",)))
     assert config["ExternalProcesses"][0] == {
-        "ProcCmd": "sleep", "ProcStartParams": [], "ProcEnvParams": [],
+        "ProcCmd": "sleep",
+        "ProcStartParams": [],
+        "ProcEnvParams": [],
         "LaunchCommand": {"LaunchType": "BasicFork"},
     }
     assert config["StatusFunction"]["IsActive"] is True
     assert config["MQTTNode"] == {"MQTTBroker": "localhost:1883", "ClientName": "NRP-core-client"}
     assert config["ROSNode"] == {"NodeName": "nrp_core"}
     assert config["EventLoop"] == {
-        "Timeout": 0, "Timestep": 0.01, "TimestepWarnThreshold": 0.001, "ExecutionMode": "AllNodes",
+        "Timeout": 0,
+        "Timestep": 0.01,
+        "TimestepWarnThreshold": 0.001,
+        "ExecutionMode": "AllNodes",
     }
 
 
@@ -110,8 +115,12 @@ def test_complete_engine_config_adds_type_defaults_and_time_ratio():
 
 
 def test_complete_engine_config_keeps_given_values():
-    engine = dict(ENGINE_1, EngineProcStartParams=["-X dev"], EngineTimestep=0.02,
-                  EngineLaunchCommand={"LaunchType": "InProcess"})
+    engine = dict(
+        ENGINE_1,
+        EngineProcStartParams=["-X dev"],
+        EngineTimestep=0.02,
+        EngineLaunchCommand={"LaunchType": "InProcess"},
+    )
     completed = complete_engine_config(engine)
     assert completed["EngineProcStartParams"] == ["-X dev"]
     assert completed["EngineTimestep"] == 0.02
@@ -119,8 +128,15 @@ def test_complete_engine_config_keeps_given_values():
 
 
 def test_engine_type_defaults_of_other_types():
-    py_sim = complete_engine_config({"EngineType": "py_sim", "EngineName": "bullet", "PythonFileName": "s.py",
-                                     "Simulator": "Bullet", "WorldFileName": "racecar.urdf"})
+    py_sim = complete_engine_config(
+        {
+            "EngineType": "py_sim",
+            "EngineName": "bullet",
+            "PythonFileName": "s.py",
+            "Simulator": "Bullet",
+            "WorldFileName": "racecar.urdf",
+        }
+    )
     assert py_sim["Visualizer"] is False
     assert py_sim["EngineProcCmd"] == "python_json_engine.py"
     nest = complete_engine_config({"EngineType": "nest_json", "EngineName": "n", "NestInitFileName": "b.py"})
@@ -129,8 +145,9 @@ def test_engine_type_defaults_of_other_types():
     grpc = complete_engine_config({"EngineType": "python_grpc", "EngineName": "g", "PythonFileName": "g.py"})
     assert grpc["ServerAddress"] == "localhost:9004"
     assert grpc["ProtobufPackages"] == ["EngineTest"]
-    transfer = complete_engine_config({"EngineType": "datatransfer_grpc_engine", "EngineName": "dt",
-                                       "dumps": [{"name": "datapack1"}]})
+    transfer = complete_engine_config(
+        {"EngineType": "datatransfer_grpc_engine", "EngineName": "dt", "dumps": [{"name": "datapack1"}]}
+    )
     assert transfer["ProtobufPackages"] == ["Dump"]
     assert transfer["MQTTBroker"] == "localhost:1883"
     assert transfer["simulationID"] == "0"
@@ -202,8 +219,9 @@ def test_function_files_must_exist_and_names_be_unique(tmp_path):
         load_simulation_config(write_experiment(tmp_path, doc))
     problems = info.value.problems
     assert any(p.startswith("$.DataPackProcessingFunctions[1].Name:") and "duplicate" in p for p in problems)
-    assert any(p.startswith("$.DataPackProcessingFunctions[1].FileName:") and "missing.py" in p
-               for p in problems)
+    assert any(
+        p.startswith("$.DataPackProcessingFunctions[1].FileName:") and "missing.py" in p for p in problems
+    )
     assert any(p.startswith("$.StatusFunction.FileName:") for p in problems)
     assert not any("also_missing" in p for p in problems)
     assert len(problems) == 3
@@ -255,11 +273,14 @@ def test_override_adds_and_modifies_keys():
 
 def test_override_nested_keys_and_missing_levels():
     doc = {"EngineConfigs": [dict(ENGINE_1), dict(ENGINE_2)]}
-    result = apply_overrides(doc, [
-        "EngineConfigs.1.EngineTimestep=0.02",
-        "EngineConfigs.0.EngineLaunchCommand={\"LaunchType\":\"InProcess\"}",
-        "A.B.C=1",
-    ])
+    result = apply_overrides(
+        doc,
+        [
+            "EngineConfigs.1.EngineTimestep=0.02",
+            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"InProcess"}',
+            "A.B.C=1",
+        ],
+    )
     assert result["EngineConfigs"][1]["EngineTimestep"] == 0.02
     assert result["EngineConfigs"][0]["EngineLaunchCommand"] == {"LaunchType": "InProcess"}
     assert result["A"] == {"B": {"C": 1}}
@@ -276,8 +297,15 @@ def test_override_search_by_field():
 
 @pytest.mark.parametrize(
     "override",
-    ["EngineConfigs.2.EngineTimestep=0.1", "EngineConfigs.EngineName:python_9.EngineTimestep=0.1",
-     "EngineConfigs.2=1", "EngineConfigs.x.y=1", "SimulationTimeout.x=1", "NoEquals", "=1"],
+    [
+        "EngineConfigs.2.EngineTimestep=0.1",
+        "EngineConfigs.EngineName:python_9.EngineTimestep=0.1",
+        "EngineConfigs.2=1",
+        "EngineConfigs.x.y=1",
+        "SimulationTimeout.x=1",
+        "NoEquals",
+        "=1",
+    ],
 )
 def test_override_errors(override):
     doc = {"SimulationTimeout": 1, "EngineConfigs": [dict(ENGINE_1), dict(ENGINE_2)]}
@@ -286,11 +314,25 @@ def test_override_errors(override):
 
 
 def test_override_values_are_json_or_plain_strings():
-    result = apply_overrides({}, [
-        'SimulationName="N"', "simulationID=abc-1", 'Quoted="0"', "Number=0", "List=[1]", "Empty=",
-    ])
-    assert result == {"SimulationName": "N", "simulationID": "abc-1", "Quoted": "0", "Number": 0,
-                      "List": [1], "Empty": ""}
+    result = apply_overrides(
+        {},
+        [
+            'SimulationName="N"',
+            "simulationID=abc-1",
+            'Quoted="0"',
+            "Number=0",
+            "List=[1]",
+            "Empty=",
+        ],
+    )
+    assert result == {
+        "SimulationName": "N",
+        "simulationID": "abc-1",
+        "Quoted": "0",
+        "Number": 0,
+        "List": [1],
+        "Empty": "",
+    }
 
 
 def test_override_comma_splitting():
@@ -337,8 +379,10 @@ def test_experiment_directory_resolution(tmp_path, monkeypatch):
     path = write_experiment(experiment, {}, name="custom.json")
     cwd = os.getcwd()
     assert resolve_experiment_paths(path) == (path.resolve(), experiment.resolve())
-    assert resolve_experiment_paths("custom.json", experiment) == (experiment.resolve() / "custom.json",
-                                                                   experiment.resolve())
+    assert resolve_experiment_paths("custom.json", experiment) == (
+        experiment.resolve() / "custom.json",
+        experiment.resolve(),
+    )
     assert resolve_experiment_paths(path, tmp_path)[1] == tmp_path.resolve()  # absolute config file
     monkeypatch.chdir(tmp_path)
     assert resolve_experiment_paths("exp/custom.json")[1] == experiment.resolve()

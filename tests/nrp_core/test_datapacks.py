@@ -104,8 +104,15 @@ def test_item_assignment_makes_object_and_append_makes_array():
 
 @pytest.mark.parametrize(
     ("value", "name"),
-    [(None, "null"), ({"a": 1}, "object"), ([1], "array"), ("s", "string"), (True, "boolean"),
-     (1, "number"), (1.5, "number")],
+    [
+        (None, "null"),
+        ({"a": 1}, "object"),
+        ([1], "array"),
+        ("s", "string"),
+        (True, "boolean"),
+        (1, "number"),
+        (1.5, "number"),
+    ],
 )
 def test_json_type_names(value, name):
     assert NlohmannJson(value).json_type() == name
@@ -173,8 +180,14 @@ def test_accepted_value_types():
     data["tuple"] = (1, (2, 3))
     data["dict"] = {"z": 1, "a": [1]}
     assert data.to_json() == {
-        "bool": True, "dict": {"a": [1], "z": 1}, "float": 2.5, "int": 3, "list": [1, "a", None],
-        "none": None, "str": "s", "tuple": [1, [2, 3]],
+        "bool": True,
+        "dict": {"a": [1], "z": 1},
+        "float": 2.5,
+        "int": 3,
+        "list": [1, "a", None],
+        "none": None,
+        "str": "s",
+        "tuple": [1, [2, 3]],
     }
     assert type(data["bool"]) is bool
     assert type(data["tuple"]) is list
@@ -182,8 +195,18 @@ def test_accepted_value_types():
 
 @pytest.mark.parametrize(
     "dtype",
-    [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-     np.float32, np.float64],
+    [
+        np.int8,
+        np.int16,
+        np.int32,
+        np.int64,
+        np.uint8,
+        np.uint16,
+        np.uint32,
+        np.uint64,
+        np.float32,
+        np.float64,
+    ],
 )
 def test_numpy_one_dimensional_arrays_are_accepted(dtype):
     data = NlohmannJson()
@@ -194,8 +217,19 @@ def test_numpy_one_dimensional_arrays_are_accepted(dtype):
 
 @pytest.mark.parametrize(
     "value",
-    [object(), {1, 2}, b"bytes", np.zeros((2, 2)), np.array([True, False]), np.array(["a"]),
-     np.zeros(2, dtype=np.float16), np.zeros(2, dtype=np.complex64), {"a": object()}, [object()], {1: "a"}],
+    [
+        object(),
+        {1, 2},
+        b"bytes",
+        np.zeros((2, 2)),
+        np.array([True, False]),
+        np.array(["a"]),
+        np.zeros(2, dtype=np.float16),
+        np.zeros(2, dtype=np.complex64),
+        {"a": object()},
+        [object()],
+        {1: "a"},
+    ],
 )
 def test_unsupported_values_raise_type_error(value):
     data = NlohmannJson()

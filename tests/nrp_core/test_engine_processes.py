@@ -541,11 +541,14 @@ def test_an_engine_server_started_elsewhere_is_driven_over_http(tmp_path: Path) 
 
 
 def test_engine_command_timeout_of_an_http_engine_bounds_steps_only(tmp_path: Path) -> None:
-    engine = SLOW_START_ENGINE + """
+    engine = (
+        SLOW_START_ENGINE
+        + """
     def runLoop(self, timestep_ns):
         if self._time_ns > 20_000_000:
             time.sleep(2.0)
 """
+    )
     with _EngineHttpServer(tmp_path) as http:
         write_experiment(tmp_path, {"remote": (engine, 0.01)}, in_process=False)
         overrides = [*http.overrides(), "EngineConfigs.0.EngineCommandTimeout=0.5"]

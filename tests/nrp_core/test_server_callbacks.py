@@ -22,8 +22,13 @@ JSON_TYPE = JsonDataPack.getType()
 
 
 def engine_config(file_name="engine_counting.py", name="test_engine", **extra):
-    return {"EngineName": name, "EngineType": "python_json", "PythonFileName": str(FILES / file_name),
-            "TimeRatio": list(TIME_RATIO), **extra}
+    return {
+        "EngineName": name,
+        "EngineType": "python_json",
+        "PythonFileName": str(FILES / file_name),
+        "TimeRatio": list(TIME_RATIO),
+        **extra,
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -248,8 +253,12 @@ def test_set_unregistered_datapack_raises(server):
 
 @pytest.mark.parametrize(
     "entry",
-    [{"engine_name": "test_engine", "data": 1}, {"type": JSON_TYPE, "data": 1},
-     {"engine_name": "test_engine", "type": JSON_TYPE}, "not an object"],
+    [
+        {"engine_name": "test_engine", "data": 1},
+        {"type": JSON_TYPE, "data": 1},
+        {"engine_name": "test_engine", "type": JSON_TYPE},
+        "not an object",
+    ],
 )
 def test_set_malformed_datapack_raises(server, entry):
     with pytest.raises(EngineRequestError, match="Malformed DataPack. .*"):
@@ -287,5 +296,8 @@ def test_engine_script_errors_survive_pickling():
     assert type(copy) is EngineScriptError
     assert str(copy) == str(info.value)
     assert (copy.failure, copy.file, copy.line, copy.engine_name) == (
-        "Initialization failed", info.value.file, info.value.line, "test_engine"
+        "Initialization failed",
+        info.value.file,
+        info.value.line,
+        "test_engine",
     )

@@ -36,8 +36,7 @@ def copy_experiment(name: str, destination: Path) -> Path:
     """Copy experiment ``name`` (bundled, or a test model under ``files/``) to ``destination/name``."""
     target = destination / name
     source = FILES / name if (FILES / name).is_dir() else bundled_experiments_dir() / name
-    shutil.copytree(source, target,
-                    ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "data", "*.log"))
     return target
 
 
@@ -65,4 +64,3 @@ class Run:
 
     def records(self, name: str) -> list[dict[str, Any]]:
         return read_records(self.experiment, name)
-

@@ -23,11 +23,13 @@ def test_data_topics():
 
 def test_file_dumps_are_json_lines_per_run(tmp_path, caplog):
     server = DataTransferServer()
-    server.initialize({
-        "EngineName": "datatransfer_engine",
-        "dataDirectory": str(tmp_path / "data"),
-        "dumps": [{"name": "recorded", "file": True}, {"name": "streamed_only", "network": False}],
-    })
+    server.initialize(
+        {
+            "EngineName": "datatransfer_engine",
+            "dataDirectory": str(tmp_path / "data"),
+            "dumps": [{"name": "recorded", "file": True}, {"name": "streamed_only", "network": False}],
+        }
+    )
     server.set_datapacks({"recorded": entry({"x": 1}), "unknown": entry(1)})
     assert server.run_loop({"time_step": 20_000_000}) == {"time": 20_000_000}
     server.set_datapacks({"recorded": entry([1, 2])})
@@ -55,13 +57,15 @@ def test_network_dumps_are_published_on_data_topics(mqtt_broker):
     subscriber.loop_start()
     server = DataTransferServer()
     try:
-        server.initialize({
-            "EngineName": "datatransfer_engine",
-            "MQTTBroker": f"{mqtt_broker.host}:{mqtt_broker.port}",
-            "MQTTPrefix": "pre",
-            "simulationID": "7",
-            "dumps": [{"name": "position", "network": True}],
-        })
+        server.initialize(
+            {
+                "EngineName": "datatransfer_engine",
+                "MQTTBroker": f"{mqtt_broker.host}:{mqtt_broker.port}",
+                "MQTTPrefix": "pre",
+                "simulationID": "7",
+                "dumps": [{"name": "position", "network": True}],
+            }
+        )
         topic, announcement = received.get(timeout=10)
         assert topic == "pre/nrp_simulation/7/data"
         assert announcement == [{"topic": "pre/nrp_simulation/7/data/position", "type": "json"}]
@@ -83,12 +87,14 @@ def test_network_dumps_are_published_on_data_topics(mqtt_broker):
 
 def test_without_broker_the_engine_keeps_running(tmp_path):
     server = DataTransferServer()
-    server.initialize({
-        "EngineName": "datatransfer_engine",
-        "MQTTBroker": "127.0.0.1:9",  # nothing listens there
-        "dumps": [{"name": "position", "network": True, "file": True}],
-        "dataDirectory": str(tmp_path),
-    })
+    server.initialize(
+        {
+            "EngineName": "datatransfer_engine",
+            "MQTTBroker": "127.0.0.1:9",  # nothing listens there
+            "dumps": [{"name": "position", "network": True, "file": True}],
+            "dataDirectory": str(tmp_path),
+        }
+    )
     server.set_datapacks({"position": entry({"x": 1})})
     server.run_loop({"time_step": 1})
     server.shutdown()

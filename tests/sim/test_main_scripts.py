@@ -18,8 +18,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "packages", "timeout", "timestep", "recorded"), CASES,
-                         ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(
+    ("name", "packages", "timeout", "timestep", "recorded"), CASES, ids=[case[0] for case in CASES]
+)
 def test_main_script_runs_to_its_timeout(tmp_path, name, packages, timeout, timestep, recorded):
     require(*packages)
     from hbp_nrp_simserver.config import load_experiment_config
@@ -32,7 +33,10 @@ def test_main_script_runs_to_its_timeout(tmp_path, name, packages, timeout, time
     config_path.write_text(json.dumps(document))
 
     runner = NRPScriptRunner(
-        experiment, "main_script.py", "0", load_experiment_config(config_path),
+        experiment,
+        "main_script.py",
+        "0",
+        load_experiment_config(config_path),
         client_factory=nrp_core_client_factory(experiment, "simulation_config.json"),
     )
     outcome = []

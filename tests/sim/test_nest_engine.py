@@ -63,8 +63,14 @@ def test_nest_server_rejects_unknown_datapacks_and_bad_data(tmp_path):
         "assert list(GetDevMap()) == ['dc']\n"
     )
     server = NestEngineServer()
-    server.initialize({"EngineName": "brain", "NestInitFileName": str(brain), "EngineTimestep": 0.02,
-                       "TimeRatio": [1, 1000000000]})
+    server.initialize(
+        {
+            "EngineName": "brain",
+            "NestInitFileName": str(brain),
+            "EngineTimestep": 0.02,
+            "TimeRatio": [1, 1000000000],
+        }
+    )
 
     def entry(data):
         return {"engine_name": "brain", "type": JSON_DATAPACK_TYPE, "data": data}
@@ -92,11 +98,23 @@ def test_nest_timestep_must_fit_the_resolution(tmp_path):
     brain.write_text("import nest\nnest.ResetKernel()\nnest.resolution = 0.3\n")
     server = NestEngineServer()
     with pytest.raises(NestEngineError, match=r"EngineTimestep 0.01 s is not a whole multiple .* 0.3 ms"):
-        server.initialize({"EngineName": "n", "NestInitFileName": str(brain), "EngineTimestep": 0.01,
-                           "TimeRatio": [1, 1000000000]})
+        server.initialize(
+            {
+                "EngineName": "n",
+                "NestInitFileName": str(brain),
+                "EngineTimestep": 0.01,
+                "TimeRatio": [1, 1000000000],
+            }
+        )
     # a timestep that 0.1 ms does not divide gets a finer resolution
     brain.write_text("import nest\n")
-    server.initialize({"EngineName": "n", "NestInitFileName": str(brain), "EngineTimestep": 0.00025,
-                       "TimeRatio": [1, 1000000000]})
+    server.initialize(
+        {
+            "EngineName": "n",
+            "NestInitFileName": str(brain),
+            "EngineTimestep": 0.00025,
+            "TimeRatio": [1, 1000000000],
+        }
+    )
     assert server.run_loop({"time_step": 250_000}) == {"time": 250_000}
     server.shutdown()

@@ -66,16 +66,20 @@ def test_bullet_actions_by_name_and_properties():
     assert "chassis" in sim.get_model_properties("Link")
     assert {"plane", "racecar"} <= set(sim.get_model_properties("Body"))
     wheels = ["left_rear_wheel_joint", "right_rear_wheel_joint"]
-    action = {"Joint": [{"index": w, "controlMode": "VELOCITY_CONTROL", "targetVelocity": 20, "force": 10}
-                        for w in wheels]}
+    action = {
+        "Joint": [
+            {"index": w, "controlMode": "VELOCITY_CONTROL", "targetVelocity": 20, "force": 10} for w in wheels
+        ]
+    }
     for _ in range(50):
         sim.run_step(action, 10_000_000)
     assert sim.get_sim_time() == pytest.approx(0.5)
     assert sim.get_model_property("chassis", "Link")[0][0] > 0.05
     position, velocity, _forces, _torque = sim.get_model_property("left_rear_wheel_joint", "Joint")
     assert velocity == pytest.approx(20, rel=0.1)
-    sim.run_step({"Force": [{"link": "chassis", "force": [0, 0, 50]}], "Torque": [{"torque": [0, 0, 1]}]},
-                 10_000_000)
+    sim.run_step(
+        {"Force": [{"link": "chassis", "force": [0, 0, 50]}], "Torque": [{"torque": [0, 0, 1]}]}, 10_000_000
+    )
     with pytest.raises(Exception, match="unknown controlMode 'FLY'"):
         sim.run_step({"Joint": [{"index": 2, "controlMode": "FLY"}]}, 10_000_000)
     sim.reset()

@@ -320,9 +320,7 @@ class JsonDataPack(DataPackInterface):
 
     @data.setter
     def data(self, _value: Any) -> None:
-        raise AttributeError(
-            "JsonDataPack.data is read-only: modify it in place (dp.data['key'] = value)"
-        )
+        raise AttributeError("JsonDataPack.data is read-only: modify it in place (dp.data['key'] = value)")
 
     def isEmpty(self) -> bool:
         """Always false: a JSON datapack always holds a value, possibly JSON null."""

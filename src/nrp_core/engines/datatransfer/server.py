@@ -82,17 +82,21 @@ class DataTransferServer:
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
-            logger.warning("datatransfer engine '%s': paho-mqtt is not installed; network dumps are off",
-                           self._name)
+            logger.warning(
+                "datatransfer engine '%s': paho-mqtt is not installed; network dumps are off", self._name
+            )
             return
         host, _, port = broker.rpartition(":")
         if not host:
             host, port = port, "1883"
-        topics = [{"topic": data_topic(self._prefix, self._simulation_id, name), "type": "json"}
-                  for name in sorted(self._network)]
+        topics = [
+            {"topic": data_topic(self._prefix, self._simulation_id, name), "type": "json"}
+            for name in sorted(self._network)
+        ]
         announcement = json.dumps(topics)
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=f"nrp_datatransfer_{self._simulation_id}_{self._name}")
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"nrp_datatransfer_{self._simulation_id}_{self._name}"
+        )
 
         def on_connect(client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any = None) -> None:
             if not reason.is_failure:

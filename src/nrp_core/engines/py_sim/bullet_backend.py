@@ -62,8 +62,9 @@ class BulletBackend(SimulatorBackend):
             if has_display():
                 mode = pybullet.GUI
             else:
-                logger.warning("%s: Visualizer requested but no display is available; using DIRECT",
-                               self.engine_name)
+                logger.warning(
+                    "%s: Visualizer requested but no display is available; using DIRECT", self.engine_name
+                )
         self.client: BulletClient | None = BulletClient(connection_mode=mode)
         self._time_step_s = self.time_step
         self._time = 0.0
@@ -172,8 +173,9 @@ class BulletBackend(SimulatorBackend):
             body, link = self.links[link]
         frame = _FRAMES.get(command.get("frame", "WORLD_FRAME"), pybullet.WORLD_FRAME)
         if kind == "force":
-            client.applyExternalForce(body, int(link), command["force"], command.get("position", [0, 0, 0]),
-                                      frame)
+            client.applyExternalForce(
+                body, int(link), command["force"], command.get("position", [0, 0, 0]), frame
+            )
         else:
             client.applyExternalTorque(body, int(link), command["torque"], frame)
 

@@ -54,8 +54,9 @@ class GymBackend(SimulatorBackend):
             if has_display():
                 render_mode = "human"
             else:
-                logger.warning("%s: Visualizer requested but no display is available; running headless",
-                               self.engine_name)
+                logger.warning(
+                    "%s: Visualizer requested but no display is available; running headless", self.engine_name
+                )
         make_kwargs = dict(self.extra_configs.get("make_kwargs") or {})
         try:
             self.env = gymnasium.make(self.world_file, render_mode=render_mode, **make_kwargs)

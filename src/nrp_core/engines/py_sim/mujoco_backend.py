@@ -64,8 +64,9 @@ class MujocoBackend(SimulatorBackend):
 
     def _open_viewer(self) -> None:
         if not has_display():
-            logger.warning("%s: Visualizer requested but no display is available; running headless",
-                           self.engine_name)
+            logger.warning(
+                "%s: Visualizer requested but no display is available; running headless", self.engine_name
+            )
             return
         try:
             import mujoco.viewer
@@ -143,4 +144,3 @@ class MujocoBackend(SimulatorBackend):
 
     def __repr__(self) -> str:
         return f"MujocoBackend({self.world_file!r}, dt={self.model.opt.timestep})"
-

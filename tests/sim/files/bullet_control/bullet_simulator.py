@@ -1,9 +1,9 @@
 """The engine script of nrp-core's bullet_control, re-expressed: wheel joints by index, chassis link."""
+
 from nrp_core.engines.py_sim import PySimEngineScript
 
 
 class Script(PySimEngineScript):
-
     def __init__(self):
         super().__init__()
         self.action = None
@@ -17,8 +17,17 @@ class Script(PySimEngineScript):
 
     def runLoop(self, timestep):
         self.action = self._getDataPack("control_cmd").get("act_list")
-        act_list = {"Joint": [{"index": wheel, "controlMode": "VELOCITY_CONTROL", "force": 10,
-                               "targetVelocity": self.action[0]} for wheel in self.wheels]}
+        act_list = {
+            "Joint": [
+                {
+                    "index": wheel,
+                    "controlMode": "VELOCITY_CONTROL",
+                    "force": 10,
+                    "targetVelocity": self.action[0],
+                }
+                for wheel in self.wheels
+            ]
+        }
         self.sim_manager.run_step(act_list, timestep)
         self._setDataPack("positions", {"body": self.sim_manager.get_model_property("chassis", "Link")[0]})
 

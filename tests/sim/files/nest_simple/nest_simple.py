@@ -1,4 +1,5 @@
 """Brain: a Poisson generator pair driving one neuron, and a voltmeter on that neuron."""
+
 import nest
 
 from nrp_core.engines.nest_json import CreateDataPack, RegisterDataPack
