@@ -15,7 +15,7 @@ def _register_commands() -> None:
     """Attach the sub-command groups that exist; each module adds itself through ``register(cli)``."""
     import importlib
 
-    for name in ("storage_commands", "backend_commands", "run_commands", "up_commands"):
+    for name in ("storage_commands", "backend_commands", "sim_commands", "run_commands", "up_commands"):
         try:
             module = importlib.import_module(f"nrp_cli.{name}")
         except ModuleNotFoundError as exc:

@@ -135,8 +135,8 @@ def user_token(name: str, root: Path | None, ttl: float | None) -> None:
 
 
 @click.group("experiments")
-@click.option("--url", help="Storage base URL (NRP_STORAGE_URL, else nrp-up.env).")
-@click.option("--token", help="Bearer token (NRP_TOKEN, else nrp-up.env).")
+@click.option("--storage-url", "url", help="Storage server URL [NRP_STORAGE_URL, then nrp-up.env].")
+@click.option("--token", help="Bearer token [NRP_TOKEN, then nrp-up.env].")
 @click.pass_context
 def experiments_group(ctx: click.Context, url: str | None, token: str | None) -> None:
     """List, upload and download storage experiments."""

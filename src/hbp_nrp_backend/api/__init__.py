@@ -7,7 +7,7 @@ from flask_smorest import Api
 
 def register_resources(api: Api) -> None:
     """Register every resource blueprint on ``api``."""
-    from hbp_nrp_backend.api import health, simulation, state, version
+    from hbp_nrp_backend.api import health, logs, simulation, state, version
 
-    for module in (version, health, simulation, state):
+    for module in (version, health, simulation, state, logs):
         api.register_blueprint(module.blp)

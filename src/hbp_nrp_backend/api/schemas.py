@@ -53,3 +53,16 @@ class StateSchema(Schema):
     state = fields.String()
     ready = fields.Boolean()
     error = fields.Dict(allow_none=True)
+
+
+class LogFileSchema(Schema):
+    name = fields.String(metadata={"description": "file name in the simulation directory"})
+    size = fields.Integer(metadata={"description": "file size in bytes"})
+    truncated = fields.Boolean(metadata={"description": "true when content is only the file's end"})
+    content = fields.String(metadata={"description": "text (UTF-8, undecodable bytes replaced)"})
+
+
+class SimulationLogsSchema(Schema):
+    simulationID = fields.Integer()
+    state = fields.String()
+    files = fields.List(fields.Nested(LogFileSchema))

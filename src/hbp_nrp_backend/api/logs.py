@@ -1,0 +1,105 @@
+"""``GET /simulation/<id>/logs``: the log files of a running simulation, read from its directory.
+
+Once a simulation has ended its directory is gone: the logs are in the ``*_simulation_<id>.log.zip``
+the stop uploaded to the experiment's storage folder (``nrp sim logs`` fetches it from there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from hbp_nrp_backend.api.common import caller, manager
+from hbp_nrp_backend.api.schemas import ApiErrorSchema, SimulationLogsSchema
+from hbp_nrp_backend.errors import ClientError, NotFound
+from hbp_nrp_backend.registry import FINAL_STATES
+
+blp = Blueprint("logs", __name__, description="Log files of a running simulation")
+
+DEFAULT_TAIL = 1_000_000
+MAX_TAIL = 10_000_000
+
+_ERRORS = {
+    code: {"description": text, "content": {"application/json": {"schema": ApiErrorSchema}}}
+    for code, text in (
+        ("400", "invalid tail"),
+        ("401", "no valid token"),
+        ("403", "not viewable"),
+        ("404", "unknown simulation, or it has ended (its logs are in the experiment's log zip)"),
+    )
+}
+
+
+def _tail() -> int:
+    raw = request.args.get("tail")
+    if raw is None or raw == "":
+        return DEFAULT_TAIL
+    try:
+        tail = int(raw)
+    except ValueError:
+        raise ClientError(f"tail must be a number of bytes, got {raw!r}") from None
+    if not 0 < tail <= MAX_TAIL:
+        raise ClientError(f"tail must be between 1 and {MAX_TAIL} bytes, got {tail}")
+    return tail
+
+
+def read_log(path: Path, tail: int) -> dict[str, Any]:
+    """``{"name", "size", "truncated", "content"}`` of one log file: its last ``tail`` bytes."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        start = max(0, size - tail)
+        handle.seek(start)
+        data = handle.read(size - start)
+    return {
+        "name": path.name,
+        "size": size,
+        "truncated": start > 0,
+        "content": data.decode("utf-8", errors="replace"),
+    }
+
+
+def log_files(sim_dir: Path) -> list[Path]:
+    """The top-level ``*.log`` files of a simulation directory: console log first, then by name."""
+    found = sorted(p for p in sim_dir.iterdir() if p.is_file() and p.name.endswith(".log"))
+    return sorted(found, key=lambda p: not p.name.startswith("simulation_"))
+
+
+@blp.route("/simulation/<int:sim_id>/logs")
+class SimulationLogs(MethodView):
+    @blp.doc(
+        parameters=[
+            {
+                "name": "tail",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TAIL, "default": DEFAULT_TAIL},
+                "description": "at most this many bytes from the end of each file",
+            }
+        ],
+        responses=_ERRORS,
+    )
+    @blp.response(200, SimulationLogsSchema)
+    def get(self, sim_id: int) -> dict[str, Any]:
+        """The console log (``simulation_<id>.log``: the Simulation Server's output) and the other
+        top-level ``*.log`` files (the script's ``file_logger``) of a running simulation."""
+        sims = manager()
+        sim = sims.find(sim_id)
+        sims.check_view(caller(), sim)
+        tail = _tail()
+        sim_dir = sim.sim_dir
+        if sim.state in FINAL_STATES or sim_dir is None or not sim_dir.is_dir():
+            raise NotFound(
+                f"Simulation {sim_id} is {sim.state}: its logs are in the *_simulation_{sim_id}.log.zip "
+                f"file of experiment {sim.record.experiment_id} in storage"
+            )
+        files = []
+        for path in log_files(sim_dir):
+            try:
+                files.append(read_log(path, tail))
+            except OSError:
+                continue  # removed by a stop in progress
+        return {"simulationID": sim_id, "state": sim.state, "files": files}
