@@ -1,9 +1,10 @@
 """``nrp run DIR``: run one experiment in the foreground, without REST server, storage or broker.
 
-The experiment is copied to a temporary folder (the original stays untouched, logs stay in the
-copy). With a ``main_script.py`` the script runs through the Simulation Server's script runner and
-``nrp`` object, exactly as in a simulation; without one nrp-core runs standalone until its
-``SimulationTimeout``. Exit codes: 0 completed, 1 script, engine or configuration error, 130 Ctrl-C.
+The experiment is copied to a temporary folder (the original stays untouched), which is removed
+at the end unless ``--keep`` asks to keep it with its logs. With a ``main_script.py`` the script
+runs through the Simulation Server's script runner and ``nrp`` object, exactly as in a simulation;
+without one nrp-core runs standalone until its ``SimulationTimeout``. Exit codes: 0 completed,
+1 script, engine or configuration error, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -185,9 +186,14 @@ def _report(console: Console, error: Any) -> None:
     show_default=True,
     help="main script, relative to DIRECTORY; nrp-core runs standalone when it does not exist",
 )
+@click.option(
+    "--keep", is_flag=True, help="keep the temporary run folder (with its logs) and print where it is"
+)
 @click.option("--verbose", is_flag=True, help="log at DEBUG level")
 @click.pass_context
-def run(ctx: click.Context, directory: Path, config_file: str, script: str, verbose: bool) -> None:
+def run(
+    ctx: click.Context, directory: Path, config_file: str, script: str, keep: bool, verbose: bool
+) -> None:
     """Run the experiment in DIRECTORY in the foreground (no REST server, storage or broker needed)."""
     from hbp_nrp_simserver.config import load_experiment_config
 
@@ -217,7 +223,12 @@ def run(ctx: click.Context, directory: Path, config_file: str, script: str, verb
         code, "[red]Failed[/]"
     )
     console.print(f"{outcome} in {time.monotonic() - started:.1f} s")
-    console.print(f"Logs are kept in {workdir}")
+    if keep:
+        console.print(f"Logs are kept in {workdir}")
+    else:
+        shutil.rmtree(workdir.parent, ignore_errors=True)
+        if code != EXIT_OK:
+            console.print("Run again with --keep to keep the run folder and its logs.")
     ctx.exit(code)
 
 

@@ -30,7 +30,7 @@ def logs_dir(output: str) -> Path:
 
 def test_tf_exchange_runs_to_completion(tmp_path):
     before = sorted(p.name for p in TF_EXCHANGE.iterdir())
-    result = nrp_run(TF_EXCHANGE, tmp_path)
+    result = nrp_run(TF_EXCHANGE, tmp_path, "--keep")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1.00 / 1.00 s simulated" in result.stdout
     workdir = logs_dir(result.stdout)
@@ -43,7 +43,7 @@ def test_tf_exchange_runs_to_completion(tmp_path):
 
 def test_script_error_exits_1_and_names_the_line(experiment, tmp_path):
     (experiment / "main_script.py").write_text("nrp.run_loop(2)\nraise ValueError('bad value')\n")
-    result = nrp_run(experiment, tmp_path)
+    result = nrp_run(experiment, tmp_path, "--keep")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Runtime error: bad value (main_script.py:2: raise ValueError('bad value'))" in result.stdout
     assert logs_dir(result.stdout).is_dir()
@@ -54,6 +54,16 @@ def test_syntax_error_exits_1(experiment, tmp_path):
     result = nrp_run(experiment, tmp_path)
     assert result.returncode == 1
     assert "Compile error: SyntaxError in (Line 1)" in result.stdout
+    assert "--keep" in result.stdout and "Logs are kept" not in result.stdout
+    assert not list(tmp_path.glob("nrp-run-*")), "the run folder was left behind"
+
+
+def test_run_removes_its_folder_without_keep(experiment, tmp_path):
+    set_timeout(experiment, 0.05)
+    result = nrp_run(experiment, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Logs are kept" not in result.stdout
+    assert not list(tmp_path.glob("nrp-run-*")), "the run folder was left behind"
 
 
 def test_config_error_exits_1(experiment, tmp_path):
@@ -65,7 +75,7 @@ def test_config_error_exits_1(experiment, tmp_path):
 
 def test_without_main_script_runs_standalone(experiment, tmp_path):
     (experiment / "main_script.py").unlink()
-    result = nrp_run(experiment, tmp_path)
+    result = nrp_run(experiment, tmp_path, "--keep")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "running nrp-core standalone" in result.stdout
     console = (logs_dir(result.stdout) / ".console_output.log").read_text()
