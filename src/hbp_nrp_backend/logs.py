@@ -13,11 +13,12 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+from hbp_nrp_commons.timestamps import file_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,8 @@ class LogStorage(Protocol):
 
 
 def log_zip_name(sim_id: int, when: float | None = None) -> str:
-    """``<YYYY-mm-dd_HH-MM-SS>_simulation_<id>.log.zip`` in the server's local time."""
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(when))
-    return f"{stamp}_simulation_{sim_id}.log.zip"
+    """``<YYYYMMDDTHHMMSSZ>_simulation_<id>.log.zip``: the time in UTC, ISO 8601 basic form."""
+    return f"{file_stamp(when)}_simulation_{sim_id}.log.zip"
 
 
 def _data_directory(sim_dir: Path, config_name: str) -> Path | None:

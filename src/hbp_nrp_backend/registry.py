@@ -7,7 +7,6 @@ across restarts too, and a restarted server can find the simulations its predece
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -16,6 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hbp_nrp_commons.timestamps import iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -59,14 +60,8 @@ _COLUMNS = (
 
 
 def creation_timestamp() -> str:
-    """Now, ISO-8601 with microseconds, in the Europe/Zurich time zone the NRP frontend expects."""
-    try:
-        from zoneinfo import ZoneInfo
-
-        zone: datetime.tzinfo = ZoneInfo("Europe/Zurich")
-    except Exception:  # no time zone database: fall back to local time, still with an offset
-        zone = datetime.datetime.now().astimezone().tzinfo or datetime.UTC
-    return datetime.datetime.now(zone).isoformat(timespec="microseconds")
+    """Now, ISO 8601 in UTC with microseconds: ``2026-12-05T15:52:28.123456Z``."""
+    return iso_utc()
 
 
 @dataclass

@@ -6,7 +6,8 @@ segment percent-encoded with ``quote(segment, safe='')``, and one error hierarch
 :class:`StorageError` > :class:`StorageNotFound`, :class:`StorageUnauthorized`,
 :class:`StorageUnavailable` (also a ``ConnectionError``).
 
-This module depends on nothing of ours but the settings: the backend never imports the storage server.
+This module depends on nothing of ours but the settings and timestamps of ``hbp_nrp_commons``: the
+backend never imports the storage server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import requests
 
 from hbp_nrp_commons.settings import Settings
+from hbp_nrp_commons.timestamps import file_stamp
 
 #: Waits between the 3 attempts of a retried call.
 BACKOFF: tuple[float, ...] = (0.5, 1.0)
@@ -462,14 +464,16 @@ class StorageClient:
         experiment_id: str,
         zip_path: Path,
         simulation_id: int | str,
-        now: Callable[[], time.struct_time] = time.localtime,
+        now: Callable[[], float] = time.time,
     ) -> str:
-        """Store ``zip_path`` as ``<YYYY-mm-dd_HH-MM-SS>_simulation_<id>.log.zip`` at the experiment root.
+        """Store ``zip_path`` as ``<YYYYMMDDTHHMMSSZ>_simulation_<id>.log.zip`` at the experiment root.
+
+        The time is the upload's (``now()``, seconds since the epoch) in UTC, ISO 8601 basic form.
 
         Returns:
             the stored file name.
         """
-        name = f"{time.strftime('%Y-%m-%d_%H-%M-%S', now())}_simulation_{simulation_id}.log.zip"
+        name = f"{file_stamp(now())}_simulation_{simulation_id}.log.zip"
         with open(zip_path, "rb") as body:
             self.create_or_update(token, experiment_id, name, body, "application/octet-stream")
         return name

@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=1883, help="port to bind, 0 for any (default 1883)")
     parser.add_argument("--verbose", action="store_true", help="log the broker's activity")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s [%(name)-12.12s] [%(levelname)s]  %(message)s",
-    )
+    from hbp_nrp_commons.timestamps import UtcFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(UtcFormatter("%(asctime)s [%(name)-12.12s] [%(levelname)s]  %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     if not args.verbose:
         # amqtt logs every connection and a harmless error per dropped client at INFO/WARNING.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)

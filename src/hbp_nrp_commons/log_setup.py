@@ -7,7 +7,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-#: The log line of both servers (simserver contract 9.4).
+from hbp_nrp_commons.timestamps import UtcFormatter
+
+#: The log line of both servers (simserver contract 9.4); ``asctime`` is ISO 8601 UTC.
 LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
 
 
@@ -34,7 +36,7 @@ def configure_root_logging(
             root.removeHandler(old)
             old.close()
     handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(UtcFormatter(LOG_FORMAT))
     handler._nrp_root = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -35,7 +35,7 @@ APPEND_LOCK_STRIPES = 64
 CLONE_SKIP_DIRS = frozenset({"csv_records", "recordings", "logs", "__pycache__"})
 CLONE_SKIP_FILES = ("*.log", "*.log.zip")
 
-_TIMESTAMP_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2} ")
+_TIMESTAMP_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}Z? ")
 
 
 def _umask() -> int:
@@ -54,8 +54,8 @@ def iso_time(timestamp: float) -> str:
 
 
 def timestamp_now() -> str:
-    """Local time as ``YYYY-MM-DDTHH:MM:SS`` (clone dates and ``SimulationName`` prefixes)."""
-    return datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    """Now in UTC as ``YYYY-MM-DDTHH:MM:SSZ`` (clone dates and ``SimulationName`` prefixes)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def retimestamp(name: str, stamp: str) -> str:

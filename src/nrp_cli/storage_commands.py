@@ -70,7 +70,11 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
         from dataclasses import replace
 
         settings = replace(settings, **changes)  # type: ignore[arg-type]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hbp_nrp_commons.timestamps import UtcFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
     def announce(line: str) -> None:
         click.echo(line)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -73,6 +74,15 @@ def log_level(name: str) -> int:
         return _LOG_LEVELS[name.lower()]
     except KeyError:
         raise ValueError(f"unknown log level '{name}'") from None
+
+
+def log_formatter() -> logging.Formatter:
+    """``[time] [logger] [level] message`` with the time in ISO 8601 UTC (``2026-12-05T15:52:28Z``)."""
+    formatter = logging.Formatter(
+        "[%(asctime)s] [%(name)s] [%(levelname)s] %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ"
+    )
+    formatter.converter = time.gmtime
+    return formatter
 
 
 def log_file_path(experiment_dir: Path, filename: str) -> Path:
@@ -188,7 +198,7 @@ class NrpCore:
         self._output = open(path, "a", buffering=1)  # noqa: SIM115 - closed by shutdown()
         if mode == "all":
             handler = logging.StreamHandler(self._output)
-            handler.setFormatter(logging.Formatter("[%(asctime)s] [%(name)s] [%(levelname)s] %(message)s"))
+            handler.setFormatter(log_formatter())
             logging.getLogger("nrp_core").addHandler(handler)
             self._log_handler = handler
         return self._output

@@ -82,20 +82,20 @@ def parse_client_args(args: str) -> ClientOptions:
 
 
 def _configure_logging(console_level: str, file_level: str, log_dir: str) -> None:
-    from nrp_core.client import log_level
+    from nrp_core.client import log_formatter, log_level
 
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(log_level(console_level))
-    console.setFormatter(logging.Formatter("[%(asctime)s] [%(name)s] [%(levelname)s] %(message)s"))
+    console.setFormatter(log_formatter())
     root.addHandler(console)
     if file_level != "off":
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # ISO 8601, UTC
         handler = logging.FileHandler(Path(log_dir) / f"nrpcore_{stamp}.log")
         handler.setLevel(log_level(file_level))
-        handler.setFormatter(logging.Formatter("[%(asctime)s] [%(name)s] [%(levelname)s] %(message)s"))
+        handler.setFormatter(log_formatter())
         root.addHandler(handler)
 
 

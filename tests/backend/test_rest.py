@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import os
 import time
@@ -48,7 +49,9 @@ def test_first_launch_gets_id_zero_and_defaults(backend: Backend, storage: Stora
     assert sim["MQTTPrefix"] == ""
     assert sim["owner"] == "alice"
     assert sim["error"] is None
-    assert sim["creationDate"][-6:] in ("+01:00", "+02:00")
+    assert sim["creationDate"].endswith("Z")  # ISO 8601, UTC
+    created = datetime.datetime.fromisoformat(sim["creationDate"])
+    assert created.utcoffset() == datetime.timedelta(0)
     ready = backend.rest.wait_for(0, lambda s: s["ready"])
     assert ready["state"] == "paused"
     # The clone left out old.log; the symlink points at the simulation folder.
@@ -77,7 +80,7 @@ def test_open_routes(backend: Backend) -> None:
 
 def test_unknown_paths_and_methods(backend: Backend) -> None:
     rest = backend.rest
-    for path in ("/nope", "/simulation/-1", "/simulation/abc", "/simulation/0/logs", "/../setup.py"):
+    for path in ("/nope", "/simulation/-1", "/simulation/abc", "/simulation/0/nope", "/../setup.py"):
         assert_error(rest.get(path), 404, "The command you requested was not found on this server")
     response = rest.put("/simulation", {})
     assert_error(response, 405, "Method not allowed")

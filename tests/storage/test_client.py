@@ -113,11 +113,11 @@ def test_upload_logs_lands_at_experiment_root(
     with zipfile.ZipFile(zip_path, "w") as archive:
         archive.writestr("simulation_7.log", "line\n")
     name = client.upload_logs(storage.alice, "withlogs", zip_path, 7)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_simulation_7\.log\.zip", name)
+    assert re.fullmatch(r"\d{8}T\d{6}Z_simulation_7\.log\.zip", name)
     assert client.get_file(storage.alice, "withlogs", name, by_name=True) == zip_path.read_bytes()
     assert [e["name"] for e in client.get_files_list(storage.alice, "withlogs")] == [name]
-    fixed = client.upload_logs(storage.alice, "withlogs", zip_path, 8, now=lambda: time.localtime(0))
-    assert fixed == time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(0)) + "_simulation_8.log.zip"
+    fixed = client.upload_logs(storage.alice, "withlogs", zip_path, 8, now=lambda: 0.0)
+    assert fixed == "19700101T000000Z_simulation_8.log.zip"  # ISO 8601 basic form, UTC
     # later clones leave the log zips out
     client.create_or_update(storage.alice, "withlogs", "main_script.py", b"pass")
     client.clone_experiment(storage.alice, "withlogs", tmp_path / "clone")

@@ -73,7 +73,7 @@ class DataTransferServer:
                 self._file.add(name)
         if self._file:
             base = experiment_path(request, str(request.get("dataDirectory") or "data"))
-            self._directory = base / time.strftime("%Y-%m-%d_%H-%M-%S")
+            self._directory = base / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())  # ISO 8601, UTC
             self._directory.mkdir(parents=True, exist_ok=True)
         if self._network:
             self._connect(str(request.get("MQTTBroker") or "localhost:1883"))
