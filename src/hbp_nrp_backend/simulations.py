@@ -47,6 +47,7 @@ from hbp_nrp_backend.simserver_process import (
 )
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.lifecycle import REST_TARGETS
+from hbp_nrp_commons.user_paths import relative_paths
 
 logger = logging.getLogger(__name__)
 
@@ -116,11 +117,16 @@ class Simulation:
     def state_representation(self) -> dict[str, Any]:
         return {"state": self.record.state, "ready": self.record.ready, "error": self.record.error}
 
+    def user_text(self, text: str) -> str:
+        """``text`` with paths in the simulation directory made relative to it (users know only
+        their experiment, not the server's temporary folder)."""
+        return relative_paths(text, self.sim_dir) if self.sim_dir is not None else text
+
     def loading_error(self, message: str) -> dict[str, Any]:
         """The REST ``error`` of a failed start: the ``runtime_error`` fields (5.7) plus ``traceback``."""
         return {
             "sim_id": str(self.id),
-            "msg": message,
+            "msg": self.user_text(message),
             "error_type": "Loading",
             "fileName": self.record.main_script,
             "line_number": -1,
@@ -289,6 +295,9 @@ class Simulation:
         if not isinstance(error, dict):
             return
         error.setdefault("traceback", "")
+        for key in ("msg", "fileName", "line_text", "traceback"):
+            if isinstance(error.get(key), str):
+                error[key] = self.user_text(error[key])
         self.record.error = error
         self.save()
         logger.info("Simulation %s reported an error: %s", self.id, error.get("msg"))
@@ -545,7 +554,7 @@ class SimulationManager:
             sim.record.error = sim.loading_error(message)
             sim.save()
             logger.error("Simulation %s could not start", sim_id, exc_info=exc)
-            raise ApiError(message, 500, data=str(cause)) from exc
+            raise ApiError(sim.user_text(message), 500, data=sim.user_text(str(cause))) from exc
         return sim
 
     # -- transitions ---------------------------------------------------------------------------

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from hbp_nrp_commons.user_paths import relative_paths
 
 
 class ServerProcessExitCodes(enum.IntEnum):
@@ -41,6 +45,16 @@ class ScriptError:
     offset: int = -1
     line_text: str = ""
     traceback: str = ""
+
+    def relative_to(self, directory: str | Path) -> ScriptError:
+        """A copy whose texts name files relative to ``directory`` (the simulation directory)."""
+        return dataclasses.replace(
+            self,
+            msg=relative_paths(self.msg, directory),
+            file_name=relative_paths(self.file_name, directory),
+            line_text=relative_paths(self.line_text, directory),
+            traceback=relative_paths(self.traceback, directory),
+        )
 
     def payload(self, sim_id: str) -> dict[str, Any]:
         """The ``runtime_error`` message body (contract 5.7)."""

@@ -204,6 +204,7 @@ class NRPScriptRunner:
         )
 
     def _fail_loading(self, error: ScriptError) -> NoReturn:
+        error = error.relative_to(self.sim_dir)
         self.error = error
         self.notifier.publish_error(error)
         raise ScriptLoadError(error)
@@ -317,7 +318,7 @@ class NRPScriptRunner:
         except SystemExit as exc:
             logger.info("Main script called exit(%s)", exc.code)
         except BaseException as exc:  # every other way out is reported, then the thread ends
-            error = self.describe_error(exc)
+            error = self.describe_error(exc).relative_to(self.sim_dir)
             logger.error("Main script error:\n%s", error.traceback)
         if error is not None:
             self.error = error

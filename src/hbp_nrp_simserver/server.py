@@ -144,7 +144,8 @@ class SimulationServer:
             try:
                 self.config = load_experiment_config(self.config_file)
             except Exception as exc:
-                notifier.publish_error(ScriptError(str(exc), ErrorType.LOADING, self.script))
+                error = ScriptError(str(exc), ErrorType.LOADING, self.script)
+                notifier.publish_error(error.relative_to(self.sim_dir))
                 raise
             self.runner = NRPScriptRunner(
                 self.sim_dir,

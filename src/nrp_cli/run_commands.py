@@ -22,6 +22,8 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from hbp_nrp_commons.user_paths import relative_paths
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -143,13 +145,13 @@ def run_standalone(console: Console, workdir: Path, config: Any) -> int:
             _quiet(client.shutdown)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        console.print(f"[red]nrp-core error:[/] {exc}")
+        console.print(f"[red]nrp-core error:[/] {relative_paths(str(exc), workdir)}")
         if client is not None:
             _quiet(client.shutdown)
         return EXIT_ERROR
     _quiet(client.shutdown)
     if failure:
-        console.print(f"[red]nrp-core error:[/] {failure[0]}")
+        console.print(f"[red]nrp-core error:[/] {relative_paths(str(failure[0]), workdir)}")
         return EXIT_ERROR
     return EXIT_OK
 
@@ -207,7 +209,7 @@ def run(
         try:
             config = load_experiment_config(workdir / config_file)
         except Exception as exc:
-            console.print(f"[red]Loading error:[/] {exc}")
+            console.print(f"[red]Loading error:[/] {relative_paths(str(exc), workdir)}")
             code = EXIT_ERROR
         else:
             if (workdir / script).is_file():

@@ -486,7 +486,8 @@ def _exec_file(path: Path, namespace: dict[str, Any]) -> list[Function]:
     try:
         source = path.read_text()
     except OSError as exc:
-        raise FunctionLoadError(f"cannot read function file '{path}': {exc}") from exc
+        reason = exc.strerror or type(exc).__name__
+        raise FunctionLoadError(f"cannot read function file '{path.name}': {reason}") from exc
     _registry.functions = []
     namespace["__file__"] = str(path)
     try:

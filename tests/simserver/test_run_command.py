@@ -107,3 +107,12 @@ def test_ctrl_c_exits_130(experiment, tmp_path):
     assert proc.returncode == 130, output
     assert time.monotonic() - began < 3
     assert "Interrupted" in output
+
+
+def test_errors_name_files_relative_to_the_experiment(experiment, tmp_path):
+    (experiment / "tf_1.py").write_text("import json\njson.loads('{')\n")
+    result = nrp_run(experiment, tmp_path)
+    assert result.returncode == 1
+    assert "error while loading function file 'tf_1.py'" in result.stdout
+    assert 'File "tf_1.py", line 2' in result.stdout
+    assert "nrp-run-" not in result.stdout + result.stderr  # the temporary copy stays out of sight
