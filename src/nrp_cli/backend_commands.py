@@ -30,7 +30,7 @@ def _parse_port(raw: str | None, source: str) -> int | None:
         return DEFAULT_BACKEND_PORT
 
 
-def _run_backend(host: str | None, port: str | None, logfile: Path | None, verbose: bool) -> None:
+def _run_backend(host: str | None, port: int | None, logfile: Path | None, verbose: bool) -> None:
     from hbp_nrp_backend.config import load_backend_config
     from hbp_nrp_backend.server import PortBusyError, configure_logging, serve
     from hbp_nrp_commons.settings import SettingsError, load_settings
@@ -41,8 +41,7 @@ def _run_backend(host: str | None, port: str | None, logfile: Path | None, verbo
         config = load_backend_config(settings=settings)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    option_port = _parse_port(port, "--port")
-    chosen_port = option_port if option_port is not None else env_port
+    chosen_port = port if port is not None else env_port
     if chosen_port is None:
         chosen_port = settings.backend_port
     chosen_host = host or settings.backend_host
@@ -69,7 +68,12 @@ def register(cli: click.Group) -> None:
 
     @cli.command("backend")
     @click.option("--host", default=None, help="Listen address [NRP_BACKEND_HOST or 127.0.0.1].")
-    @click.option("--port", default=None, help="Listen port, 0 for a free one [NRP_BACKEND_PORT or 8090].")
+    @click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Listen port, 0 for a free one [NRP_BACKEND_PORT or 8090].",
+    )
     @click.option(
         "--logfile",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -77,6 +81,6 @@ def register(cli: click.Group) -> None:
         help="Write the log here instead of stdout.",
     )
     @click.option("--verbose", is_flag=True, help="DEBUG logging (also for the Simulation Servers).")
-    def backend(host: str | None, port: str | None, logfile: Path | None, verbose: bool) -> None:
+    def backend(host: str | None, port: int | None, logfile: Path | None, verbose: bool) -> None:
         """Run the REST server until Ctrl-C or SIGTERM (then every simulation is stopped)."""
         _run_backend(host, port, logfile, verbose)

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nrp_cli.options import shared_options
 from nrp_cli.up_env import read_up_env
 
 STATES = ("created", "paused", "started", "completed", "stopped", "failed")
@@ -143,27 +144,27 @@ def _error_text(error: Mapping[str, Any] | None) -> str:
 # ----------------------------------------------------------------------------------- commands
 
 
+CONNECTION = ("url", "token")
+
+
 @click.group("sim")
-@click.option("--url", default=None, help="REST server URL [NRP_BACKEND_URL, then nrp-up.env].")
-@click.option("--token", default=None, help="Bearer token [NRP_TOKEN, then nrp-up.env].")
-@click.option("--storage-url", default=None, help="Storage server URL [NRP_STORAGE_URL, then nrp-up.env].")
-@click.pass_context
-def sim(ctx: click.Context, url: str | None, token: str | None, storage_url: str | None) -> None:
+@shared_options("url", "token", "storage_url", "broker")
+def sim() -> None:
     """Launch, control, watch and read the logs of simulations on a REST server."""
-    ctx.ensure_object(dict)
-    ctx.obj["connection"] = (url, token)
-    ctx.obj["storage_url"] = storage_url
 
 
 def client(ctx: click.Context) -> RestClient:
-    url, token = resolve_connection(*ctx.obj["connection"])
+    url, token = resolve_connection(ctx.obj.get("url"), ctx.obj.get("token"))
     return RestClient(url, token)
 
 
 @sim.command("launch")
+@shared_options(*CONNECTION)
 @click.argument("experiment")
-@click.option("--config", "config_name", default=None, help="Experiment configuration file name.")
-@click.option("--script", default=None, help="Main script file name.")
+@click.option(
+    "-c", "--config", "config_name", default=None, help="Configuration file [simulation_config.json]."
+)
+@click.option("-s", "--script", default=None, help="Main script file [main_script.py].")
 @click.option("--ctx-id", default=None, help="Collab context id.")
 @click.option("--start", "start_now", is_flag=True, help="Start the simulation right away.")
 @click.pass_context
@@ -209,6 +210,7 @@ def launch(
 
 def _transition(name: str, state: str, help_text: str) -> None:
     @sim.command(name, help=help_text)
+    @shared_options(*CONNECTION)
     @click.argument("sim_id", type=int)
     @click.pass_context
     def command(ctx: click.Context, sim_id: int) -> None:
@@ -220,6 +222,7 @@ _transition("pause", "paused", "Pause simulation SIM_ID.")
 
 
 @sim.command("stop")
+@shared_options(*CONNECTION)
 @click.argument("sim_id", type=int)
 @click.pass_context
 def stop(ctx: click.Context, sim_id: int) -> None:
@@ -241,6 +244,7 @@ def stop(ctx: click.Context, sim_id: int) -> None:
 
 
 @sim.command("status")
+@shared_options(*CONNECTION)
 @click.argument("sim_id", type=int)
 @click.pass_context
 def status(ctx: click.Context, sim_id: int) -> None:
@@ -249,6 +253,7 @@ def status(ctx: click.Context, sim_id: int) -> None:
 
 
 @sim.command("list")
+@shared_options(*CONNECTION)
 @click.option(
     "--state",
     "states",
@@ -314,6 +319,7 @@ def _wait_until(rest: RestClient, sim_id: int, state: str, timeout: float | None
 
 
 @sim.command("wait")
+@shared_options(*CONNECTION)
 @click.argument("sim_id", type=int)
 @click.option("--state", required=True, type=click.Choice(STATES), help="The state to wait for.")
 @click.option(
@@ -446,12 +452,10 @@ WATCH_ENDS = {"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}
 
 
 @sim.command("watch")
+@shared_options(*CONNECTION, "broker")
 @click.argument("sim_id", type=int)
-@click.option(
-    "--broker", default=None, help="MQTT broker host:port [NRP_MQTT_BROKER_ADDRESS, then nrp-up.env]."
-)
 @click.pass_context
-def watch(ctx: click.Context, sim_id: int, broker: str | None) -> None:
+def watch(ctx: click.Context, sim_id: int) -> None:
     """Follow simulation SIM_ID live over MQTT until it is completed, stopped or failed.
 
     Shows its state, its simulation time against its timeout, runtime errors as they happen and
@@ -465,7 +469,7 @@ def watch(ctx: click.Context, sim_id: int, broker: str | None) -> None:
     if current["state"] in WATCH_ENDS:
         console.print(f"Simulation {sim_id} is {current['state']}.")
         ctx.exit(WATCH_ENDS[current["state"]])
-    host, port = _broker_address(broker)
+    host, port = _broker_address(ctx.obj.get("broker"))
     watcher = _Watcher(host, port, str(current.get("MQTTPrefix") or ""), sim_id)
     view = _WatchView(console, sim_id)
     end: str | None = None
@@ -565,6 +569,7 @@ def _console_first(name: str) -> tuple[bool, str]:
 
 
 @sim.command("logs")
+@shared_options(*CONNECTION, "storage_url")
 @click.argument("sim_id", type=int)
 @click.option(
     "--extract",

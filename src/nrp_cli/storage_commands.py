@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
+from nrp_cli.options import shared_options
 from nrp_cli.up_env import read_up_env
 
 err = Console(stderr=True)
@@ -49,9 +50,11 @@ def resolve_storage_access(
 
 
 @click.command("storage")
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root (STORAGE_PATH).")
-@click.option("--host", help="Listen address (NRP_STORAGE_HOST).")
-@click.option("--port", type=int, help="Listen port, 0 = a free port (NRP_STORAGE_PORT).")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root [STORAGE_PATH].")
+@click.option("--host", help="Listen address [NRP_STORAGE_HOST or 127.0.0.1].")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="Listen port, 0 for a free one [NRP_STORAGE_PORT or 9000]."
+)
 def storage_command(root: Path | None, host: str | None, port: int | None) -> None:
     """Run the storage server (experiment folders, users and tokens)."""
     import logging
@@ -95,7 +98,7 @@ def user_group() -> None:
 
 
 _root_option = click.option(
-    "--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root (STORAGE_PATH)."
+    "--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root [STORAGE_PATH]."
 )
 _ttl_option = click.option(
     "--ttl", type=float, default=None, help="Token lifetime in seconds (default: never)."
@@ -139,20 +142,16 @@ def user_token(name: str, root: Path | None, ttl: float | None) -> None:
 
 
 @click.group("experiments")
-@click.option("--storage-url", "url", help="Storage server URL [NRP_STORAGE_URL, then nrp-up.env].")
-@click.option("--token", help="Bearer token [NRP_TOKEN, then nrp-up.env].")
-@click.pass_context
-def experiments_group(ctx: click.Context, url: str | None, token: str | None) -> None:
+@shared_options("storage_url", "token")
+def experiments_group() -> None:
     """List, upload and download storage experiments."""
-    ctx.ensure_object(dict)
-    ctx.obj["url"], ctx.obj["token"] = url, token
 
 
 def _client(ctx: click.Context):  # noqa: ANN202
     from hbp_nrp_backend.storage_client import StorageClient
 
     try:
-        url, token = resolve_storage_access(ctx.obj.get("url"), ctx.obj.get("token"))
+        url, token = resolve_storage_access(ctx.obj.get("storage_url"), ctx.obj.get("token"))
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     if not token:
@@ -170,6 +169,7 @@ def _run(action):  # noqa: ANN001, ANN202
 
 
 @experiments_group.command("list")
+@shared_options("storage_url", "token")
 @click.option("--all", "list_all", is_flag=True, help="Every folder in storage, not only yours.")
 @click.pass_context
 def experiments_list(ctx: click.Context, list_all: bool) -> None:
@@ -190,6 +190,7 @@ def experiments_list(ctx: click.Context, list_all: bool) -> None:
 
 
 @experiments_group.command("upload")
+@shared_options("storage_url", "token")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--name", help="Experiment id (default: the folder's name).")
 @click.pass_context
@@ -204,6 +205,7 @@ def experiments_upload(ctx: click.Context, directory: Path, name: str | None) ->
 
 
 @experiments_group.command("download")
+@shared_options("storage_url", "token")
 @click.argument("experiment_id")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.pass_context

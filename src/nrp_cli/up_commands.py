@@ -25,6 +25,7 @@ from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
 from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
+PORT = click.IntRange(0, 65535)
 
 
 class UpError(click.ClickException):
@@ -218,8 +219,8 @@ def register(cli: click.Group) -> None:
 
     @cli.command("up")
     @click.option("--host", default=None, help="Listen address of the REST and storage servers [127.0.0.1].")
-    @click.option("--port", type=int, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
-    @click.option("--storage-port", type=int, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
+    @click.option("--port", type=PORT, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
+    @click.option("--storage-port", type=PORT, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
     @click.option("--verbose", is_flag=True, help="Show the servers' own output.")
     def up(host: str | None, port: int | None, storage_port: int | None, verbose: bool) -> None:
         """Start the MQTT broker, the storage server and the REST server; Ctrl-C stops them."""

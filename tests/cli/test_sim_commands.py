@@ -220,3 +220,19 @@ def test_logs_live_then_from_the_uploaded_zip(
 
     no_storage = nrp({**env, "NRP_STORAGE_URL": "http://127.0.0.1:1"}, "sim", "logs", str(sim_id))
     assert no_storage.returncode == 1 and "127.0.0.1:1" in no_storage.stderr
+
+
+def test_connection_options_on_the_group_or_the_command(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend()
+    env = {**os.environ, "NRP_BACKEND_URL": "", "NRP_TOKEN": "", "NRP_DATA_DIR": str(tmp_path)}
+    after = nrp(env, "sim", "list", "--url", backend.url, "--token", storage.alice)
+    assert after.returncode == 0, after.stderr
+    before = nrp(env, "sim", "--url", backend.url, "--token", storage.alice, "list")
+    assert before.returncode == 0, before.stderr
+    # the command's value wins over the group's
+    wins = nrp(env, "sim", "--url", backend.url, "--token", storage.alice, "list", "--token", "wrong")
+    assert wins.returncode == 1 and "401" in wins.stderr
+    missing = nrp(env, "sim", "list")
+    assert missing.returncode == 1 and "--url" in missing.stderr and "nrp up" in missing.stderr
