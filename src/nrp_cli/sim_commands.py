@@ -6,8 +6,9 @@ Every command finds the REST server and the token the same way (:func:`resolve_c
 ``logs`` of an ended simulation the storage server (``--storage-url``, ``NRP_STORAGE_URL``,
 ``nrp-up.env``).
 
-Exit codes of ``watch`` and ``wait``: 0 as hoped (``watch``: completed or stopped; ``wait``: the
-state was reached), 1 the simulation failed or ended in another state, 3 ``wait`` timed out.
+Exit codes of ``watch`` and ``wait``: 0 as hoped (``watch``: completed or stopped without an error;
+``wait``: the state was reached), 1 the simulation failed, reported an error (``watch``) or ended in
+another state (``wait``), 3 ``wait`` timed out.
 """
 
 from __future__ import annotations
@@ -403,6 +404,7 @@ class _WatchView:
         self.console = console
         self.sim_id = sim_id
         self.state = ""
+        self.errors = 0
         self.progress = Progress(
             TextColumn("[bold]{task.description:<10}"),
             BarColumn(),
@@ -444,11 +446,24 @@ class _WatchView:
         )
 
     def runtime_error(self, message: Mapping[str, Any]) -> None:
+        self.errors += 1
         self.progress.print(f"[red]{_error_text(message)}[/]")
 
 
-#: what ``watch`` stops at, and its exit code
-WATCH_ENDS = {"completed": EXIT_OK, "stopped": EXIT_OK, "failed": EXIT_FAILED}
+#: the states ``watch`` stops at
+WATCH_ENDS = ("completed", "stopped", "failed")
+
+
+def _outcome(sim_id: int, end: str, error: bool) -> tuple[str, int]:
+    """The closing line of ``watch`` and its exit code: 1 when the simulation failed or reported an error."""
+    hint = (
+        f"Its script ended; stop it to save its logs: nrp sim stop {sim_id}"
+        if end == "completed"
+        else f"Its logs: nrp sim logs {sim_id}"
+    )
+    bad = end == "failed" or error
+    text = f"Simulation {sim_id} {end}{' with an error' if error and end != 'failed' else ''}."
+    return f"[{'red' if bad else 'green'}]{text}[/] {hint}", EXIT_FAILED if bad else EXIT_OK
 
 
 @sim.command("watch")
@@ -459,7 +474,8 @@ def watch(ctx: click.Context, sim_id: int) -> None:
     """Follow simulation SIM_ID live over MQTT until it is completed, stopped or failed.
 
     Shows its state, its simulation time against its timeout, runtime errors as they happen and
-    lifecycle changes. Exit code 0 when it completed or was stopped, 1 when it failed.
+    lifecycle changes. Exit code 0 when it completed or was stopped, 1 when it failed or reported an
+    error.
     """
     rest = client(ctx)
     current = rest.call("GET", f"/simulation/{sim_id}")
@@ -467,8 +483,9 @@ def watch(ctx: click.Context, sim_id: int) -> None:
     if current.get("error"):
         console.print(f"[red]{_error_text(current['error'])}[/]")
     if current["state"] in WATCH_ENDS:
-        console.print(f"Simulation {sim_id} is {current['state']}.")
-        ctx.exit(WATCH_ENDS[current["state"]])
+        line, code = _outcome(sim_id, current["state"], bool(current.get("error")))
+        console.print(line)
+        ctx.exit(code)
     host, port = _broker_address(ctx.obj.get("broker"))
     watcher = _Watcher(host, port, str(current.get("MQTTPrefix") or ""), sim_id)
     view = _WatchView(console, sim_id)
@@ -501,17 +518,12 @@ def watch(ctx: click.Context, sim_id: int) -> None:
         ctx.exit(130)
     finally:
         watcher.close()
-    final = rest.call("GET", f"/simulation/{sim_id}")
-    if end == "failed" and final.get("error"):
-        console.print(f"[red]{_error_text(final['error'])}[/]")
-    hint = {
-        "completed": f"Its script ended; stop it to save its logs: nrp sim stop {sim_id}",
-        "stopped": f"Its logs: nrp sim logs {sim_id}",
-        "failed": f"Its logs: nrp sim logs {sim_id}",
-    }[end]
-    colour = "red" if end == "failed" else "green"
-    console.print(f"[{colour}]Simulation {sim_id} {end}.[/] {hint}")
-    ctx.exit(WATCH_ENDS[end])
+    error = rest.call("GET", f"/simulation/{sim_id}").get("error")
+    if error and not view.errors:
+        console.print(f"[red]{_error_text(error)}[/]")
+    line, code = _outcome(sim_id, end, bool(error) or view.errors > 0)
+    console.print(line)
+    ctx.exit(code)
 
 
 # ----------------------------------------------------------------------------------- logs

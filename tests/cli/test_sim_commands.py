@@ -138,9 +138,11 @@ def test_watch_follows_a_simulation_to_completion(
     assert "0.20 / 1.00 s simulated" in text, text  # the fake's simulation time against its timeout
     assert f"nrp sim stop {sim_id}" in text
     backend.rest.set_state(sim_id, "stopped")
+    ended = nrp(env, "sim", "watch", str(sim_id))
+    assert ended.returncode == 0 and f"Simulation {sim_id} stopped." in ended.stdout
 
 
-def test_watch_shows_runtime_errors_and_ends_with_the_stop(
+def test_watch_shows_runtime_errors_and_its_exit_code_says_so(
     start_backend: BackendFactory, storage: Storage, broker: BrokerProcess, tmp_path: Path
 ) -> None:
     backend = start_backend()
@@ -154,10 +156,12 @@ def test_watch_shows_runtime_errors_and_ends_with_the_stop(
         watch.wait_for_line("Runtime error: boom")
         assert "(main_script.py:3: raise RuntimeError('boom'))" in watch.text
         assert backend.rest.set_state(sim_id, "stopped").status_code == 200
-        assert watch.finish() == 0, watch.text
+        assert watch.finish() == 1, watch.text  # it ended, but its script reported an error
     finally:
         watch.kill()
-    assert f"Simulation {sim_id} stopped." in watch.text
+    assert f"Simulation {sim_id} stopped with an error." in watch.text
+    again = nrp(env, "sim", "watch", str(sim_id))  # an ended simulation: the same answer at once
+    assert again.returncode == 1 and "stopped with an error" in again.stdout
 
 
 def test_watch_exit_code_says_the_simulation_failed(
