@@ -177,14 +177,14 @@ def experiments_list(ctx: click.Context, list_all: bool) -> None:
     client, token = _client(ctx)
     with client:
         items = _run(lambda: client.list_experiments(token, None, get_all=list_all))
-    table = Table("id", "name", "owned", "clone date")
+    table = Table("id", "name", "owned", "clone date (UTC)")
     for item in items:
         config = item.get("configuration", {})
         table.add_row(
             item["id"],
             str(config.get("SimulationName", "")),
             "yes" if item.get("owned") else "",
-            str(config.get("cloneDate", "")),
+            str(config.get("cloneDate", "")).replace(" ", "T"),  # storage answers the original's form
         )
     out.print(table)
 
