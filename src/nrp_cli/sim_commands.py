@@ -51,6 +51,7 @@ EXIT_TIMEOUT = 3
 
 POLL_PERIOD = 0.2
 REST_CHECK_PERIOD = 2.0
+FOLLOW_PERIOD = 0.5
 WIDE = 160  # columns of tables when stdout is not a terminal (a pipe or a file)
 
 
@@ -580,6 +581,49 @@ def _console_first(name: str) -> tuple[bool, str]:
     return (not name.startswith("simulation_"), name)
 
 
+def _live_logs(rest: RestClient, sim_id: int, **params: Any) -> dict[str, Any] | None:
+    """``GET /simulation/<id>/logs``, or ``None`` once the simulation has ended (404)."""
+    try:
+        return dict(rest.call("GET", f"/simulation/{sim_id}/logs", params=params))
+    except RestError as exc:
+        if exc.status != 404 or "log.zip" not in exc.text:
+            raise
+        return None
+
+
+def _ended(rest: RestClient, sim_id: int, timeout: float = 120.0) -> dict[str, Any]:
+    """The simulation once its state is final (a stop in progress removes the directory first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = dict(rest.call("GET", f"/simulation/{sim_id}"))
+        if current["state"] in FINAL_STATES or time.monotonic() >= deadline:
+            return current
+        time.sleep(POLL_PERIOD)
+
+
+def _follow(rest: RestClient, sim_id: int, seen: dict[str, int], shown: str | None) -> None:
+    """Print what the log files add until the simulation ends (``tail -f`` of every file)."""
+    while True:
+        time.sleep(FOLLOW_PERIOD)
+        listing = _live_logs(rest, sim_id, tail=1)
+        if listing is None:
+            _note(f"Simulation {sim_id} has ended; all of its logs: nrp sim logs {sim_id}")
+            return
+        for entry in sorted(listing["files"], key=lambda f: _console_first(f["name"])):
+            name = entry["name"]
+            if entry["size"] <= seen.get(name, 0):
+                continue
+            part = _live_logs(rest, sim_id, name=name, offset=seen.get(name, 0))
+            if part is None:
+                break
+            for piece in part["files"]:
+                if name != shown:
+                    click.echo(f"==> {name} <==")
+                    shown = name
+                click.echo(piece["content"], nl=False)
+                seen[name] = piece["size"]
+
+
 @sim.command("logs")
 @shared_options(*CONNECTION, "storage_url")
 @click.argument("sim_id", type=int)
@@ -590,8 +634,11 @@ def _console_first(name: str) -> tuple[bool, str]:
     default=None,
     help="Write the log files (and recorded data) into this folder instead of printing them.",
 )
+@click.option(
+    "-f", "--follow", is_flag=True, help="Then print what a running simulation's logs add, until it ends."
+)
 @click.pass_context
-def logs(ctx: click.Context, sim_id: int, extract_dir: Path | None) -> None:
+def logs(ctx: click.Context, sim_id: int, extract_dir: Path | None, follow: bool) -> None:
     """Print the console and script logs of simulation SIM_ID.
 
     A running simulation's logs come live from the REST server; an ended one's from the log zip
@@ -599,18 +646,13 @@ def logs(ctx: click.Context, sim_id: int, extract_dir: Path | None) -> None:
     """
     rest = client(ctx)
     current = rest.call("GET", f"/simulation/{sim_id}")
+    answer = None if current["state"] in FINAL_STATES else _live_logs(rest, sim_id)
     texts: list[tuple[str, bytes]]
-    if current["state"] not in FINAL_STATES:
-        try:
-            answer = rest.call("GET", f"/simulation/{sim_id}/logs")
-        except RestError as exc:
-            if exc.status != 404:
-                raise
-            current = rest.call("GET", f"/simulation/{sim_id}")  # it ended meanwhile
-        else:
-            texts = [(f["name"], f["content"].encode()) for f in answer["files"]]
-            _note(f"Live logs of simulation {sim_id} ({answer['state']}):")
-    if current["state"] in FINAL_STATES:
+    if answer is not None:
+        texts = [(f["name"], f["content"].encode()) for f in answer["files"]]
+        _note(f"Live logs of simulation {sim_id} ({answer['state']}):")
+    else:
+        current = _ended(rest, sim_id)
         name, texts = _zip_logs(ctx, rest, current)
         _note(f"Logs of simulation {sim_id} ({current['state']}) from {current['experimentID']}/{name}:")
     if extract_dir is not None:
@@ -619,6 +661,12 @@ def logs(ctx: click.Context, sim_id: int, extract_dir: Path | None) -> None:
     shown = sorted((n, d) for n, d in texts if n.endswith(".log"))
     shown.sort(key=lambda item: _console_first(item[0]))
     _print_logs([(n, d.decode("utf-8", errors="replace")) for n, d in shown])
+    if follow and answer is not None:
+        sizes = {f["name"]: f["size"] for f in answer["files"]}
+        try:
+            _follow(rest, sim_id, sizes, shown[-1][0] if shown else None)
+        except KeyboardInterrupt:
+            ctx.exit(130)
 
 
 def register(cli: click.Group) -> None:

@@ -226,6 +226,26 @@ def test_logs_live_then_from_the_uploaded_zip(
     assert no_storage.returncode == 1 and "127.0.0.1:1" in no_storage.stderr
 
 
+def test_logs_follow_until_the_simulation_ends(
+    start_backend: BackendFactory, storage: Storage, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    backend = start_backend()
+    env = cli_env(backend, storage, broker, tmp_path)
+    sim_id = backend.rest.launch("my_cloned_experiment")["simulationID"]
+    backend.rest.wait_for(sim_id, lambda s: s["ready"])
+    follow = Background(env, "sim", "logs", str(sim_id), "--follow")
+    try:
+        follow.wait_for_line("ENVIRONMENT ")
+        backend.rest.set_state(sim_id, "started")  # the stand-in prints "STATE started" on its console
+        follow.wait_for_line("STATE started")
+        assert backend.rest.set_state(sim_id, "stopped").status_code == 200
+        assert follow.finish() == 0, follow.text  # it ends with the simulation
+    finally:
+        follow.kill()
+    assert f"==> simulation_{sim_id}.log <==" in follow.lines and "has ended" in follow.text
+    assert follow.text.count("ENVIRONMENT ") == 1  # what was shown is not shown again
+
+
 def test_connection_options_on_the_group_or_the_command(
     start_backend: BackendFactory, storage: Storage, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ MAX_TAIL = 10_000_000
 _ERRORS = {
     code: {"description": text, "content": {"application/json": {"schema": ApiErrorSchema}}}
     for code, text in (
-        ("400", "invalid tail"),
+        ("400", "invalid tail or offset"),
         ("401", "no valid token"),
         ("403", "not viewable"),
         ("404", "unknown simulation, or it has ended (its logs are in the experiment's log zip)"),
@@ -34,30 +34,35 @@ _ERRORS = {
 }
 
 
-def _tail() -> int:
-    raw = request.args.get("tail")
+def _number(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.args.get(name)
     if raw is None or raw == "":
-        return DEFAULT_TAIL
+        return default
     try:
-        tail = int(raw)
+        value = int(raw)
     except ValueError:
-        raise ClientError(f"tail must be a number of bytes, got {raw!r}") from None
-    if not 0 < tail <= MAX_TAIL:
-        raise ClientError(f"tail must be between 1 and {MAX_TAIL} bytes, got {tail}")
-    return tail
+        raise ClientError(f"{name} must be a number of bytes, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ClientError(f"{name} must be between {minimum} and {maximum} bytes, got {value}")
+    return value
 
 
-def read_log(path: Path, tail: int) -> dict[str, Any]:
-    """``{"name", "size", "truncated", "content"}`` of one log file: its last ``tail`` bytes."""
+def read_log(path: Path, tail: int, offset: int = 0) -> dict[str, Any]:
+    """``{"name", "size", "offset", "truncated", "content"}`` of one log file.
+
+    ``content`` is the file from byte ``offset`` on, but at most its last ``tail`` bytes
+    (``truncated`` then); ``offset`` in the answer is where ``content`` starts.
+    """
     with path.open("rb") as handle:
         size = handle.seek(0, 2)
-        start = max(0, size - tail)
+        start = max(min(offset, size), size - tail)
         handle.seek(start)
         data = handle.read(size - start)
     return {
         "name": path.name,
         "size": size,
-        "truncated": start > 0,
+        "offset": start,
+        "truncated": start > offset,
         "content": data.decode("utf-8", errors="replace"),
     }
 
@@ -78,7 +83,21 @@ class SimulationLogs(MethodView):
                 "required": False,
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TAIL, "default": DEFAULT_TAIL},
                 "description": "at most this many bytes from the end of each file",
-            }
+            },
+            {
+                "name": "name",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "only this log file (a name the answer without it lists)",
+            },
+            {
+                "name": "offset",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "default": 0},
+                "description": "each file from this byte on (to follow a log: the size of the last answer)",
+            },
         ],
         responses=_ERRORS,
     )
@@ -89,17 +108,24 @@ class SimulationLogs(MethodView):
         sims = manager()
         sim = sims.find(sim_id)
         sims.check_view(caller(), sim)
-        tail = _tail()
+        tail = _number("tail", DEFAULT_TAIL, 1, MAX_TAIL)
+        offset = _number("offset", 0, 0, 2**62)
         sim_dir = sim.sim_dir
         if sim.state in FINAL_STATES or sim_dir is None or not sim_dir.is_dir():
             raise NotFound(
                 f"Simulation {sim_id} is {sim.state}: its logs are in the *_simulation_{sim_id}.log.zip "
                 f"file of experiment {sim.record.experiment_id} in storage"
             )
+        paths = log_files(sim_dir)
+        name = request.args.get("name")
+        if name is not None:
+            paths = [p for p in paths if p.name == name]
+            if not paths:
+                raise NotFound(f"Simulation {sim_id} has no log file {name!r}")
         files = []
-        for path in log_files(sim_dir):
+        for path in paths:
             try:
-                files.append(read_log(path, tail))
+                files.append(read_log(path, tail, offset))
             except OSError:
                 continue  # removed by a stop in progress
         return {"simulationID": sim_id, "state": sim.state, "files": files}

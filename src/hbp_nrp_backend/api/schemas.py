@@ -58,7 +58,8 @@ class StateSchema(Schema):
 class LogFileSchema(Schema):
     name = fields.String(metadata={"description": "file name in the simulation directory"})
     size = fields.Integer(metadata={"description": "file size in bytes"})
-    truncated = fields.Boolean(metadata={"description": "true when content is only the file's end"})
+    offset = fields.Integer(metadata={"description": "byte offset in the file where content starts"})
+    truncated = fields.Boolean(metadata={"description": "true when tail cut content short"})
     content = fields.String(metadata={"description": "text (UTF-8, undecodable bytes replaced)"})
 
 
