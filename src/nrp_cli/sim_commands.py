@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -134,13 +135,14 @@ def _note(text: str) -> None:
 
 
 def _error_text(error: Mapping[str, Any] | None) -> str:
+    """An error as one line of rich markup (its text escaped: ``[Errno 2]`` stays as it is)."""
     if not error:
         return ""
     text = f"{error.get('error_type', 'Error')} error: {error.get('msg', '')}"
     line = error.get("line_number")
     if isinstance(line, int) and line >= 0:
         text += f" ({error.get('fileName', '')}:{line}: {error.get('line_text', '')})"
-    return text
+    return escape(text)
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -279,10 +281,10 @@ def list_simulations(ctx: click.Context, states: tuple[str, ...], limit: int | N
     for item in sims:
         table.add_row(
             str(item["simulationID"]),
-            str(item["state"]),
+            escape(str(item["state"])),
             "yes" if item.get("ready") else "no",
-            str(item["experimentID"]),
-            str(item.get("creationDate", "")),
+            escape(str(item["experimentID"])),
+            escape(str(item.get("creationDate", ""))),
             _error_text(item.get("error")),
         )
     _console().print(table)
@@ -333,7 +335,7 @@ def _wait_until(rest: RestClient, sim_id: int, state: str, timeout: float | None
 )
 @click.pass_context
 def wait(ctx: click.Context, sim_id: int, state: str, timeout: float) -> None:
-    """Wait until simulation SIM_ID is in STATE (paused, started, completed: and ready).
+    """Wait until simulation SIM_ID is in the --state (paused, started, completed: and ready).
 
     Exit code 0 once it is, 1 when it ended in another state (or cannot reach STATE any more),
     3 on timeout.
@@ -418,17 +420,18 @@ class _WatchView:
     def state_changed(self, state: str) -> None:
         if state and state != self.state:
             self.state = state
-            self.progress.print(f"{time.strftime('%H:%M:%S', time.gmtime())}Z state: [bold]{state}[/]")
-            self.progress.update(self.task, description=state)
+            stamp = time.strftime("%H:%M:%S", time.gmtime())
+            self.progress.print(f"{stamp}Z state: [bold]{escape(state)}[/]")
+            self.progress.update(self.task, description=escape(state))
 
     def status(self, message: Mapping[str, Any]) -> None:
         progress = message.get("progress")
         if isinstance(progress, dict):
             if progress.get("done"):
-                self.progress.print(f"[dim]  done: {progress.get('task')}[/]")
+                self.progress.print(f"[dim]  done: {escape(str(progress.get('task')))}[/]")
             else:
                 subtask = f" - {progress['subtask']}" if progress.get("subtask") else ""
-                self.progress.print(f"[dim]  task: {progress.get('task')}{subtask}[/]")
+                self.progress.print(f"[dim]  task: {escape(str(progress.get('task')) + subtask)}[/]")
             return
         try:
             simulated = float(message.get("simulationTime", 0.0))
@@ -441,10 +444,9 @@ class _WatchView:
             self.state_changed(message["state"])
 
     def lifecycle(self, message: Mapping[str, Any]) -> None:
-        self.progress.print(
-            f"[dim]  lifecycle: {message.get('source_state')} -> {message.get('target_state')}"
-            f" ({message.get('source_node')})[/]"
-        )
+        source, target = message.get("source_state"), message.get("target_state")
+        text = f"{source} -> {target} ({message.get('source_node')})"
+        self.progress.print(f"[dim]  lifecycle: {escape(text)}[/]")
 
     def runtime_error(self, message: Mapping[str, Any]) -> None:
         self.errors += 1
@@ -533,7 +535,7 @@ def watch(ctx: click.Context, sim_id: int) -> None:
 def _print_logs(files: list[tuple[str, str]]) -> None:
     console = _console()
     for name, content in files:
-        console.rule(f"[bold]{name}")
+        console.rule(f"[bold]{escape(name)}")
         console.out(content, end="" if content.endswith("\n") else "\n", highlight=False)
 
 
@@ -546,7 +548,7 @@ def _extract(files: list[tuple[str, bytes]], directory: Path) -> None:
             continue  # never write outside DIR, whatever the zip says
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-    _note(f"Extracted {len(files)} files into {directory}")
+    _note(f"Extracted {len(files)} files into {escape(str(directory))}")
 
 
 def _zip_logs(
@@ -654,7 +656,8 @@ def logs(ctx: click.Context, sim_id: int, extract_dir: Path | None, follow: bool
     else:
         current = _ended(rest, sim_id)
         name, texts = _zip_logs(ctx, rest, current)
-        _note(f"Logs of simulation {sim_id} ({current['state']}) from {current['experimentID']}/{name}:")
+        where = f"{current['experimentID']}/{name}"
+        _note(escape(f"Logs of simulation {sim_id} ({current['state']}) from {where}:"))
     if extract_dir is not None:
         _extract(texts, extract_dir)
         return

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
@@ -181,8 +182,8 @@ def experiments_list(ctx: click.Context, list_all: bool) -> None:
     for item in items:
         config = item.get("configuration", {})
         table.add_row(
-            item["id"],
-            str(config.get("SimulationName", "")),
+            escape(item["id"]),
+            escape(str(config.get("SimulationName", ""))),
             "yes" if item.get("owned") else "",
             str(config.get("cloneDate", "")).replace(" ", "T"),  # storage answers the original's form
         )

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.backend.conftest import NRP, Backend, BackendFactory, Storage
+from tests.backend.conftest import NRP, Backend, BackendFactory, Storage, make_experiment
 from tests.helpers.brokers import BrokerProcess
 
 
@@ -260,3 +260,27 @@ def test_connection_options_on_the_group_or_the_command(
     assert wins.returncode == 1 and "401" in wins.stderr
     missing = nrp(env, "sim", "list")
     assert missing.returncode == 1 and "--url" in missing.stderr and "nrp up" in missing.stderr
+
+
+def test_error_texts_are_shown_as_they_are(
+    start_backend: BackendFactory, storage: Storage, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Square brackets in an error (``[Errno 2]``, ``list[int]``) are text, not rich markup."""
+    message = "bad value [Errno 2] for list[int] in [bold]x[/bold]"
+    error = {"sim_id": "0", "msg": message, "error_type": "Runtime", "fileName": "main_script.py"}
+    error.update(line_number=2, offset=-1, line_text="x = [1][2]")
+    source = make_experiment(tmp_path / "brackets", {"runtime_error": error})
+    storage.client().upload_experiment(storage.alice, f"brackets_{tmp_path.name}", source)
+    backend = start_backend()
+    env = cli_env(backend, storage, broker, tmp_path)
+    sim_id = backend.rest.launch(f"brackets_{tmp_path.name}")["simulationID"]
+    backend.rest.wait_for(sim_id, lambda s: s["ready"])
+    backend.rest.set_state(sim_id, "started")
+    backend.rest.wait_for(sim_id, lambda s: s["error"] is not None)
+    expected = f"Runtime error: {message} (main_script.py:2: x = [1][2])"
+    listing = nrp(env, "sim", "list")
+    for fragment in ("[Errno 2]", "list[int]", "[bold]x[/bold]"):
+        assert fragment in listing.stdout, listing.stdout
+    backend.rest.set_state(sim_id, "stopped")
+    ended = nrp(env, "sim", "watch", str(sim_id))
+    assert ended.returncode == 1 and expected in ended.stdout, ended.stdout
