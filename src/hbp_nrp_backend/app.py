@@ -25,12 +25,26 @@ DOCS_PATH = "/docs"
 SWAGGER_UI_ASSETS = "/docs/assets/"
 #: How the page refers to them: relative to ``/docs``, so a proxy's path prefix is kept.
 SWAGGER_UI_URL = "docs/assets/"
+#: The OpenAPI name of the bearer token scheme; operations that need no token declare ``security=[]``.
+BEARER_SCHEME = "bearerAuth"
 
 
 def _swagger_ui_asset(filename: str) -> Response:
     """One file of the Swagger UI distribution (404 for anything outside it)."""
     dist = resources.files("flask_swagger_ui") / "dist"
     return send_from_directory(str(dist), filename)
+
+
+def _document_security(api: Api) -> None:
+    """Declare the bearer token scheme; every operation needs it unless it says otherwise."""
+    api.spec.components.security_scheme(
+        BEARER_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A storage server token, e.g. from `nrp user token NAME` or `nrp up`.",
+        },
+    )
 
 
 def _cors(response: Response) -> Response:
@@ -89,9 +103,11 @@ def create_app(
         OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_URL,
         # No validator badge (it would load an image from the validator's host).
         OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
+        API_SPEC_OPTIONS={"security": [{BEARER_SCHEME: []}]},
         PROPAGATE_EXCEPTIONS=False,
     )
     api = Api(app)
+    _document_security(api)
     app.add_url_rule(
         SWAGGER_UI_ASSETS + "<path:filename>", endpoint="swagger_ui_assets", view_func=_swagger_ui_asset
     )
