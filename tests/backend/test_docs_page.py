@@ -1,10 +1,17 @@
-"""``/docs`` (Swagger UI) and the OpenAPI document behind it, on a real REST server."""
+"""``/docs`` (Swagger UI) and the OpenAPI document behind it, on a real REST server.
+
+The page must work offline (its files are served by the REST server itself) and declare the bearer
+token so that "Authorize" and "Try it out" work; the browser test drives Debian's Chromium.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tests.backend.conftest import BackendFactory
+from playwright.sync_api import Locator, Page, expect
+
+from tests.backend.conftest import BackendFactory, Rest, Storage
+from tests.helpers.browser import BrowserPage
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -79,3 +86,56 @@ def test_docs_assets_are_served_locally(start_backend: BackendFactory) -> None:
     # The package's own files next to the distribution stay out of reach.
     assert rest.get("/docs/assets/%2e%2e/flask_swagger_ui.py").status_code == 404
     assert rest.get("/docs/assets/missing.js").status_code == 404
+
+
+def operation(page: Page, method: str, path: str) -> Locator:
+    """The block of one operation on the Swagger UI page."""
+    return page.locator(
+        f".opblock:has(.opblock-summary-method:text-is('{method}'))"
+        f":has(.opblock-summary-path[data-path='{path}'])"
+    )
+
+
+def authorize(page: Page, token: str) -> None:
+    """Enter ``token`` in the "Authorize" dialog."""
+    page.locator(".auth-wrapper button.authorize").click()
+    dialog = page.locator(".modal-ux")
+    dialog.locator("input[aria-label='auth-bearer-value']").fill(token)
+    dialog.locator(".auth-btn-wrapper button.authorize").click()
+    dialog.locator("button.btn-done").click()
+
+
+def test_docs_page_works_offline_and_tries_calls_with_a_token(
+    start_backend: BackendFactory, storage: Storage, browser_page: BrowserPage
+) -> None:
+    backend = start_backend()
+    rest: Rest = backend.rest
+    sim_id = rest.launch()["simulationID"]
+    spec = rest.as_user(None).get("/openapi.json").json()
+    page = browser_page.page
+
+    page.goto(backend.url + "/docs")
+
+    for method, path in operations(spec):
+        expect(operation(page, method, path)).to_have_count(1)
+    # Protected operations show a lock; public ones do not.
+    expect(operation(page, "GET", "/simulation").locator(".authorization__btn")).to_have_count(1)
+    expect(operation(page, "GET", "/health").locator(".authorization__btn")).to_have_count(0)
+
+    expect(page.locator(".auth-wrapper button.authorize")).to_be_visible()
+    authorize(page, storage.alice)
+
+    listing = operation(page, "GET", "/simulation")
+    listing.locator(".opblock-summary").click()
+    listing.locator("button.try-out__btn").click()
+    with page.expect_response(lambda response: response.url == backend.url + "/simulation") as answer:
+        listing.locator("button.execute").click()
+    assert answer.value.status == 200
+    assert answer.value.request.headers["authorization"] == f"Bearer {storage.alice}"
+    assert [sim["simulationID"] for sim in answer.value.json()] == [sim_id]
+    status = listing.locator(".live-responses-table td.response-col_status:not(.col_header)")
+    expect(status).to_have_text("200")
+
+    requested = browser_page.requests.urls()
+    assert backend.url + "/openapi.json" in requested
+    assert browser_page.requests.remote() == [], requested
