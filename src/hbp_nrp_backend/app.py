@@ -11,6 +11,7 @@ from flask_smorest import Api
 
 from hbp_nrp_backend.api import register_resources
 from hbp_nrp_backend.api.common import EXTENSION
+from hbp_nrp_backend.api.schemas import ApiErrorSchema
 from hbp_nrp_backend.api.version import package_version
 from hbp_nrp_backend.config import BackendConfig, load_backend_config
 from hbp_nrp_backend.errors import ALLOWED_HEADERS, ALLOWED_METHODS, register_error_handlers
@@ -45,6 +46,12 @@ def _document_security(api: Api) -> None:
             "description": "A storage server token, e.g. from `nrp user token NAME` or `nrp up`.",
         },
     )
+
+
+class _Api(Api):
+    """flask-smorest's ``Api`` documenting our error body (``default`` responses included)."""
+
+    ERROR_SCHEMA = ApiErrorSchema
 
 
 def _cors(response: Response) -> Response:
@@ -106,7 +113,7 @@ def create_app(
         API_SPEC_OPTIONS={"security": [{BEARER_SCHEME: []}]},
         PROPAGATE_EXCEPTIONS=False,
     )
-    api = Api(app)
+    api = _Api(app)
     _document_security(api)
     app.add_url_rule(
         SWAGGER_UI_ASSETS + "<path:filename>", endpoint="swagger_ui_assets", view_func=_swagger_ui_asset

@@ -57,6 +57,11 @@ def test_openapi_declares_bearer_auth_and_public_routes(start_backend: BackendFa
         "schema": simulation
     }
     assert "Simulation" in spec["components"]["schemas"]
+    # Error answers, the default one included, are documented as the server sends them.
+    api_error = {"schema": {"$ref": "#/components/schemas/ApiError"}}
+    assert ops["GET", "/simulation"]["responses"]["401"]["content"]["application/json"] == api_error
+    default = spec["components"]["responses"]["DEFAULT_ERROR"]["content"]["application/json"]
+    assert default == api_error
 
 
 def test_documented_security_matches_the_server(start_backend: BackendFactory) -> None:
