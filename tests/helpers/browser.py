@@ -68,7 +68,7 @@ def launch_chromium(playwright: Playwright, executable: str, **options: Any) -> 
 
 
 def is_loopback_url(url: str) -> bool:
-    """True if a request to ``url`` stays on this machine (loopback host, or no host at all)."""
+    """True if a request to ``url`` stays on this machine (a loopback host, or ``data:`` and the like)."""
     parts = urlsplit(url)
     if parts.scheme in LOCAL_SCHEMES:
         return True
