@@ -21,7 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft7Validator, validators
+from jsonschema import Draft7Validator, ValidationError, validators
+from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
@@ -147,11 +148,13 @@ def _schema(name: str) -> dict:
     return _registry().contents(_SCHEMA_URN + name)
 
 
-def _fill_defaults(validator_class: type) -> type:
+def _fill_defaults(validator_class: type[Validator]) -> type[Validator]:
     """Extend a validator class so that validating also inserts every missing ``default``."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
-    def properties_with_defaults(validator, properties, instance, schema) -> Iterator:
+    def properties_with_defaults(
+        validator: Validator, properties: dict[str, Any], instance: Any, schema: dict[str, Any]
+    ) -> Iterator[ValidationError]:
         if validator.is_type(instance, "object"):
             for key, subschema in properties.items():
                 if key not in instance and isinstance(subschema, dict) and "default" in subschema:

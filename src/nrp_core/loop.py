@@ -321,13 +321,13 @@ class FTILoop:
             engine = engines[index]
             transceiver, external = outgoing_by_engine[engine.name]
             if external:
-                outgoing = list({**transceiver, **external}.values())
+                to_send = list({**transceiver, **external}.values())
             else:
-                outgoing = list(transceiver.values())
+                to_send = list(transceiver.values())
             timestep = engine.timestep_ns
             run_time = now - engine.engine_time + timestep
             if run_time >= 0:
-                engine.begin_step(outgoing, run_time)
+                engine.begin_step(to_send, run_time)
                 due = now + timestep
             else:
                 logger.warning(
@@ -335,7 +335,7 @@ class FTILoop:
                     engine.name,
                     (engine.engine_time - now) / 1e9,
                 )
-                engine.begin_step(outgoing, None)
+                engine.begin_step(to_send, None)
                 due = engine.engine_time
             self._sequence += 1
             heapq.heappush(queue, (due, self._sequence, index))

@@ -155,8 +155,13 @@ def _set_request(datapacks: Iterable[DataPackInterface], copy: bool) -> dict[str
             data = datapack.to_json() if copy else datapack._data._value
         elif datapack.isEmpty():
             continue
-        else:
+        elif isinstance(datapack, JsonDataPack):
             data = datapack.to_json()
+        else:
+            raise TypeError(
+                f"datapack '{datapack._name}' is a {type(datapack).__name__}: "
+                "engines exchange JSON datapacks only"
+            )
         request[datapack._name] = {"engine_name": datapack._engine_name, "type": datapack._type, "data": data}
     return request
 

@@ -56,6 +56,7 @@ class SimulatorManager:
                 f"{where}: vectorized stable_baselines3 environments are not supported yet "
                 "(EngineExtraConfigs.framework)"
             )
+        backend_class: type[SimulatorBackend]
         if self.simulator == "Mujoco":
             from nrp_core.engines.py_sim.mujoco_backend import MujocoBackend as backend_class
         elif self.simulator == "Bullet":

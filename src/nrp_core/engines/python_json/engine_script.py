@@ -29,6 +29,11 @@ class EngineScript:
         _datapacks: datapack name -> data (``None`` until set).
     """
 
+    _time_ns: int
+    _name: str
+    _config: dict[str, Any]
+    _datapacks: dict[str, Any]
+
     def __new__(cls, *args: Any, **kwargs: Any) -> EngineScript:
         # State lives here rather than in __init__ so that a subclass whose __init__ forgets to
         # call super().__init__() still works.
