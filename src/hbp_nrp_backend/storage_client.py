@@ -143,13 +143,15 @@ class StorageClient:
         """
         all_headers = {"Authorization": f"Bearer {token}"}
         all_headers.update(headers or {})
-        start = body.tell() if body is not None and hasattr(body, "seek") else None
+        # A seekable stream body is rewound to where it started before each retry.
+        stream = body if body is not None and not isinstance(body, bytes) and hasattr(body, "seek") else None
+        start = stream.tell() if stream is not None else None
         can_retry = retry and (body is None or isinstance(body, bytes) or start is not None)
         waits = self.backoff if can_retry else ()
         attempt = 0
         while True:
-            if start is not None:
-                body.seek(start)  # type: ignore[union-attr]
+            if stream is not None and start is not None:
+                stream.seek(start)
             try:
                 response = self.session.request(
                     method, url, headers=all_headers, data=body, timeout=self.timeout, **kwargs

@@ -141,11 +141,10 @@ class _LifecycleLock:
         self._owner: int | None = None
         self._depth = 0
 
-    def __enter__(self) -> _LifecycleLock:
+    def __enter__(self) -> None:
         self._lock.acquire()
         self._owner = threading.get_ident()
         self._depth += 1
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1

@@ -16,6 +16,7 @@ prefix there is no leading slash.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -420,8 +421,7 @@ class MqttConnection:
         with self._lock:
             targets = [s for s in self._subscriptions.values() if paho.topic_matches_sub(s.topic, topic)]
         for sub in targets:
-            callback = sub.callback
-            sub.worker.submit(lambda cb=callback: cb(topic, payload))
+            sub.worker.submit(functools.partial(sub.callback, topic, payload))
 
 
 def clear_retained_matching(connection: MqttConnection, topic_filter: str, settle: float = 0.5) -> list[str]:
