@@ -123,7 +123,7 @@ class NrpCore:
         overrides: Sequence[str] = (),
     ) -> None:
         from nrp_core.config import load_simulation_config
-        from nrp_core.sim_main import parse_client_args
+        from nrp_core.sim_options import parse_client_args
 
         self.address = address
         self._state = CREATED
