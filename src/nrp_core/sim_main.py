@@ -1,4 +1,4 @@
-"""``NRPCoreSim``: run an experiment standalone (contract 3).
+"""``NRPCoreSim``: run an experiment standalone, as nrp-core's command of the same name.
 
 ``NRPCoreSim -c simulation_config.json [-d DIR] [-o KEY=VALUE ...]`` initializes the engines, runs
 until the status function's done flag or ``SimulationTimeout`` and shuts down. SIGINT and SIGTERM
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _configure_logging(args.cloglevel or "info", args.floglevel, args.logdir)
 
-    # NRPCoreSim, unlike the in-process client, works inside the experiment directory (2.1).
+    # NRPCoreSim, unlike the in-process client, changes into the experiment directory, as nrp-core does.
     config_file = Path(args.config)
     try:
         if args.dir:

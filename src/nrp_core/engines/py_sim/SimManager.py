@@ -1,4 +1,4 @@
-"""``SimulatorManager``: one simulator behind the small API PySim engine scripts use (contract 11).
+"""``SimulatorManager``: one simulator behind the small API PySim engine scripts use.
 
 The manager reads ``WorldFileName``, ``Visualizer``, ``Simulator``, ``EngineTimestep`` and
 ``EngineExtraConfigs`` from the engine configuration and imports the selected backend lazily, so an

@@ -1,4 +1,4 @@
-"""Gymnasium backend for ``Simulator: "OpenAI"`` (contract 11; 5-tuple ``step`` API).
+"""Gymnasium backend for ``Simulator: "OpenAI"`` (the 5-tuple ``step`` API of Gymnasium 1.x).
 
 ``WorldFileName`` is the environment id (``CartPole-v1``). ``EngineExtraConfigs`` may hold ``seed``
 (int: the first ``reset`` and every engine reset use it, so runs repeat exactly) and ``make_kwargs``

@@ -1,4 +1,4 @@
-"""``EngineScript``: the base class of Python JSON engine scripts (contract 9.1).
+"""``EngineScript``: the base class of Python JSON engine scripts.
 
 A user file defines ``class Script(EngineScript)``; the engine server instantiates it without
 arguments, sets ``_name`` and ``_config``, then calls the hooks. The engine time ``_time_ns`` is
