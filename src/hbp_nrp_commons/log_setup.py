@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-#: The log line of both servers (simserver contract 9.4).
+#: The log line of both servers: time, thread, logger and level in fixed-width columns.
 LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
 
 

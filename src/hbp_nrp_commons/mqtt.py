@@ -10,7 +10,7 @@ talks to the broker through :class:`MqttConnection`:
   broker's acknowledgement) without stalling the connection;
 - ``on_connect`` hooks run after every (re)connect, in the connection's own event thread.
 
-Topic layout (backend contract, section 5.1): ``[P/]nrp_simulation/<id>/<leaf>``; with an empty
+Topic layout: ``[P/]nrp_simulation/<id>/<leaf>`` (``P`` the optional topic prefix); with an empty
 prefix there is no leading slash.
 """
 
@@ -427,10 +427,10 @@ class MqttConnection:
 def clear_retained_matching(connection: MqttConnection, topic_filter: str, settle: float = 0.5) -> list[str]:
     """Clear every retained message on topics matching ``topic_filter``; return those topics.
 
-    The backend calls it at start-up with ``lifecycle_topic(prefix, "+")`` to drop init messages
-    that a crash left behind (contract 5.3). A new subscription receives the retained messages at
-    once; messages arriving within ``settle`` seconds are taken as retained and cleared, so call it
-    before simulations of this prefix start.
+    The backend calls it at start-up with ``lifecycle_topic(prefix, "+")`` to drop retained init
+    messages that a crash left behind (a later simulation with the same id would receive them). A
+    new subscription receives the retained messages at once; messages arriving within ``settle``
+    seconds are taken as retained and cleared, so call it before simulations of this prefix start.
 
     Raises:
         BrokerUnreachable: the broker did not acknowledge the subscription or a clear.

@@ -1,4 +1,4 @@
-"""The Simulation Server's side of the simulation lifecycle (backend contract 4.4, simserver column).
+"""The Simulation Server's side of the simulation lifecycle: the callbacks it runs on each transition.
 
 The backend drives it over MQTT (``initialized``, ``started``, ``paused``); it publishes
 ``completed`` when the script ends and ``failed`` when loading fails. Stop arrives as SIGTERM and is

@@ -1,4 +1,4 @@
-"""The ``nrp`` object handed to ``main_script.py`` (backend contract 7.2 and 7.3).
+"""The ``nrp`` object handed to ``main_script.py``.
 
 ``NrpCoreWrapper`` delegates to an nrp-core client (``nrp_core.NrpCore``) and adds what the
 Simulation Server needs around each ``run_loop`` call: the pause point, stop requests, the step
@@ -32,7 +32,7 @@ class NRPStopExecution(BaseException):
 
 
 class NrpCoreClient(Protocol):
-    """The part of ``nrp_core.NrpCore`` the wrapper uses (core contract 4.3)."""
+    """The part of ``nrp_core.NrpCore`` (the nrp-client API) the wrapper uses."""
 
     def run_loop(self, num_iterations: int, json_data: Any = None) -> Any: ...
 
@@ -43,7 +43,11 @@ class NrpCoreClient(Protocol):
 
 
 def max_timesteps(timeout_s: float, timestep_s: float) -> int:
-    """The step budget of contract 7.3: ``floor(timeout / timestep + 1e-9)``, never negative."""
+    """The number of loop steps a simulation may run: ``floor(timeout / timestep + 1e-9)``, never negative.
+
+    The ``1e-9`` keeps a timeout that is an exact multiple of the timestep from losing a step to
+    floating-point rounding.
+    """
     if timestep_s <= 0:
         raise ValueError(f"timestep must be positive, got {timestep_s}")
     return max(0, math.floor(float(timeout_s) / float(timestep_s) + 1e-9))
@@ -78,7 +82,7 @@ class NrpCoreWrapper:
         client: the nrp-core client (``nrp_core.NrpCore`` or anything with the same methods).
         sim_id: the simulation id.
         timeout_s: ``SimulationTimeout`` in seconds.
-        timestep_s: the loop timestep in seconds (contract 6.6).
+        timestep_s: the loop timestep in seconds (the configuration's ``SimulationTimestep``).
         timestep_ns: the same timestep in integer nanoseconds, as nrp-core counts it; derived from
             ``timestep_s`` when omitted.
         control: the pause and stop events shared with the script runner.
