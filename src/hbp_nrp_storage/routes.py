@@ -1,7 +1,9 @@
-"""The storage API: one dispatcher over raw-path segments (contract sections 1.3, 1.4, 5 to 7).
+"""The storage API: one dispatcher over raw-path segments.
 
 Werkzeug's URL map matches decoded paths, where ``exp%2Fsub`` and ``exp/sub`` look the same; the
-contract gives them different meanings, so routing here works on the segments of the raw path.
+API gives them different meanings (``GET /storage/exp%2Fsub`` lists the folder ``sub`` of ``exp``,
+``GET /storage/exp/sub`` downloads the file ``sub``), so routing here works on the segments of the
+raw path.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class JsonErrorTask(ErrorTask):
 
     waitress answers some requests without calling the app: a declared ``Content-Length`` over its
     body limit (413, before the body is read), a malformed request (400), an app that failed before
-    starting its response (500). Its default body is plain text; the contract wants JSON everywhere.
+    starting its response (500). Its default body is plain text; our API answers JSON everywhere.
     """
 
     def execute(self) -> None:

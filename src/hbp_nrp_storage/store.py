@@ -31,7 +31,7 @@ CONFIG_NAME = "simulation_config.json"
 CHUNK = 1024 * 1024
 APPEND_LOCK_STRIPES = 64
 
-#: What a storage-side clone of an experiment leaves out, at every level (contract 7.2).
+#: What a storage-side clone of an experiment leaves out, at every level: recorded data, logs, caches.
 CLONE_SKIP_DIRS = frozenset({"csv_records", "recordings", "logs", "__pycache__"})
 CLONE_SKIP_FILES = ("*.log", "*.log.zip")
 
@@ -177,7 +177,7 @@ def copy_tree(
 
 
 def clone_skip(rel: Path, is_dir: bool) -> bool:
-    """Entries a storage-side experiment clone leaves out (contract 7.2)."""
+    """True for an entry a storage-side experiment clone leaves out (see ``CLONE_SKIP_DIRS``)."""
     if is_dir:
         return rel.name in CLONE_SKIP_DIRS
     return any(fnmatch.fnmatch(rel.name, pattern) for pattern in CLONE_SKIP_FILES)
