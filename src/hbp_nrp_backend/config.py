@@ -66,7 +66,7 @@ class BackendConfig:
 
     @property
     def threads(self) -> int:
-        """WSGI threads actually used: never fewer than ``max_simulations + 4`` (2.11)."""
+        """WSGI threads actually used: at least one per simulation plus 4 (a stop holds its thread)."""
         return max(self.rest_threads, self.max_simulations + 4)
 
     def with_overrides(self, **changes: object) -> BackendConfig:

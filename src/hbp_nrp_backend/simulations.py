@@ -117,7 +117,7 @@ class Simulation:
         return {"state": self.record.state, "ready": self.record.ready, "error": self.record.error}
 
     def loading_error(self, message: str) -> dict[str, Any]:
-        """The REST ``error`` of a failed start: the ``runtime_error`` fields (5.7) plus ``traceback``."""
+        """The REST ``error`` of a failed start: the fields of a ``runtime_error`` message, ``traceback``."""
         return {
             "sim_id": str(self.id),
             "msg": message,
@@ -246,7 +246,7 @@ class Simulation:
         self._resynchronize(remote)
 
     def _resynchronize(self, remote: str) -> None:
-        """Two statuses in a row disagreeing on started/paused: re-publish our last command (5.4)."""
+        """Two statuses in a row disagreeing on started/paused: re-publish our last command (it was lost)."""
         local = self.record.state
         if (
             self.lifecycle is None
