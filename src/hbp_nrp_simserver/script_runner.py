@@ -180,7 +180,7 @@ class NRPScriptRunner:
             if self._client_factory is None:
                 raise RuntimeError("no nrp-core client factory was given")
             client = self._client_factory()
-            client.initialize()  # type: ignore[attr-defined]
+            client.initialize()
         except Exception as exc:
             logger.exception("nrp-core initialization failed")
             if client is not None:

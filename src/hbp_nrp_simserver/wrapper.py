@@ -32,11 +32,21 @@ class NRPStopExecution(BaseException):
 
 
 class NrpCoreClient(Protocol):
-    """The part of ``nrp_core.NrpCore`` (the nrp-client API) the wrapper uses."""
+    """The part of ``nrp_core.NrpCore`` (the nrp-client API) the Simulation Server uses."""
+
+    def initialize(self) -> Any: ...
 
     def run_loop(self, num_iterations: int, json_data: Any = None) -> Any: ...
 
     def stop(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def current_state(self) -> str: ...
+
+    def set_json_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None: ...
+
+    def set_proto_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None: ...
 
     @property
     def simulation_time_ns(self) -> int: ...
@@ -161,15 +171,15 @@ class NrpCoreWrapper:
 
     def set_json_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None:
         """Buffer a JSON datapack for an engine; sent at the next ``run_loop``."""
-        self._client.set_json_datapack(datapack_name, engine_name, payload)  # type: ignore[attr-defined]
+        self._client.set_json_datapack(datapack_name, engine_name, payload)
 
     def set_proto_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None:
         """Buffer a protobuf datapack for an engine; sent at the next ``run_loop``."""
-        self._client.set_proto_datapack(datapack_name, engine_name, payload)  # type: ignore[attr-defined]
+        self._client.set_proto_datapack(datapack_name, engine_name, payload)
 
     def current_state(self) -> str:
         """The nrp-core client's state (``Created``, ``Initialized``, ``Running``, ...)."""
-        return self._client.current_state()  # type: ignore[attr-defined]
+        return self._client.current_state()
 
     @property
     def simulation_time(self) -> float:

@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -65,7 +65,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
     from hbp_nrp_storage.server import PortBusyError, serve
 
     settings = _settings().storage
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if root is not None:
         changes["root"] = root
     if host:
@@ -75,7 +75,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
     if changes:
         from dataclasses import replace
 
-        settings = replace(settings, **changes)  # type: ignore[arg-type]
+        settings = replace(settings, **changes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def announce(line: str) -> None:
