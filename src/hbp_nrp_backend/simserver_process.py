@@ -75,7 +75,7 @@ class ProcessExit:
     Attributes:
         returncode: ``Popen.returncode`` (negative: killed by that signal).
         requested: we had asked it to terminate before it ended.
-        failed: the exit counts as a failure (a non-zero exit code, or a signal we did not send).
+        failed: the exit counts as a failure (see :func:`classify_exit`).
     """
 
     returncode: int
