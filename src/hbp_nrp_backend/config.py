@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from hbp_nrp_commons.settings import (
     Settings,
@@ -66,12 +67,12 @@ class BackendConfig:
 
     @property
     def threads(self) -> int:
-        """WSGI threads actually used: never fewer than ``max_simulations + 4`` (2.11)."""
+        """WSGI threads actually used: at least one per simulation plus 4 (a stop holds its thread)."""
         return max(self.rest_threads, self.max_simulations + 4)
 
-    def with_overrides(self, **changes: object) -> BackendConfig:
+    def with_overrides(self, **changes: Any) -> BackendConfig:
         """Return a copy with some fields replaced."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
 
 def load_backend_config(

@@ -1,4 +1,4 @@
-"""Log archives of finished simulations: collect, zip, upload, and spool on failure (contract 8.3).
+"""Log archives of finished simulations: collect, zip, upload, and spool on failure.
 
 A stop tries the upload once; when storage is unreachable or refuses it, the zip is moved to the
 spool folder (``NRP_LOG_SPOOL_DIR``) with a JSON sidecar, and :class:`LogUploader` retries it in

@@ -1,7 +1,7 @@
 """Simulations of one REST server: launch, transitions, supervision, clean-up, restart recovery.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
-uploader and every :class:`Simulation`. Locking (contract 2.11): the manager's lock covers only
+uploader and every :class:`Simulation`. Locking: the manager's lock covers only
 ID allocation and the capacity check; each simulation's transitions are serialised by its own
 lifecycle lock; reading a simulation never takes a lock, so GET requests never wait for a
 transition (a stop can take seconds).
@@ -117,7 +117,7 @@ class Simulation:
         return {"state": self.record.state, "ready": self.record.ready, "error": self.record.error}
 
     def loading_error(self, message: str) -> dict[str, Any]:
-        """The REST ``error`` of a failed start: the ``runtime_error`` fields (5.7) plus ``traceback``."""
+        """The REST ``error`` of a failed start: the fields of a ``runtime_error`` message, ``traceback``."""
         return {
             "sim_id": str(self.id),
             "msg": message,
@@ -147,7 +147,7 @@ class Simulation:
         logger.info("Simulation %s: %s -> %s", self.id, source, target)
 
     def initialize(self) -> None:
-        """Create the directory, clone the experiment, spawn the Simulation Server (contract 4.4).
+        """Create the directory, clone the experiment, spawn the Simulation Server.
 
         Raises:
             ApiError: the symlink could not be created (500, its own message).
@@ -246,7 +246,7 @@ class Simulation:
         self._resynchronize(remote)
 
     def _resynchronize(self, remote: str) -> None:
-        """Two statuses in a row disagreeing on started/paused: re-publish our last command (5.4)."""
+        """Two statuses in a row disagreeing on started/paused: re-publish our last command (it was lost)."""
         local = self.record.state
         if (
             self.lifecycle is None
@@ -265,7 +265,7 @@ class Simulation:
             self.lifecycle.republish_last()
 
     def lifecycle_apply_remote(self, remote: str) -> None:
-        """Follow a simserver-side ``completed``/``failed`` seen in a status (contract 5.4, rule 6)."""
+        """Follow a simserver-side ``completed``/``failed`` seen in a status (if its message was lost)."""
         local = self.record.state
         if local in FINAL_STATES or local == remote or self.stop_target:
             return
@@ -320,7 +320,7 @@ class Simulation:
             threading.Thread(target=self._fail, name=f"SimFail-{self.id}", daemon=True).start()
 
     def _publish_fallback_status(self) -> None:
-        """The simserver ended without a final status: tell MQTT clients it failed (contract 5.5)."""
+        """The simserver ended without a final status: publish a ``failed`` status for it to MQTT clients."""
         last = self.last_status or {}
         status = {
             "realTime": float(last.get("realTime") or 0.0),
@@ -416,7 +416,7 @@ class SimulationManager:
             sim.cleaned.set()
 
     def clear_stale_retained(self, listen: float = 0.5) -> None:
-        """Clear retained lifecycle messages left on the broker by a crashed run (contract 5.3)."""
+        """Clear retained lifecycle messages a crashed run left on the broker (new simulations get them)."""
         settings = self.config.settings.mqtt
         connection = mqtt.MqttConnection(settings, mqtt.client_id(self.node_name, "cleanup"))
         stale: set[str] = set()
@@ -490,7 +490,12 @@ class SimulationManager:
 
     # -- launch ------------------------------------------------------------------------------------
     def launch(self, user: User, request: LaunchRequest) -> Simulation:
-        """``POST /simulation`` after the body was checked (contract 2.4, steps 3 to 7)."""
+        """``POST /simulation`` after the body was checked.
+
+        Checks the capacity (409) and the experiment's access (404), allocates the id, connects the
+        simulation's lifecycle to MQTT (503 when the broker is unreachable), registers the simulation
+        and fires ``initialized``, which clones the experiment and spawns the Simulation Server.
+        """
         from hbp_nrp_backend.lifecycle import BackendSimulationLifecycle
 
         limit = self.config.max_simulations
@@ -550,7 +555,7 @@ class SimulationManager:
 
     # -- transitions ---------------------------------------------------------------------------
     def request_state(self, sim: Simulation, requested: Any, user: User | None = None) -> dict[str, Any]:
-        """``PUT /simulation/<id>/state`` after the 404/401/403/final checks (contract 2.9)."""
+        """``PUT /simulation/<id>/state`` after the 404/401/403/final checks; 400 for an illegal state."""
         current = sim.state
         if requested not in REQUESTABLE_STATES:
             raise TransitionError(

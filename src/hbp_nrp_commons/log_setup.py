@@ -7,8 +7,10 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-#: The log line of both servers (simserver contract 9.4).
+#: The log line of both servers: time, thread, logger and level in fixed-width columns.
 LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
+#: The name of the root handler this module adds, by which a later call finds it.
+HANDLER_NAME = "nrp-root"
 
 
 def configure_root_logging(
@@ -30,12 +32,12 @@ def configure_root_logging(
     """
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_nrp_root", False):
+        if old.get_name() == HANDLER_NAME:
             root.removeHandler(old)
             old.close()
     handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    handler._nrp_root = True  # type: ignore[attr-defined]
+    handler.set_name(HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in quiet:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -13,6 +14,11 @@ from rich.table import Table
 
 from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
 from nrp_cli.up_env import read_up_env
+
+if TYPE_CHECKING:
+    from hbp_nrp_backend.storage_client import StorageClient
+
+T = TypeVar("T")
 
 err = Console(stderr=True)
 out = Console(highlight=False)
@@ -59,7 +65,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
     from hbp_nrp_storage.server import PortBusyError, serve
 
     settings = _settings().storage
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if root is not None:
         changes["root"] = root
     if host:
@@ -69,7 +75,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
     if changes:
         from dataclasses import replace
 
-        settings = replace(settings, **changes)  # type: ignore[arg-type]
+        settings = replace(settings, **changes)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def announce(line: str) -> None:
@@ -144,7 +150,7 @@ def experiments_group(ctx: click.Context, url: str | None, token: str | None) ->
     ctx.obj["url"], ctx.obj["token"] = url, token
 
 
-def _client(ctx: click.Context):  # noqa: ANN202
+def _client(ctx: click.Context) -> tuple[StorageClient, str]:
     from hbp_nrp_backend.storage_client import StorageClient
 
     try:
@@ -156,7 +162,7 @@ def _client(ctx: click.Context):  # noqa: ANN202
     return StorageClient(url, timeout=_settings().storage_timeout), token
 
 
-def _run(action):  # noqa: ANN001, ANN202
+def _run(action: Callable[[], T]) -> T:
     from hbp_nrp_backend.storage_client import StorageError
 
     try:

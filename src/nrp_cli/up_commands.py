@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def save_up_env(data_dir: Path, system: RunningSystem) -> Path:
     )
 
 
-def _echo_output(prefix: str, verbose: bool):
+def _echo_output(prefix: str, verbose: bool) -> Callable[[str], None]:
     def on_line(line: str) -> None:
         if verbose:
             click.echo(f"[{prefix}] {line}", nl=False)
