@@ -308,3 +308,39 @@ def test_up_prints_one_line_per_simulation_event(tmp_path: Path) -> None:
     events = [line for line in up.lines if re.match(r"^\d\d:\d\d:\d\d simulation ", line)]
     assert all(line.count("\n") == 0 and len(line) < 400 for line in events)
     assert not [line for line in up.lines if " [INFO] " in line], "without --verbose, no raw log lines"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_tour() -> list[str]:
+    """The commands of the README's second-terminal tour (the first code block after that sentence)."""
+    text = (ROOT / "README.md").read_text()
+    after = text.split("In a second terminal", 1)[1]
+    block = after.split("```\n", 2)[1]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_tour_works_verbatim(tmp_path: Path) -> None:
+    """Every tour line, run as written in one shell in the clone, after `make run` (here: nrp up)."""
+    commands = readme_tour()
+    assert commands[0] == ". .venv/bin/activate"
+    venv_bin = Path(sys.executable).parent
+    if venv_bin != ROOT / ".venv" / "bin":  # tests run from another environment: activate that one
+        commands[0] = f". {venv_bin / 'activate'}"
+    data = tmp_path / "data"
+    up = UpProcess(data)
+    try:
+        up.wait_ready()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NRP_", "VIRTUAL_ENV"))}
+        env.update({"NRP_DATA_DIR": str(data), "PATH": os.defpath})
+        script = "set -e\n" + "".join(f"echo '+ {c}'\n{c}\n" for c in commands)
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "tf_exchange" in result.stdout
+        assert list((data / "storage" / "tf_exchange").glob("*_simulation_0.log.zip"))
+        up.wait_line(_event(0, "stopped$"))
+    finally:
+        up.kill()
