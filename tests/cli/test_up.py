@@ -213,6 +213,17 @@ def test_killed_up_leaves_no_server_behind(up: UpProcess) -> None:
         time.sleep(0.1)
 
 
+def test_the_path_hint_names_activate_unless_this_nrp_is_on_the_path() -> None:
+    from nrp_cli.up_commands import path_hint
+
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "nrp").is_file() or not (bin_dir / "activate").is_file():
+        pytest.skip("the tests do not run from a virtual environment with nrp installed")
+    assert path_hint({"PATH": f"{os.defpath}:{bin_dir}"}) is None
+    hint = path_hint({"PATH": os.defpath})
+    assert hint is not None and "bin/activate` puts nrp on the PATH" in hint
+
+
 ENDLESS_SCRIPT = """
 import time
 
