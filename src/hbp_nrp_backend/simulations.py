@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hbp_nrp_backend import events
 from hbp_nrp_backend.auth import Authenticator, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
@@ -144,7 +145,8 @@ class Simulation:
         if target == "completed" and source != "completed":
             self.completed_at = time.monotonic()
         self.save()
-        logger.info("Simulation %s: %s -> %s", self.id, source, target)
+        record = self.record
+        events.state_changed(self.id, source, target, record.experiment_id, record.owner, record.error)
 
     def initialize(self) -> None:
         """Create the directory, clone the experiment, spawn the Simulation Server.
@@ -291,7 +293,7 @@ class Simulation:
         error.setdefault("traceback", "")
         self.record.error = error
         self.save()
-        logger.info("Simulation %s reported an error: %s", self.id, error.get("msg"))
+        events.runtime_error(self.id, error)
 
     # -- process supervision -----------------------------------------------------------------
     def _process_exited(self, exit: ProcessExit) -> None:
@@ -543,6 +545,7 @@ class SimulationManager:
         except ApiError as exc:
             sim.record.error = sim.loading_error(exc.message)
             sim.save()
+            events.launch_failed(sim_id, request.experiment_id, exc.message)
             raise
         except Exception as exc:
             cause = exc
@@ -550,6 +553,7 @@ class SimulationManager:
             sim.record.error = sim.loading_error(message)
             sim.save()
             logger.error("Simulation %s could not start", sim_id, exc_info=exc)
+            events.launch_failed(sim_id, request.experiment_id, message)
             raise ApiError(message, 500, data=str(cause)) from exc
         return sim
 
