@@ -3,24 +3,33 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Options for `nrp up`, e.g. make run ARGS="--port 8091 --verbose"
+ARGS ?=
 
 .PHONY: run test bench lint install clean
 
 $(BIN)/python:
+	@echo ">>> Creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,sim]'
+	@echo ">>> Installing nrp-backend into $(VENV) with the simulators (MuJoCo, PyBullet, Gymnasium,"
+	@echo ">>> NEST) and the dev tools (pytest, ruff, mypy): about 850 MB once installed; a few minutes"
+	@echo ">>> on a first download, under a minute from pip's cache."
+	$(BIN)/pip install -e '.[dev,sim]'
 	touch $(STAMP)
+	@echo ">>> Installed. In a shell, '. $(VENV)/bin/activate' puts nrp on the PATH."
 
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/nrp up
+	$(BIN)/nrp up $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

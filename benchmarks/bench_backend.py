@@ -4,7 +4,7 @@ Starts a real storage server, the embedded amqtt broker and a real ``nrp backend
 simulation is a real Simulation Server running the bundled ``tf_exchange`` experiment through
 nrp_core (the long-running cases use a copy whose main script loops forever with a small sleep).
 Every figure is a median over repeated runs, printed next to the original NRP's figure and the
-target of the backend contract (section 10). Baselines measured in the same run: spawning
+latency target the backend aims at. Baselines measured in the same run: spawning
 ``python -c pass``, importing the Simulation Server's modules in a fresh interpreter, and a bare
 ``GET /health`` round trip.
 

@@ -3,6 +3,9 @@
 ``mqtt_broker`` is a real broker child process, one per session and broker kind: the embedded amqtt
 broker always, mosquitto too when it is installed (tests that use it run once per kind). A test may
 ``kill()`` or ``restart()`` it; the next test gets it running again on the same port.
+
+``chromium`` and ``browser_page`` (headless Chromium through Playwright) come from
+``tests/helpers/browser.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.brokers import BrokerProcess, broker_kinds, start_broker
+from tests.helpers.browser import browser_page, chromium, pytest_runtest_makereport  # noqa: F401
 
 
 @pytest.fixture(scope="session", params=broker_kinds())

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, request, send_from_directory
 from flask_smorest import Api
 
 from hbp_nrp_backend.api import register_resources
 from hbp_nrp_backend.api.common import EXTENSION
+from hbp_nrp_backend.api.schemas import ApiErrorSchema
 from hbp_nrp_backend.api.version import package_version
 from hbp_nrp_backend.config import BackendConfig, load_backend_config
 from hbp_nrp_backend.errors import ALLOWED_HEADERS, ALLOWED_METHODS, register_error_handlers
@@ -17,7 +19,39 @@ from hbp_nrp_commons.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SWAGGER_UI_URL = "https://cdn.jsdelivr.net/npm/swagger-ui-dist/"
+#: The Swagger UI page.
+DOCS_PATH = "/docs"
+#: Its script and style files, served from the flask-swagger-ui package's copy of the Swagger UI
+#: distribution: the page loads nothing from another host.
+SWAGGER_UI_ASSETS = "/docs/assets/"
+#: How the page refers to them: relative to ``/docs``, so a proxy's path prefix is kept.
+SWAGGER_UI_URL = "docs/assets/"
+#: The OpenAPI name of the bearer token scheme; operations that need no token declare ``security=[]``.
+BEARER_SCHEME = "bearerAuth"
+
+
+def _swagger_ui_asset(filename: str) -> Response:
+    """One file of the Swagger UI distribution (404 for anything outside it)."""
+    dist = resources.files("flask_swagger_ui") / "dist"
+    return send_from_directory(str(dist), filename)
+
+
+def _document_security(api: Api) -> None:
+    """Declare the bearer token scheme; every operation needs it unless it says otherwise."""
+    api.spec.components.security_scheme(
+        BEARER_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A storage server token, e.g. from `nrp user token NAME` or `nrp up`.",
+        },
+    )
+
+
+class _Api(Api):
+    """flask-smorest's ``Api`` documenting our error body (``default`` responses included)."""
+
+    ERROR_SCHEMA = ApiErrorSchema
 
 
 def _cors(response: Response) -> Response:
@@ -72,11 +106,18 @@ def create_app(
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_PATH=DOCS_PATH,
         OPENAPI_SWAGGER_UI_URL=SWAGGER_UI_URL,
+        # No validator badge (it would load an image from the validator's host).
+        OPENAPI_SWAGGER_UI_CONFIG={"validatorUrl": None},
+        API_SPEC_OPTIONS={"security": [{BEARER_SCHEME: []}]},
         PROPAGATE_EXCEPTIONS=False,
     )
-    api = Api(app)
+    api = _Api(app)
+    _document_security(api)
+    app.add_url_rule(
+        SWAGGER_UI_ASSETS + "<path:filename>", endpoint="swagger_ui_assets", view_func=_swagger_ui_asset
+    )
     register_resources(api)
     register_error_handlers(app)
     app.before_request(_answer_options)

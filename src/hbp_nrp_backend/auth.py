@@ -1,4 +1,4 @@
-"""Who is calling, and what they may do (contract section 3).
+"""Who is calling, and what they may do.
 
 In ``storage`` mode the bearer token is verified with the storage server's ``/identity/me``;
 its ``id`` is the user. Verified tokens and granted views are cached for a short time; failures

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from hbp_nrp_commons.settings import (
     Settings,
@@ -38,7 +39,8 @@ class BackendConfig:
         state_dir: folder of the SQLite registry (``NRP_BACKEND_STATE_DIR``).
         admin_users: user ids that see every simulation (``NRP_ADMIN_USERS``).
         completed_idle_stop: seconds after which a ``completed`` simulation is stopped.
-        log_spool_dir: failed log uploads wait here for a retry (``NRP_LOG_SPOOL_DIR``).
+        log_spool_dir: failed log uploads wait here for a retry (``NRP_LOG_SPOOL_DIR``, default
+            ``state_dir/spool``: a REST server with its own state folder has its own spool).
         simulation_dir_link: symlink to the newest simulation folder (``NRP_SIMULATION_DIR``).
         auth_cache_ttl: seconds a verified token (or a granted view) stays cached.
         spool_retry_interval: seconds between retries of spooled log uploads.
@@ -66,12 +68,12 @@ class BackendConfig:
 
     @property
     def threads(self) -> int:
-        """WSGI threads actually used: never fewer than ``max_simulations + 4`` (2.11)."""
+        """WSGI threads actually used: at least one per simulation plus 4 (a stop holds its thread)."""
         return max(self.rest_threads, self.max_simulations + 4)
 
-    def with_overrides(self, **changes: object) -> BackendConfig:
+    def with_overrides(self, **changes: Any) -> BackendConfig:
         """Return a copy with some fields replaced."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
 
 def load_backend_config(
@@ -103,7 +105,7 @@ def load_backend_config(
         state_dir=state_dir,
         admin_users=admins,
         completed_idle_stop=env_float(env, "NRP_COMPLETED_IDLE_STOP", 600.0, non_negative=True),
-        log_spool_dir=env_path(env, "NRP_LOG_SPOOL_DIR", settings.backend_dir / "spool"),
+        log_spool_dir=env_path(env, "NRP_LOG_SPOOL_DIR", state_dir / "spool"),
         simulation_dir_link=env_path(
             env, "NRP_SIMULATION_DIR", Path(tempfile.gettempdir()) / "nrp-simulation-dir"
         ),

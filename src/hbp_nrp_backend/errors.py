@@ -125,7 +125,7 @@ def _handle_http_exception(error: HTTPException) -> Response:
     elif status == 405:
         response = error_response(405, "Method not allowed", CLIENT_ERROR)
     elif status == 422:
-        # flask-smorest/webargs validation: our contract answers 400 for invalid input.
+        # flask-smorest/webargs validation: invalid input is a 400 here, as everywhere in this API.
         response = error_response(400, "Invalid request", CLIENT_ERROR)
     elif status < 500:
         response = error_response(status, error.description or error.name, CLIENT_ERROR)

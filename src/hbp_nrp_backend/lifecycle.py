@@ -1,4 +1,4 @@
-"""The backend's side of the simulation lifecycle (contract 4.4).
+"""The backend's side of the simulation lifecycle: the callbacks it runs on each transition.
 
 :class:`BackendSimulationLifecycle` binds the shared state machine to one
 :class:`~hbp_nrp_backend.simulations.Simulation`: ``initialize`` clones and spawns, ``stop`` and

@@ -1,4 +1,4 @@
-"""Log archives of finished simulations: collect, zip, upload, and spool on failure (contract 8.3).
+"""Log archives of finished simulations: collect, zip, upload, and spool on failure.
 
 A stop tries the upload once; when storage is unreachable or refuses it, the zip is moved to the
 spool folder (``NRP_LOG_SPOOL_DIR``) with a JSON sidecar, and :class:`LogUploader` retries it in
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from hbp_nrp_backend import events
 from hbp_nrp_commons.timestamps import file_stamp
 
 logger = logging.getLogger(__name__)
@@ -151,17 +152,16 @@ class LogUploader:
                 return "empty"
             try:
                 self._upload(zip_path, token, experiment_id, owner, sim_id)
-                logger.info("Uploaded %s to experiment %s", zip_path.name, experiment_id)
+                events.logs_uploaded(sim_id, experiment_id, zip_path.name)
                 return "uploaded"
             except Exception as exc:
-                logger.warning(
-                    "Could not upload the logs of simulation %s (%s); keeping them for a retry", sim_id, exc
-                )
+                reason = exc
             try:
-                self.spool(zip_path, experiment_id, owner, token, sim_id)
+                spooled = self.spool(zip_path, experiment_id, owner, token, sim_id)
+                events.logs_spooled(sim_id, spooled, reason, self.retry_interval)
                 return "spooled"
             except OSError:
-                logger.exception("Could not spool the logs of simulation %s", sim_id)
+                logger.exception("Could not spool the logs of simulation %s (upload: %s)", sim_id, reason)
                 return "lost"
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -203,7 +203,8 @@ class LogUploader:
                     continue
                 zip_path.unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)
-                logger.info("Uploaded spooled %s to experiment %s", zip_path.name, meta["experimentID"])
+                sim_id = int(meta.get("simulationID", 0))
+                events.logs_uploaded(sim_id, meta["experimentID"], zip_path.name, spooled=True)
                 done += 1
         return done
 

@@ -2,7 +2,7 @@
 
 The registry keeps every simulation the server ever created, so simulation IDs never repeat,
 across restarts too, and a restarted server can find the simulations its predecessor left running
-(restart reconciliation, contract 9.6).
+(it fails them, stops their Simulation Servers and archives their logs when it starts).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class SimulationRecord:
     token: str | None = None
 
     def representation(self, mqtt_prefix: str) -> dict[str, Any]:
-        """The JSON representation of contract 2.8."""
+        """The simulation as ``GET /simulation`` and ``GET /simulation/<id>`` return it."""
         return {
             "state": self.state,
             "simulationID": self.id,

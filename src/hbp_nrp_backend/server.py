@@ -68,7 +68,7 @@ def serve(
     Raises:
         PortBusyError: the port is in use.
     """
-    from waitress import create_server
+    from waitress.server import create_server
 
     from hbp_nrp_backend.api.common import EXTENSION
     from hbp_nrp_backend.app import create_app

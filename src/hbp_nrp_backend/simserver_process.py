@@ -1,4 +1,4 @@
-"""Spawn, supervise and terminate one Simulation Server process (contract 6.1 and 6.3).
+"""Spawn, supervise and terminate one Simulation Server process.
 
 The simserver runs as ``<python> -m hbp_nrp_simserver --dir D --id N --script S --config C``
 in its own process group, with stdout and stderr in ``<sim_dir>/simulation_<id>.log``. A monitor
@@ -50,7 +50,7 @@ def simserver_command(
     verbose: bool = False,
     module: str = SIMSERVER_MODULE,
 ) -> list[str]:
-    """The simserver command line of contract 6.1."""
+    """The command line that starts a Simulation Server (``<python> -m hbp_nrp_simserver ...``)."""
     command = [sys.executable, "-m", module, "--dir", str(sim_dir), "--id", str(sim_id)]
     command += ["--script", script, "--config", config]
     if verbose:
@@ -75,7 +75,7 @@ class ProcessExit:
     Attributes:
         returncode: ``Popen.returncode`` (negative: killed by that signal).
         requested: we had asked it to terminate before it ended.
-        failed: the exit counts as a failure (contract 6.3).
+        failed: the exit counts as a failure (see :func:`classify_exit`).
     """
 
     returncode: int

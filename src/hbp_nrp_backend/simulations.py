@@ -1,7 +1,7 @@
 """Simulations of one REST server: launch, transitions, supervision, clean-up, restart recovery.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
-uploader and every :class:`Simulation`. Locking (contract 2.11): the manager's lock covers only
+uploader and every :class:`Simulation`. Locking: the manager's lock covers only
 ID allocation and the capacity check; each simulation's transitions are serialised by its own
 lifecycle lock; reading a simulation never takes a lock, so GET requests never wait for a
 transition (a stop can take seconds).
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hbp_nrp_backend import events
 from hbp_nrp_backend.auth import Authenticator, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
@@ -123,7 +124,7 @@ class Simulation:
         return relative_paths(text, self.sim_dir) if self.sim_dir is not None else text
 
     def loading_error(self, message: str) -> dict[str, Any]:
-        """The REST ``error`` of a failed start: the ``runtime_error`` fields (5.7) plus ``traceback``."""
+        """The REST ``error`` of a failed start: the fields of a ``runtime_error`` message, ``traceback``."""
         return {
             "sim_id": str(self.id),
             "msg": self.user_text(message),
@@ -150,10 +151,11 @@ class Simulation:
         if target == "completed" and source != "completed":
             self.completed_at = time.monotonic()
         self.save()
-        logger.info("Simulation %s: %s -> %s", self.id, source, target)
+        record = self.record
+        events.state_changed(self.id, source, target, record.experiment_id, record.owner, record.error)
 
     def initialize(self) -> None:
-        """Create the directory, clone the experiment, spawn the Simulation Server (contract 4.4).
+        """Create the directory, clone the experiment, spawn the Simulation Server.
 
         Raises:
             ApiError: the symlink could not be created (500, its own message).
@@ -252,7 +254,7 @@ class Simulation:
         self._resynchronize(remote)
 
     def _resynchronize(self, remote: str) -> None:
-        """Two statuses in a row disagreeing on started/paused: re-publish our last command (5.4)."""
+        """Two statuses in a row disagreeing on started/paused: re-publish our last command (it was lost)."""
         local = self.record.state
         if (
             self.lifecycle is None
@@ -271,7 +273,7 @@ class Simulation:
             self.lifecycle.republish_last()
 
     def lifecycle_apply_remote(self, remote: str) -> None:
-        """Follow a simserver-side ``completed``/``failed`` seen in a status (contract 5.4, rule 6)."""
+        """Follow a simserver-side ``completed``/``failed`` seen in a status (if its message was lost)."""
         local = self.record.state
         if local in FINAL_STATES or local == remote or self.stop_target:
             return
@@ -300,7 +302,7 @@ class Simulation:
                 error[key] = self.user_text(error[key])
         self.record.error = error
         self.save()
-        logger.info("Simulation %s reported an error: %s", self.id, error.get("msg"))
+        events.runtime_error(self.id, error)
 
     # -- process supervision -----------------------------------------------------------------
     def _process_exited(self, exit: ProcessExit) -> None:
@@ -329,7 +331,7 @@ class Simulation:
             threading.Thread(target=self._fail, name=f"SimFail-{self.id}", daemon=True).start()
 
     def _publish_fallback_status(self) -> None:
-        """The simserver ended without a final status: tell MQTT clients it failed (contract 5.5)."""
+        """The simserver ended without a final status: publish a ``failed`` status for it to MQTT clients."""
         last = self.last_status or {}
         status = {
             "realTime": float(last.get("realTime") or 0.0),
@@ -425,7 +427,7 @@ class SimulationManager:
             sim.cleaned.set()
 
     def clear_stale_retained(self, listen: float = 0.5) -> None:
-        """Clear retained lifecycle messages left on the broker by a crashed run (contract 5.3)."""
+        """Clear retained lifecycle messages a crashed run left on the broker (new simulations get them)."""
         settings = self.config.settings.mqtt
         connection = mqtt.MqttConnection(settings, mqtt.client_id(self.node_name, "cleanup"))
         stale: set[str] = set()
@@ -499,7 +501,12 @@ class SimulationManager:
 
     # -- launch ------------------------------------------------------------------------------------
     def launch(self, user: User, request: LaunchRequest) -> Simulation:
-        """``POST /simulation`` after the body was checked (contract 2.4, steps 3 to 7)."""
+        """``POST /simulation`` after the body was checked.
+
+        Checks the capacity (409) and the experiment's access (404), allocates the id, connects the
+        simulation's lifecycle to MQTT (503 when the broker is unreachable), registers the simulation
+        and fires ``initialized``, which clones the experiment and spawns the Simulation Server.
+        """
         from hbp_nrp_backend.lifecycle import BackendSimulationLifecycle
 
         limit = self.config.max_simulations
@@ -547,6 +554,7 @@ class SimulationManager:
         except ApiError as exc:
             sim.record.error = sim.loading_error(exc.message)
             sim.save()
+            events.launch_failed(sim_id, request.experiment_id, exc.message)
             raise
         except Exception as exc:
             cause = exc
@@ -554,12 +562,14 @@ class SimulationManager:
             sim.record.error = sim.loading_error(message)
             sim.save()
             logger.error("Simulation %s could not start", sim_id, exc_info=exc)
-            raise ApiError(sim.user_text(message), 500, data=sim.user_text(str(cause))) from exc
+            message = sim.user_text(message)
+            events.launch_failed(sim_id, request.experiment_id, message)
+            raise ApiError(message, 500, data=sim.user_text(str(cause))) from exc
         return sim
 
     # -- transitions ---------------------------------------------------------------------------
     def request_state(self, sim: Simulation, requested: Any, user: User | None = None) -> dict[str, Any]:
-        """``PUT /simulation/<id>/state`` after the 404/401/403/final checks (contract 2.9)."""
+        """``PUT /simulation/<id>/state`` after the 404/401/403/final checks; 400 for an illegal state."""
         current = sim.state
         if requested not in REQUESTABLE_STATES:
             raise TransitionError(

@@ -1,4 +1,4 @@
-"""Client of the storage server (storage-contract.md section 11).
+"""Client of the storage server's HTTP API (the original NRP storage proxy's calls and names).
 
 One keep-alive ``requests.Session``, a timeout on every call, retries with backoff for connection
 errors, timeouts and 5xx answers (never for appends or other non-idempotent calls), every path
@@ -31,7 +31,7 @@ from hbp_nrp_commons.timestamps import file_stamp
 
 #: Waits between the 3 attempts of a retried call.
 BACKOFF: tuple[float, ...] = (0.5, 1.0)
-#: What a clone leaves out, at every level (backend-contract.md 8.2).
+#: What a clone leaves out, at every level: logs and Python caches belong to a run, not to the experiment.
 EXCLUDE_FILES: tuple[str, ...] = ("*.log", "*.log.zip")
 EXCLUDE_FOLDERS: tuple[str, ...] = ("logs", "__pycache__")
 CHUNK = 1024 * 1024
@@ -145,13 +145,15 @@ class StorageClient:
         """
         all_headers = {"Authorization": f"Bearer {token}"}
         all_headers.update(headers or {})
-        start = body.tell() if body is not None and hasattr(body, "seek") else None
+        # A seekable stream body is rewound to where it started before each retry.
+        stream = body if body is not None and not isinstance(body, bytes) and hasattr(body, "seek") else None
+        start = stream.tell() if stream is not None else None
         can_retry = retry and (body is None or isinstance(body, bytes) or start is not None)
         waits = self.backoff if can_retry else ()
         attempt = 0
         while True:
-            if start is not None:
-                body.seek(start)  # type: ignore[union-attr]
+            if stream is not None and start is not None:
+                stream.seek(start)
             try:
                 response = self.session.request(
                     method, url, headers=all_headers, data=body, timeout=self.timeout, **kwargs
@@ -182,7 +184,7 @@ class StorageClient:
             raise StorageUnavailable(message, status, detail)
         raise StorageError(message, status, detail)
 
-    # low-level calls (contract 11.2, the original's names)
+    # low-level calls, one per storage route, with the original client's names
 
     def get_user(self, token: str) -> dict[str, Any]:
         """``GET /identity/me``: the user JSON; ``id`` is the user name.
@@ -443,7 +445,7 @@ class StorageClient:
     # the backend's two public operations
 
     def clone_experiment(self, token: str, experiment_id: str, dest: Path, parallel: int = 4) -> list[Path]:
-        """Copy experiment ``experiment_id`` into ``dest`` without logs and caches (backend-contract 8.2).
+        """Copy experiment ``experiment_id`` into ``dest`` without logs and caches.
 
         Excludes ``*.log``, ``*.log.zip``, ``logs/`` and ``__pycache__/`` at every level; on failure the
         partial tree is removed if ``dest`` did not exist before.

@@ -1,7 +1,8 @@
 """The simulation lifecycle state machine shared by the backend and the Simulation Server.
 
 Both processes run one :class:`SimulationLifecycle` per simulation and keep them in step over the
-MQTT topic ``[P/]nrp_simulation/<id>/lifecycle`` (backend contract, sections 4 and 5).
+MQTT topic ``[P/]nrp_simulation/<id>/lifecycle``: each side publishes the transitions it makes
+itself and applies the ones the other side publishes.
 
 States and transitions (one table, :data:`TRANSITIONS`)::
 
@@ -85,7 +86,8 @@ REST_TARGETS: Mapping[str, tuple[str, ...]] = {
     "failed": (),
 }
 
-#: What each side publishes (backend contract 4.5).
+#: The transitions each side publishes (the backend drives pause and start; the simserver reports
+#: the end of the script and failures).
 BACKEND_PROPAGATED: frozenset[str] = frozenset({"paused", "started"})
 SIMSERVER_PROPAGATED: frozenset[str] = frozenset({"completed", "failed"})
 
@@ -141,11 +143,10 @@ class _LifecycleLock:
         self._owner: int | None = None
         self._depth = 0
 
-    def __enter__(self) -> _LifecycleLock:
+    def __enter__(self) -> None:
         self._lock.acquire()
         self._owner = threading.get_ident()
         self._depth += 1
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._depth -= 1
@@ -295,7 +296,7 @@ class SimulationLifecycle:
             return False
 
     def republish_last(self) -> bool:
-        """Publish :attr:`last_published` again (reconnect resynchronisation, contract 5.4 rule 6).
+        """Publish :attr:`last_published` again, so that a peer that missed it during a reconnect catches up.
 
         Returns:
             True if there was a message and it was sent or queued.
@@ -328,8 +329,9 @@ class SimulationLifecycle:
             InvalidTransitionError: unknown trigger or not allowed from the current state; nothing
                 changed and nothing failed. :class:`LifecycleBusyError` while another thread's
                 transition waits in :meth:`released_lock`.
-            Exception: a callback raised; the lifecycle fired ``failed`` first (contract 4.3) and
-                re-raises the callback's exception (or the one ``failed`` raised).
+            Exception: a callback raised; a failing callback fails the simulation, so the lifecycle
+                fired ``failed`` first and re-raises the callback's exception (or the one ``failed``
+                raised).
         """
         with self._locked():
             self._refuse_if_busy(event)
@@ -363,7 +365,7 @@ class SimulationLifecycle:
             self._force(state)
 
     def apply_peer_state(self, state: str) -> bool:
-        """Follow a state the peer reports outside the lifecycle topic (its status, contract 5.4 rule 6).
+        """Follow a state the peer reports outside the lifecycle topic (in its status message).
 
         The backend calls it when the simserver's status says ``completed`` or ``failed`` while the
         backend still runs: the transition is applied as if received (callbacks run, nothing is
@@ -649,7 +651,7 @@ class SimulationLifecycle:
         self.handle_message(payload)
 
     def handle_message(self, payload: bytes | str) -> None:
-        """Apply one lifecycle message received from the peer (contract 5.4).
+        """Apply one lifecycle message received from the peer (this side's own messages are ignored).
 
         Called in the lifecycle topic's worker thread; tests may call it directly.
         """

@@ -9,8 +9,10 @@ from pathlib import Path
 
 from hbp_nrp_commons.timestamps import UtcFormatter
 
-#: The log line of both servers (simserver contract 9.4); ``asctime`` is ISO 8601 UTC.
+#: The log line of both servers: time (ISO 8601 UTC), thread, logger and level in fixed-width columns.
 LOG_FORMAT = "%(asctime)s [%(threadName)-12.12s] [%(name)-12.12s] [%(levelname)s]  %(message)s"
+#: The name of the root handler this module adds, by which a later call finds it.
+HANDLER_NAME = "nrp-root"
 
 
 def configure_root_logging(
@@ -32,12 +34,12 @@ def configure_root_logging(
     """
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_nrp_root", False):
+        if old.get_name() == HANDLER_NAME:
             root.removeHandler(old)
             old.close()
     handler: logging.Handler = logging.FileHandler(logfile) if logfile else logging.StreamHandler(sys.stdout)
     handler.setFormatter(UtcFormatter(LOG_FORMAT))
-    handler._nrp_root = True  # type: ignore[attr-defined]
+    handler.set_name(HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for name in quiet:

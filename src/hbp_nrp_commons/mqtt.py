@@ -10,12 +10,13 @@ talks to the broker through :class:`MqttConnection`:
   broker's acknowledgement) without stalling the connection;
 - ``on_connect`` hooks run after every (re)connect, in the connection's own event thread.
 
-Topic layout (backend contract, section 5.1): ``[P/]nrp_simulation/<id>/<leaf>``; with an empty
+Topic layout: ``[P/]nrp_simulation/<id>/<leaf>`` (``P`` the optional topic prefix); with an empty
 prefix there is no leading slash.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -420,17 +421,16 @@ class MqttConnection:
         with self._lock:
             targets = [s for s in self._subscriptions.values() if paho.topic_matches_sub(s.topic, topic)]
         for sub in targets:
-            callback = sub.callback
-            sub.worker.submit(lambda cb=callback: cb(topic, payload))
+            sub.worker.submit(functools.partial(sub.callback, topic, payload))
 
 
 def clear_retained_matching(connection: MqttConnection, topic_filter: str, settle: float = 0.5) -> list[str]:
     """Clear every retained message on topics matching ``topic_filter``; return those topics.
 
-    The backend calls it at start-up with ``lifecycle_topic(prefix, "+")`` to drop init messages
-    that a crash left behind (contract 5.3). A new subscription receives the retained messages at
-    once; messages arriving within ``settle`` seconds are taken as retained and cleared, so call it
-    before simulations of this prefix start.
+    The backend calls it at start-up with ``lifecycle_topic(prefix, "+")`` to drop retained init
+    messages that a crash left behind (a later simulation with the same id would receive them). A
+    new subscription receives the retained messages at once; messages arriving within ``settle``
+    seconds are taken as retained and cleared, so call it before simulations of this prefix start.
 
     Raises:
         BrokerUnreachable: the broker did not acknowledge the subscription or a clear.

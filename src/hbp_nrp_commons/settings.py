@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +115,9 @@ class Settings:
         """The REST server's state: registry database, simulation folders, spooled logs."""
         return self.data_dir / "backend"
 
-    def with_overrides(self, **changes: object) -> Settings:
+    def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (command-line options win over the environment)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
 
 def parse_broker_address(value: str) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""The experiment configuration as the Simulation Server sees it (backend contract 6.6 and 6.8).
+"""The experiment configuration as the Simulation Server sees it.
 
 nrp-core itself loads the configuration file again (with the overrides built here); this module
 only parses and validates it early, so errors are reported as ``Loading`` before anything starts,
@@ -46,7 +46,7 @@ class ExperimentConfig:
 
     @property
     def max_timesteps(self) -> int:
-        """The step budget of contract 7.3."""
+        """The number of loop steps the simulation may run (see :func:`max_timesteps`)."""
         return max_timesteps(self.timeout, self.timestep)
 
     @property
@@ -118,7 +118,7 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
 
 
 def nrp_core_args(config: ExperimentConfig, sim_id: str, broker: str, prefix: str) -> str:
-    """The ``args`` string for ``nrp_core.NrpCore`` (contract 6.8).
+    """The ``args`` string (``-o`` overrides) for ``nrp_core.NrpCore``.
 
     Only experiments with a ``datatransfer_grpc_engine`` get overrides: its simulation id, the
     effective broker and the topic prefix, values JSON-quoted.

@@ -1,4 +1,4 @@
-"""Errors of the Simulation Server and the ``runtime_error`` report (backend contract 5.7, 6.3, 7.4)."""
+"""Errors of the Simulation Server: exit codes, the ``runtime_error`` report and script failures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hbp_nrp_commons.user_paths import relative_paths
 
 
 class ServerProcessExitCodes(enum.IntEnum):
-    """Exit codes of the Simulation Server process (contract 6.3)."""
+    """Exit codes of the Simulation Server process, which the backend reads to tell how it ended."""
 
     NO_ERROR = 0
     INITIALIZATION_ERROR = 1
@@ -57,7 +57,7 @@ class ScriptError:
         )
 
     def payload(self, sim_id: str) -> dict[str, Any]:
-        """The ``runtime_error`` message body (contract 5.7)."""
+        """The body of the message published on ``[P/]nrp_simulation/<id>/runtime_error``."""
         return {
             "sim_id": str(sim_id),
             "msg": self.msg,
@@ -95,7 +95,7 @@ _NAMED_FAILURE = re.compile(
 
 
 def _canonical_detail(first_line: str) -> str:
-    """``<engine or function name> (<file>:<line>): <error>`` (contract 5.7) from nrp-core's wording."""
+    """``<engine or function name> (<file>:<line>): <error>``, rewritten from nrp-core's wording."""
     match = _NAMED_FAILURE.match(first_line)
     if match is None:
         return first_line
@@ -104,7 +104,7 @@ def _canonical_detail(first_line: str) -> str:
 
 
 class NrpCoreRunError(RuntimeError):
-    """A function or an engine failed inside ``nrp.run_loop`` (contract 7.4).
+    """A function or an engine failed inside ``nrp.run_loop``.
 
     Raised by the ``nrp`` object in place of the client's ``RuntimeError``. It is still a
     ``RuntimeError``, so scripts that catch that keep working.

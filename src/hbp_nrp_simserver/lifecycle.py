@@ -1,4 +1,4 @@
-"""The Simulation Server's side of the simulation lifecycle (backend contract 4.4, simserver column).
+"""The Simulation Server's side of the simulation lifecycle: the callbacks it runs on each transition.
 
 The backend drives it over MQTT (``initialized``, ``started``, ``paused``); it publishes
 ``completed`` when the script ends and ``failed`` when loading fails. Stop arrives as SIGTERM and is
@@ -96,12 +96,16 @@ class SimulationServerLifecycle(SimulationLifecycle):
         finally:
             self.clear_retained()
 
-    def start(self, event: TransitionEvent) -> None:  # type: ignore[override]
+    def start(self, event: TransitionEvent | None = None) -> None:
         """Let the script run; start ``MainScriptThread`` unless one is alive.
 
         A script that already ended while paused is not run again: the simulation completes
-        as soon as it is ``started`` (see :meth:`on_state_changed`).
+        as soon as it is ``started`` (see :meth:`on_state_changed`). Called without an event it
+        starts the MQTT side, as the base class's :meth:`start` does.
         """
+        if event is None:
+            self.connect()
+            return
         if self._ended_while_paused:
             return
         self.runner.start(self._script_finished)

@@ -1,4 +1,4 @@
-"""Status, task progress and runtime errors of one simulation (backend contract 5.5 to 5.7).
+"""Status, task progress and runtime errors of one simulation.
 
 ``Notifier`` is the null implementation (used by ``nrp run``, which has no broker): it only logs.
 ``MQTTNotifier`` publishes on ``[P/]nrp_simulation/<id>/status`` and ``.../runtime_error`` and runs
@@ -24,7 +24,10 @@ StatusSource = Callable[[], dict[str, Any]]
 
 
 def status_payload(state: str, real_time: float, simulation_time: float, time_left: float) -> dict[str, Any]:
-    """The status message of contract 5.5; every time field is a number."""
+    """The status message: ``realTime``, ``simulationTime``, ``state``, ``simulationTimeLeft``.
+
+    Every time field is a number (seconds).
+    """
     return {
         "realTime": float(real_time),
         "simulationTime": float(simulation_time),
@@ -83,7 +86,7 @@ class Notifier:
     def start_task(
         self, task: str, subtask: str = "", number_of_subtasks: int = 0, block_ui: bool = True
     ) -> None:
-        """Open a progress task (contract 5.6); an open task is finished first."""
+        """Open a progress task (published for the frontend to show); an open task is finished first."""
         with self._task_lock:
             if self._task is not None:
                 self.finish_task()
@@ -160,7 +163,7 @@ class MQTTNotifier(Notifier):
         self.runtime_error_topic = mqtt.runtime_error_topic(settings.prefix, topic_id)
         base = mqtt.node_name(settings.prefix, mqtt.NOTIFIER_NODE)
         self._connection = mqtt.MqttConnection(settings, mqtt.client_id(base, topic_id))
-        # after a reconnect the backend resynchronises from the status (contract 5.4 rule 6)
+        # after a reconnect the backend resynchronises from the status, so publish it at once
         self._connection.on_connect(self.publish_status)
         self._connect_timeout = connect_timeout
         self._timer_stop = threading.Event()

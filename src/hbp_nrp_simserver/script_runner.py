@@ -1,4 +1,4 @@
-"""Runs ``main_script.py`` in thread ``MainScriptThread`` (backend contract 7.1, 7.4 and 7.6).
+"""Runs ``main_script.py`` in thread ``MainScriptThread``.
 
 ``NRPScriptRunner`` loads and compiles the script, builds the nrp-core client and the ``nrp``
 object, and turns the ways a script can end into ``runtime_error`` reports. It needs no broker:
@@ -44,7 +44,7 @@ FinishedCallback = Callable[[ScriptError | None], None]
 
 
 def nrp_core_client_factory(experiment_dir: str | Path, config_file: str, args: str = "") -> ClientFactory:
-    """A factory of in-process nrp-core clients for one experiment (contract 6.8).
+    """A factory of in-process nrp-core clients (``nrp_core.NrpCore``) for one experiment.
 
     Args:
         experiment_dir: the experiment (simulation) directory; engines run there.
@@ -64,7 +64,7 @@ def nrp_core_client_factory(experiment_dir: str | Path, config_file: str, args: 
 
 
 def create_script_logger(sim_dir: Path, script_name: str, sim_id: str) -> logging.Logger:
-    """The script's ``file_logger`` (contract 7.6), writing to ``<script base>_<id>.log``.
+    """The script's ``file_logger`` global, writing to ``<sim_dir>/<script base>_<id>.log``.
 
     Calling it again for the same script replaces the previous file handler.
     """
@@ -146,7 +146,7 @@ class NRPScriptRunner:
         self.initialize_client()
 
     def load_script(self) -> CodeType:
-        """Read and compile the script with its real file name (contract 7.1)."""
+        """Read and compile the script with its real file name, so tracebacks name the script's lines."""
         try:
             source = self.script_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -180,7 +180,7 @@ class NRPScriptRunner:
             if self._client_factory is None:
                 raise RuntimeError("no nrp-core client factory was given")
             client = self._client_factory()
-            client.initialize()  # type: ignore[attr-defined]
+            client.initialize()
         except Exception as exc:
             logger.exception("nrp-core initialization failed")
             if client is not None:
@@ -295,7 +295,7 @@ class NRPScriptRunner:
     # -- the script thread ---------------------------------------------------------------------
 
     def script_globals(self) -> dict[str, Any]:
-        """A fresh globals dictionary for the script (contract 7.1)."""
+        """A fresh globals dictionary: the script runs as ``__main__`` with ``nrp`` and the names below."""
         return {
             "__name__": "__main__",
             "__file__": self.script_name,
@@ -330,7 +330,7 @@ class NRPScriptRunner:
                 logger.exception("Error in the script completion callback")
 
     def describe_error(self, exc: BaseException) -> ScriptError:
-        """Turn an exception that ended the script into its report (contract 7.4)."""
+        """Turn an exception that ended the script into its ``runtime_error`` report (type, file, line)."""
         text = "".join(traceback.format_exception(exc))
         if isinstance(exc, NRPSimulationTimeout):
             return ScriptError(TIMEOUT_MESSAGE, ErrorType.SIM_TIMEOUT, self.script_name, traceback=text)

@@ -1,4 +1,4 @@
-"""The Simulation Server process: command line, main flow, signals and shutdown (backend contract 6).
+"""The Simulation Server process: command line, main flow, signals and shutdown.
 
 One process per simulation, spawned by the REST backend as::
 
@@ -38,7 +38,7 @@ WATCHDOG_PERIOD = 0.5
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the command line of contract 6.2; a usage error exits with code 2."""
+    """Parse the command line (as the backend spawns the server); a usage error exits with code 2."""
     parser = argparse.ArgumentParser(prog="hbp_nrp_simserver", description="NRP Simulation Server")
     parser.add_argument(
         "-d", "--dir", required=True, help="simulation directory; the process changes into it"
@@ -53,7 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def configure_logging(verbose: bool = False, logfile: str | None = None) -> logging.Handler:
-    """Root logger to stdout (or ``logfile``) in the format of contract 9.4, without duplicate handlers.
+    """Root logger to stdout (or ``logfile``) in the shared format, without duplicate handlers.
 
     Returns:
         the handler added to the root logger (it replaces one added by an earlier call).
@@ -118,7 +118,7 @@ class SimulationServer:
         return self.exit_state or "created"
 
     def status(self) -> dict[str, Any]:
-        """The current status message (contract 5.5); counters keep their last values at the end."""
+        """The current status message; counters keep their last values at the end."""
         runner = self.runner
         if runner is not None:
             self._last_times = runner.times()
@@ -126,10 +126,10 @@ class SimulationServer:
             self._last_times = (0.0, 0.0, self.config.max_timesteps * self.config.timestep)
         return status_payload(self.state, *self._last_times)
 
-    # -- initialize (6.5) --------------------------------------------------------------------
+    # -- initialize ----------------------------------------------------------------------------
 
     def initialize(self) -> None:
-        """Notifier, configuration, script runner, lifecycle, status timer (contract 6.5).
+        """Set up, in this order: notifier, configuration, script runner, lifecycle, status timer.
 
         Raises:
             Exception: any failure; the caller exits with code 1. Errors after the notifier is
@@ -171,15 +171,15 @@ class SimulationServer:
         self._initialized = True
 
     def create_client(self) -> Any:
-        """Build the nrp-core client of contract 6.8 (not yet initialized)."""
+        """Build the in-process nrp-core client for this simulation's configuration (not yet initialized)."""
         assert self.config is not None
         args = nrp_core_args(self.config, self.sim_id, self.mqtt.address, self.mqtt.prefix)
         return nrp_core_client_factory(self.sim_dir, self.config_file, args)()
 
-    # -- shutdown (6.7) ----------------------------------------------------------------------
+    # -- shutdown ----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop the simulation if still running, then release the notifier (contract 6.7)."""
+        """Stop the simulation if still running, then release the notifier."""
         if not self._initialized:
             return
         notifier = self.notifier
@@ -236,7 +236,11 @@ class ParentWatchdog(threading.Thread):
 
 
 def run_server(server: SimulationServer) -> int:
-    """Steps 3 to 6 of contract 6.4 for an initialized server; returns the exit code."""
+    """Run an initialized server until its lifecycle ends or a signal arrives, then shut it down.
+
+    SIGINT, SIGTERM or the death of the parent process start the shutdown. Returns the exit code:
+    0, 2 when the shutdown failed, 3 when the simulation failed.
+    """
     terminate = threading.Event()
     exit_code: list[int] = []
 
@@ -278,7 +282,7 @@ def run_server(server: SimulationServer) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the Simulation Server; returns the process exit code (contract 6.3)."""
+    """Run the Simulation Server; returns the process exit code (:class:`ServerProcessExitCodes`)."""
     args = parse_args(argv)
     install_excepthooks()
     configure_logging(args.verbose, args.logfile)

@@ -1,4 +1,4 @@
-"""The ``nrp`` object handed to ``main_script.py`` (backend contract 7.2 and 7.3).
+"""The ``nrp`` object handed to ``main_script.py``.
 
 ``NrpCoreWrapper`` delegates to an nrp-core client (``nrp_core.NrpCore``) and adds what the
 Simulation Server needs around each ``run_loop`` call: the pause point, stop requests, the step
@@ -32,18 +32,32 @@ class NRPStopExecution(BaseException):
 
 
 class NrpCoreClient(Protocol):
-    """The part of ``nrp_core.NrpCore`` the wrapper uses (core contract 4.3)."""
+    """The part of ``nrp_core.NrpCore`` (the nrp-client API) the Simulation Server uses."""
+
+    def initialize(self) -> Any: ...
 
     def run_loop(self, num_iterations: int, json_data: Any = None) -> Any: ...
 
     def stop(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def current_state(self) -> str: ...
+
+    def set_json_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None: ...
+
+    def set_proto_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None: ...
 
     @property
     def simulation_time_ns(self) -> int: ...
 
 
 def max_timesteps(timeout_s: float, timestep_s: float) -> int:
-    """The step budget of contract 7.3: ``floor(timeout / timestep + 1e-9)``, never negative."""
+    """The number of loop steps a simulation may run: ``floor(timeout / timestep + 1e-9)``, never negative.
+
+    The ``1e-9`` keeps a timeout that is an exact multiple of the timestep from losing a step to
+    floating-point rounding.
+    """
     if timestep_s <= 0:
         raise ValueError(f"timestep must be positive, got {timestep_s}")
     return max(0, math.floor(float(timeout_s) / float(timestep_s) + 1e-9))
@@ -78,7 +92,7 @@ class NrpCoreWrapper:
         client: the nrp-core client (``nrp_core.NrpCore`` or anything with the same methods).
         sim_id: the simulation id.
         timeout_s: ``SimulationTimeout`` in seconds.
-        timestep_s: the loop timestep in seconds (contract 6.6).
+        timestep_s: the loop timestep in seconds (the configuration's ``SimulationTimestep``).
         timestep_ns: the same timestep in integer nanoseconds, as nrp-core counts it; derived from
             ``timestep_s`` when omitted.
         control: the pause and stop events shared with the script runner.
@@ -157,15 +171,15 @@ class NrpCoreWrapper:
 
     def set_json_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None:
         """Buffer a JSON datapack for an engine; sent at the next ``run_loop``."""
-        self._client.set_json_datapack(datapack_name, engine_name, payload)  # type: ignore[attr-defined]
+        self._client.set_json_datapack(datapack_name, engine_name, payload)
 
     def set_proto_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None:
         """Buffer a protobuf datapack for an engine; sent at the next ``run_loop``."""
-        self._client.set_proto_datapack(datapack_name, engine_name, payload)  # type: ignore[attr-defined]
+        self._client.set_proto_datapack(datapack_name, engine_name, payload)
 
     def current_state(self) -> str:
         """The nrp-core client's state (``Created``, ``Initialized``, ``Running``, ...)."""
-        return self._client.current_state()  # type: ignore[attr-defined]
+        return self._client.current_state()
 
     @property
     def simulation_time(self) -> float:

@@ -73,6 +73,6 @@ class NotImplementedYet(StorageServerError):
 
 
 def error_body(status: int, message: str, data: Any = None) -> dict[str, Any]:
-    """The JSON error body of the contract: ``type`` is ``Client error`` for 4xx, else ``Server Error``."""
+    """The JSON error body ``{message, type, data}``; ``type``: ``Client error`` (4xx) or ``Server Error``."""
     kind = "Client error" if 400 <= status < 500 else "Server Error"
     return {"message": message, "type": kind, "data": data}

@@ -70,7 +70,7 @@ def split_raw_path(raw_path: str) -> list[str]:
 
 
 def strip_prefix(segments: list[str]) -> list[str]:
-    """Strip one leading prefix by the fixed rules of the contract (section 1.3)."""
+    """Strip one leading routing prefix: ``proxy/``, or ``storage/`` before ``storage/`` or ``identity/``."""
     if segments[:1] == ["proxy"]:
         return segments[1:]
     if len(segments) >= 3 and segments[0] == "storage" and segments[1] in ("storage", "identity"):

@@ -1,7 +1,9 @@
-"""The storage API: one dispatcher over raw-path segments (contract sections 1.3, 1.4, 5 to 7).
+"""The storage API: one dispatcher over raw-path segments.
 
 Werkzeug's URL map matches decoded paths, where ``exp%2Fsub`` and ``exp/sub`` look the same; the
-contract gives them different meanings, so routing here works on the segments of the raw path.
+API gives them different meanings (``GET /storage/exp%2Fsub`` lists the folder ``sub`` of ``exp``,
+``GET /storage/exp/sub`` downloads the file ``sub``), so routing here works on the segments of the
+raw path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 from urllib.parse import quote, unquote
 
 from flask import Request, Response, jsonify, send_file
@@ -199,13 +201,13 @@ class StorageApi:
         for name in names:
             if name in HIDDEN_FROM_LISTINGS or (names_wanted is not None and name not in names_wanted):
                 continue
-            record = records.get(name)
+            listed = records.get(name)
             items.append(
                 {
                     "uuid": name,
                     "name": name,
                     "id": name,
-                    "owned": record is not None and record.owner == user,
+                    "owned": listed is not None and listed.owner == user,
                     "private": True,
                     "joinableServers": [],
                     "configuration": self._configuration(name),
@@ -411,7 +413,7 @@ class StorageApi:
         relative_parts(name)
         self.experiment(name, user, "admin")
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by the response
-        write_zip(self.store.root / name, name, spool)  # type: ignore[arg-type]
+        write_zip(self.store.root / name, name, spool)
         spool.seek(0)
         return send_file(spool, mimetype="application/zip", as_attachment=True, download_name=f"{name}.zip")
 
@@ -455,7 +457,7 @@ class StorageApi:
             raise BadRequest(f"Malformed JSON body: {exc}") from exc
 
 
-def _copy_limited(src: BinaryIO, dst: Any, limit: int) -> None:
+def _copy_limited(src: IO[bytes], dst: Any, limit: int) -> None:
     total = 0
     while chunk := src.read(1024 * 1024):
         total += len(chunk)

@@ -6,10 +6,11 @@ import errno
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from waitress.channel import HTTPChannel
-from waitress.server import create_server
+from waitress.parser import HTTPRequestParser
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask
 
 from hbp_nrp_commons.settings import StorageSettings
@@ -31,11 +32,16 @@ class JsonErrorTask(ErrorTask):
 
     waitress answers some requests without calling the app: a declared ``Content-Length`` over its
     body limit (413, before the body is read), a malformed request (400), an app that failed before
-    starting its response (500). Its default body is plain text; the contract wants JSON everywhere.
+    starting its response (500). Its default body is plain text; our API answers JSON everywhere.
     """
 
     def execute(self) -> None:
-        error = self.request.error
+        # types-waitress declares ``request`` as an ``Error`` and ``response_headers`` as a Sequence;
+        # waitress passes the request parser (which holds the error) and keeps the headers in a list.
+        error = cast(HTTPRequestParser, self.request).error
+        if error is None:  # waitress makes an ErrorTask only for a request with an error
+            super().execute()
+            return
         if error.code == 413:
             limit = self.channel.server.adj.max_request_body_size - 1
             body = error_body(413, f"Request body exceeds the limit of {limit} bytes")
@@ -43,8 +49,9 @@ class JsonErrorTask(ErrorTask):
             body = error_body(error.code, error.reason, str(error.body))
         payload = json.dumps(body).encode("utf-8")
         self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
-        self.response_headers.extend(CORS_HEADERS.items())
+        headers = cast(list[tuple[str, str]], self.response_headers)
+        headers.append(("Content-Type", "application/json"))
+        headers.extend(CORS_HEADERS.items())
         self.set_close_on_finish()
         self.content_length = len(payload)
         self.write(payload)
@@ -56,7 +63,7 @@ class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
 
 
-def make_server(settings: StorageSettings):  # noqa: ANN201 - waitress has no public server type
+def make_server(settings: StorageSettings) -> MultiSocketServer | BaseWSGIServer:
     """Create (bind) the waitress server for ``settings``; port 0 picks a free port.
 
     The WSGI server's body limit is one byte above ours, so waitress refuses larger bodies from
@@ -95,6 +102,14 @@ def make_server(settings: StorageSettings):  # noqa: ANN201 - waitress has no pu
     return server
 
 
+def _bound_port(server: MultiSocketServer | BaseWSGIServer) -> int:
+    """The port ``server`` listens on (the first one when a host name resolved to several addresses)."""
+    if isinstance(server, BaseWSGIServer):
+        # waitress sets effective_port in __init__; types-waitress does not declare it
+        return server.effective_port  # type: ignore[attr-defined]
+    return server.effective_listen[0][1]
+
+
 def serve(settings: StorageSettings, announce: Callable[[str], None]) -> None:
     """Serve until interrupted.
 
@@ -107,7 +122,7 @@ def serve(settings: StorageSettings, announce: Callable[[str], None]) -> None:
     """
     server = make_server(settings)
     host = settings.host
-    port = server.effective_port  # type: ignore[union-attr]
+    port = _bound_port(server)
     log.info("storage root %s", settings.root)
     announce(f"Listening on http://{host}:{port}")
     try:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from .errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from .paths import TMP_PREFIX, confine, is_listed
@@ -31,7 +31,7 @@ CONFIG_NAME = "simulation_config.json"
 CHUNK = 1024 * 1024
 APPEND_LOCK_STRIPES = 64
 
-#: What a storage-side clone of an experiment leaves out, at every level (contract 7.2).
+#: What a storage-side clone of an experiment leaves out, at every level: recorded data, logs, caches.
 CLONE_SKIP_DIRS = frozenset({"csv_records", "recordings", "logs", "__pycache__"})
 CLONE_SKIP_FILES = ("*.log", "*.log.zip")
 
@@ -78,7 +78,7 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write(
     target: Path,
-    stream: BinaryIO | None = None,
+    stream: IO[bytes] | None = None,
     data: bytes | None = None,
     append: bool = False,
     limit: int | None = None,
@@ -177,7 +177,7 @@ def copy_tree(
 
 
 def clone_skip(rel: Path, is_dir: bool) -> bool:
-    """Entries a storage-side experiment clone leaves out (contract 7.2)."""
+    """True for an entry a storage-side experiment clone leaves out (see ``CLONE_SKIP_DIRS``)."""
     if is_dir:
         return rel.name in CLONE_SKIP_DIRS
     return any(fnmatch.fnmatch(rel.name, pattern) for pattern in CLONE_SKIP_FILES)
@@ -233,7 +233,7 @@ class ExperimentStore:
         if not folder.is_dir():
             raise NotFound("Folder not found")
         prefix = "/".join(parts)
-        items = []
+        items: list[dict[str, Any]] = []
         with os.scandir(folder) as entries:
             for entry in entries:
                 if not is_listed(entry.name, at_root=False):
@@ -267,7 +267,7 @@ class ExperimentStore:
         return path
 
     def write(
-        self, parts: list[str], stream: BinaryIO, append: bool = False, limit: int | None = None
+        self, parts: list[str], stream: IO[bytes], append: bool = False, limit: int | None = None
     ) -> int:
         """Write (or append to) the file at ``parts`` atomically; return the bytes written."""
         target = self.path(parts)

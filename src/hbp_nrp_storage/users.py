@@ -51,7 +51,7 @@ class UserError(ValueError):
 
 @dataclass(frozen=True)
 class ExperimentRecord:
-    """Ownership and sharing of one experiment folder (contract section 4.2)."""
+    """Ownership and sharing of an experiment folder: owner, shared users, ``shared_option``."""
 
     name: str
     owner: str

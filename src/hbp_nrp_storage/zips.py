@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from .errors import BadRequest, Conflict
 from .paths import TMP_PREFIX, confine, relative_parts
@@ -41,7 +41,7 @@ class ZipEntry:
     is_dir: bool
 
 
-def open_zip(source: BinaryIO | Path) -> zipfile.ZipFile:
+def open_zip(source: IO[bytes] | Path) -> zipfile.ZipFile:
     """Open a zip, turning any malformed input into 400."""
     try:
         return zipfile.ZipFile(source)
@@ -168,7 +168,7 @@ def merge_into(staging: Path, dest: Path, root: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_zip(folder: Path, root_name: str, out: BinaryIO) -> None:
+def write_zip(folder: Path, root_name: str, out: IO[bytes]) -> None:
     """Zip ``folder`` into ``out`` under one root folder ``root_name/`` (empty folders kept)."""
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(zipfile.ZipInfo(f"{root_name}/"), b"")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -15,6 +16,11 @@ from rich.table import Table
 from hbp_nrp_commons.settings import Settings, SettingsError, load_settings
 from nrp_cli.options import shared_options
 from nrp_cli.up_env import read_up_env
+
+if TYPE_CHECKING:
+    from hbp_nrp_backend.storage_client import StorageClient
+
+T = TypeVar("T")
 
 err = Console(stderr=True)
 out = Console(highlight=False)
@@ -63,7 +69,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
     from hbp_nrp_storage.server import PortBusyError, serve
 
     settings = _settings().storage
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if root is not None:
         changes["root"] = root
     if host:
@@ -73,7 +79,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
     if changes:
         from dataclasses import replace
 
-        settings = replace(settings, **changes)  # type: ignore[arg-type]
+        settings = replace(settings, **changes)
     from hbp_nrp_commons.timestamps import UtcFormatter
 
     handler = logging.StreamHandler()
@@ -148,7 +154,7 @@ def experiments_group() -> None:
     """List, upload and download storage experiments."""
 
 
-def _client(ctx: click.Context):  # noqa: ANN202
+def _client(ctx: click.Context) -> tuple[StorageClient, str]:
     from hbp_nrp_backend.storage_client import StorageClient
 
     try:
@@ -160,7 +166,7 @@ def _client(ctx: click.Context):  # noqa: ANN202
     return StorageClient(url, timeout=_settings().storage_timeout), token
 
 
-def _run(action):  # noqa: ANN001, ANN202
+def _run(action: Callable[[], T]) -> T:
     from hbp_nrp_backend.storage_client import StorageError
 
     try:

@@ -3,7 +3,9 @@
 Starts, in order, the MQTT broker (embedded amqtt in its own process unless
 ``NRP_MQTT_BROKER_ADDRESS`` names an external one), the storage server with the bundled experiments
 and user ``nrpuser``, and the REST server; writes ``nrp-up.env`` in the data root so the other ``nrp``
-commands find the URLs and the token; stops everything in reverse order on Ctrl-C or SIGTERM.
+commands find the URLs and the token; prints one line per simulation event (the REST server's
+``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); stops everything in reverse order on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import signal
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
+from hbp_nrp_backend.events import event_message
 from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
 from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
@@ -106,10 +111,38 @@ def save_up_env(data_dir: Path, system: RunningSystem) -> Path:
     )
 
 
-def _echo_output(prefix: str, verbose: bool):
+def path_hint(environ: Mapping[str, str] | None = None) -> str | None:
+    """How to reach this ``nrp`` from another terminal; ``None`` when ``nrp`` on the PATH is this one.
+
+    ``make run`` starts ``.venv/bin/nrp`` without activating the virtual environment, so a second
+    terminal usually lacks ``nrp``: the hint names the ``activate`` script (relative when under the
+    current folder).
+    """
+    environ = os.environ if environ is None else environ
+    bin_dir = Path(sys.executable).parent
+    found = shutil.which("nrp", path=environ.get("PATH", ""))
+    if found and Path(found).resolve() == (bin_dir / "nrp").resolve():
+        return None
+    activate = bin_dir / "activate"
+    if not activate.is_file():
+        return f"In another terminal, put {bin_dir} on the PATH to use nrp"
+    try:
+        where = f"in this folder, `. {activate.relative_to(Path.cwd())}`"
+    except ValueError:
+        where = f"`. {activate}`"
+    return f"In another terminal, {where} puts nrp on the PATH"
+
+
+def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
+    """Print every line of a server with ``--verbose``; else only the REST server's simulation events."""
+
     def on_line(line: str) -> None:
         if verbose:
-            click.echo(f"[{prefix}] {line}", nl=False)
+            click.echo(f"[{name}] {line}", nl=False)
+        elif name == "backend":
+            message = event_message(line)
+            if message is not None:
+                click.echo(f"{time.strftime('%H:%M:%S')} {message}")
 
     return on_line
 
@@ -117,18 +150,27 @@ def _echo_output(prefix: str, verbose: bool):
 class Stack:
     """The processes of one ``nrp up``, stopped in reverse start order."""
 
-    def __init__(self, settings: Settings, host: str, port: int, storage_port: int, verbose: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        port: int,
+        storage_port: int,
+        verbose: bool,
+        broker_port: int = DEFAULT_MQTT_PORT,
+    ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
         self.storage_port = storage_port
         self.verbose = verbose
+        self.broker_port = broker_port
         self.services: list[tuple[str, ServiceProcess]] = []
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
         try:
             service = start_service(
-                args, env=env, timeout=60, on_line=_echo_output(name, self.verbose), die_with_parent=True
+                args, env=env, timeout=60, on_line=_relay_output(name, self.verbose), die_with_parent=True
             )
         except ServiceStartError as exc:
             raise UpError(f"{name} did not start: {exc}") from exc
@@ -148,17 +190,15 @@ class Stack:
             broker_address = f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"
             embedded = False
         else:
-            broker_port = DEFAULT_MQTT_PORT
-            if not port_is_free("127.0.0.1", broker_port):
-                broker_port = 0
+            wanted = self.broker_port
+            moved = wanted != 0 and not port_is_free("127.0.0.1", wanted)
+            broker_port = 0 if moved else wanted
             broker = self._start(
                 "broker",
                 [python, "-m", "hbp_nrp_commons.broker", "--host", "127.0.0.1", "--port", str(broker_port)],
             )
-            if broker_port == 0:
-                click.echo(
-                    f"Port {DEFAULT_MQTT_PORT} is busy; the embedded MQTT broker uses port {broker.port}"
-                )
+            if moved:
+                click.echo(f"Port {wanted} is busy; the embedded MQTT broker uses port {broker.port}")
             broker_address = f"127.0.0.1:{broker.port}"
             embedded = True
 
@@ -221,9 +261,22 @@ def register(cli: click.Group) -> None:
     @click.option("--host", default=None, help="Listen address of the REST and storage servers [127.0.0.1].")
     @click.option("--port", type=PORT, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
     @click.option("--storage-port", type=PORT, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
+    @click.option(
+        "--broker-port",
+        type=int,
+        default=DEFAULT_MQTT_PORT,
+        show_default=True,
+        help="Port of the embedded MQTT broker (a free one if busy; 0: any free port).",
+    )
     @click.option("--verbose", is_flag=True, help="Show the servers' own output.")
-    def up(host: str | None, port: int | None, storage_port: int | None, verbose: bool) -> None:
-        """Start the MQTT broker, the storage server and the REST server; Ctrl-C stops them."""
+    def up(
+        host: str | None, port: int | None, storage_port: int | None, broker_port: int, verbose: bool
+    ) -> None:
+        """Start the MQTT broker, the storage server and the REST server; Ctrl-C stops them.
+
+        While they run, one line per simulation event (launched, started, paused, completed,
+        stopped, failed, logs uploaded or spooled) is printed.
+        """
         settings = load_settings()
         stack = Stack(
             settings,
@@ -231,6 +284,7 @@ def register(cli: click.Group) -> None:
             port=settings.backend_port if port is None else port,
             storage_port=settings.storage.port if storage_port is None else storage_port,
             verbose=verbose,
+            broker_port=broker_port,
         )
         stopping = threading.Event()
 
@@ -247,7 +301,10 @@ def register(cli: click.Group) -> None:
             click.echo(f"Storage: {system.storage_url}")
             click.echo(f"MQTT broker: {system.broker_address} ({kind})")
             click.echo(f"Token: {system.token}")
-            click.echo("Press Ctrl-C to stop.", nl=True)
+            hint = path_hint()
+            if hint:
+                click.echo(hint)
+            click.echo("Press Ctrl-C to stop. Simulation events follow.")
             sys.stdout.flush()
             while not stopping.wait(0.5):
                 dead = stack.first_dead()

@@ -1,9 +1,12 @@
-"""``NrpCore``: the nrp-client compatible Python client, running the loop in this process (contract 4).
+"""``NrpCore``: the nrp-client compatible Python client, running the loop in this process.
 
 The constructor, method names, arguments and return values are those of PyPI ``nrp-client`` 1.4.0;
 instead of spawning ``NRPCoreSim`` and talking gRPC, the client runs the FTILoop in the caller's
-process (engines still run in their own processes unless configured ``InProcess``). The simulation
-state machine of contract 5.4 guards every call: illegal calls raise :class:`NrpCoreStateError`
+process (engines still run in their own processes unless configured ``InProcess``). A state
+machine guards every call: ``initialize`` leads from ``Created`` to ``Initialized``; ``run_loop``
+and ``run_until_timeout`` pass through ``Running`` to ``Stopped``; ``reset`` goes back to
+``Initialized`` and ``shutdown`` to ``Created``; a failure leads to ``Failed``, where only
+``shutdown`` is allowed (the table ``_ALLOWED``). Illegal calls raise :class:`NrpCoreStateError`
 (a ``ConnectionError``, as the original's ``Can't process request``), and any exception inside a
 legal call moves the simulation to ``Failed`` and raises ``RuntimeError`` naming the failing engine
 or function, its file and line, with the traceback.
@@ -65,7 +68,7 @@ _LOG_LEVELS = {
 
 
 class NrpCoreStateError(ConnectionError):
-    """A call that the simulation state machine does not allow in the current state (contract 5.4)."""
+    """A call that the simulation state machine does not allow in the current state (see ``_ALLOWED``)."""
 
 
 def log_level(name: str) -> int:
@@ -133,7 +136,7 @@ class NrpCore:
         overrides: Sequence[str] = (),
     ) -> None:
         from nrp_core.config import load_simulation_config
-        from nrp_core.sim_main import parse_client_args
+        from nrp_core.sim_options import parse_client_args
 
         self.address = address
         self._state = CREATED

@@ -1,4 +1,4 @@
-"""Loading, overriding and validating ``simulation_config.json`` (core contract section 2, 3.2).
+"""Loading, overriding (``-o KEY=VALUE``) and validating ``simulation_config.json``.
 
 The pipeline of :func:`load_simulation_config`: resolve the experiment directory and the config file
 (never changing the working directory), parse the JSON, apply ``-o`` overrides, validate against our
@@ -21,7 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft7Validator, validators
+from jsonschema import Draft7Validator, ValidationError, validators
+from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
@@ -147,11 +148,13 @@ def _schema(name: str) -> dict:
     return _registry().contents(_SCHEMA_URN + name)
 
 
-def _fill_defaults(validator_class: type) -> type:
+def _fill_defaults(validator_class: type[Validator]) -> type[Validator]:
     """Extend a validator class so that validating also inserts every missing ``default``."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
-    def properties_with_defaults(validator, properties, instance, schema) -> Iterator:
+    def properties_with_defaults(
+        validator: Validator, properties: dict[str, Any], instance: Any, schema: dict[str, Any]
+    ) -> Iterator[ValidationError]:
         if validator.is_type(instance, "object"):
             for key, subschema in properties.items():
                 if key not in instance and isinstance(subschema, dict) and "default" in subschema:
@@ -353,7 +356,7 @@ def validate_engine_config(engine: dict, path: str = "$") -> list[str]:
 
 
 def complete_engine_config(engine: dict, path: str = "$") -> dict:
-    """The fully defaulted engine config an engine receives at initialize (contract 2.1 steps 7-8).
+    """The fully defaulted engine config an engine receives at initialize.
 
     Validates against the engine-type schema (adding type defaults such as ``ServerAddress``),
     defaults ``EngineProcStartParams`` and ``EngineEnvParams`` to ``[]``, ``EngineExtraConfigs``
@@ -390,7 +393,7 @@ def complete_engine_config(engine: dict, path: str = "$") -> dict:
 def resolve_experiment_paths(
     config_file: str | Path, experiment_dir: str | Path | None = None
 ) -> tuple[Path, Path]:
-    """Resolve the config file and the experiment directory (contract 2.1 steps 1-2, 4.1).
+    """Resolve the config file and the experiment directory.
 
     With ``experiment_dir``, it must be a directory and a relative ``config_file`` is relative to
     it. Without it, the experiment directory is the directory part of ``config_file`` if it has
@@ -476,7 +479,7 @@ def load_simulation_config(
     experiment_dir: str | Path | None = None,
     overrides: Sequence[str] | Iterable[str] = (),
 ) -> tuple[dict, Path]:
-    """Load, override, validate and default an experiment configuration (contract 2.1 steps 1-6, 9).
+    """Load, override, validate and default an experiment configuration.
 
     Engine entries get the base engine defaults (``EngineTimestep``, ``EngineLaunchCommand``, ...)
     here; their engine-type defaults come from :func:`complete_engine_config` when the runtime

@@ -1,4 +1,4 @@
-"""Datapack identity and the datapack base class (core contract 8.1, 6.2).
+"""Datapack identity (name, engine name, type) and the datapack base class.
 
 A datapack is identified by the pair (datapack name, engine name); its type string travels with it
 but never takes part in identity, so pools keyed by :class:`DataPackIdentifier` match a datapack

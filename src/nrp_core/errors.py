@@ -42,7 +42,7 @@ class DataPackRegistrationError(NrpCoreError):
 
 
 class EngineRequestError(NrpCoreError):
-    """An engine request was malformed or cannot be served (contract 9.2, 9.4)."""
+    """An engine request was malformed (missing or ill-typed fields) or cannot be served in this state."""
 
 
 class EngineScriptError(NrpCoreError):

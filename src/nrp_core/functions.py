@@ -1,4 +1,4 @@
-"""Transceiver, preprocessing and status functions: decorators, loading and calling (contract 7).
+"""Transceiver, preprocessing and status functions: decorators, loading and calling.
 
 Experiment files register functions with stacked decorators; the function-type decorator
 (:class:`TransceiverFunction`, :class:`PreprocessingFunction`, :class:`StatusFunction`) is the
@@ -98,7 +98,7 @@ class _Input:
 
 @dataclass
 class _Context:
-    """Loop values published to functions before each datapack cycle (contract 6.3 step 3)."""
+    """Loop values (simulation time, iteration) that functions read; set before each datapack cycle."""
 
     time_ns: int = 0
     iteration: int = 0
@@ -153,7 +153,7 @@ class Function:
         return self
 
     def requested_keys(self) -> list[tuple[Key, str]]:
-        """The ``((name, engine), type)`` pairs this function asks engines for (contract 6.3 step 4)."""
+        """The ``((name, engine), type)`` pairs this function asks engines for after their step."""
         out: list[tuple[Key, str]] = []
         for spec in self.inputs:
             if spec.kind in ("engine", "engine_many"):

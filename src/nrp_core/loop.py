@@ -1,4 +1,4 @@
-"""The FTILoop: engine scheduling, datapack pools and the datapack cycle (contract 6).
+"""The FTILoop: engine scheduling, datapack pools and the datapack cycle.
 
 Engines sit in a queue ordered by the time their current step ends. One :meth:`FTILoop.run_once`
 call (nrp-core's ``runLoop(dt)``) processes every batch of engines whose step ends before
@@ -175,7 +175,10 @@ class FTILoop:
             engine.settle()
 
     def reset(self) -> list[Any]:
-        """Reset as contract 6.5: client datapacks reach every engine, pools and clocks restart.
+        """Reset every engine and restart the simulation at time 0.
+
+        The client datapacks set before the reset are sent with each engine's reset request; then
+        all pools, the trajectory and the done flag are cleared and every engine is queued at 0.
 
         Returns:
             the requested datapacks fetched after the reset (the new trajectory).
@@ -268,7 +271,7 @@ class FTILoop:
             batch.sort()
         self.sim_time = now
 
-        # Wait for the steps and fetch the requested datapacks (6.3 steps 2 to 4).
+        # Wait for the steps and fetch the datapacks the functions request.
         for index in batch:
             for datapack in engines[index].finish_step():
                 key = (datapack._name, datapack._engine_name)
@@ -282,7 +285,7 @@ class FTILoop:
         context.time_ns = now
         context.iteration = self.iteration
 
-        # Preprocessing, then transceiver functions, per batch engine (steps 5 and 6).
+        # Preprocessing, then transceiver functions, per batch engine.
         plans = self._plans
         if functions.preprocessing:
             for index in batch:
@@ -305,29 +308,29 @@ class FTILoop:
                         outgoing[0][name] = datapack
                     else:
                         self._warn_unknown_engine(datapack)
-        # Status function (step 7).
+        # Status function.
         if functions.status is not None:
             done, observations = functions.run_status(self._engine_pools, self._sf_local)
             self.done = done
             self.trajectory.extend(trajectory_value(item) for item in observations)
 
-        # Everything is stale after the cycle (step 9); isUpdated is not sent to engines.
+        # Everything is stale after the cycle; isUpdated is not sent to engines.
         for datapack in fresh:
             datapack._updated = False
         fresh.clear()
 
-        # Send datapacks and restart the engines (steps 8 and 10).
+        # Send datapacks and restart the engines.
         for index in batch:
             engine = engines[index]
             transceiver, external = outgoing_by_engine[engine.name]
             if external:
-                outgoing = list({**transceiver, **external}.values())
+                to_send = list({**transceiver, **external}.values())
             else:
-                outgoing = list(transceiver.values())
+                to_send = list(transceiver.values())
             timestep = engine.timestep_ns
             run_time = now - engine.engine_time + timestep
             if run_time >= 0:
-                engine.begin_step(outgoing, run_time)
+                engine.begin_step(to_send, run_time)
                 due = now + timestep
             else:
                 logger.warning(
@@ -335,7 +338,7 @@ class FTILoop:
                     engine.name,
                     (engine.engine_time - now) / 1e9,
                 )
-                engine.begin_step(outgoing, None)
+                engine.begin_step(to_send, None)
                 due = engine.engine_time
             self._sequence += 1
             heapq.heappush(queue, (due, self._sequence, index))

@@ -1,4 +1,4 @@
-"""``NRPCoreSim``: run an experiment standalone (contract 3).
+"""``NRPCoreSim``: run an experiment standalone, as nrp-core's command of the same name.
 
 ``NRPCoreSim -c simulation_config.json [-d DIR] [-o KEY=VALUE ...]`` initializes the engines, runs
 until the status function's done flag or ``SimulationTimeout`` and shuts down. SIGINT and SIGTERM
@@ -10,7 +10,6 @@ yet), 0 after a successful run, 1 when the run failed or the configuration could
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -21,64 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main", "parse_client_args"]
+from nrp_core.sim_options import build_parser
+
+__all__ = ["main"]
 
 logger = logging.getLogger("nrp_core.sim_main")
-
-LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error", "critical", "off")
-
-
-def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
-    """The ``NRPCoreSim`` argument parser (options of contract 3.1)."""
-    parser = argparse.ArgumentParser(
-        prog="NRPCoreSim",
-        description="Run an nrp-core experiment with the pure-Python runtime.",
-        exit_on_error=exit_on_error,
-    )
-    parser.add_argument("-c", "--config", help="experiment configuration file")
-    parser.add_argument("-d", "--dir", help="experiment directory")
-    parser.add_argument("-p", "--plugins", help="engine plugin libraries (accepted and ignored)")
-    parser.add_argument("-m", "--mode", default="standalone", choices=("standalone", "server"))
-    parser.add_argument("--server_address", help="server mode address (later)")
-    parser.add_argument("--slave", action="store_true", help="server mode slave flag (later)")
-    parser.add_argument(
-        "-o", "--param", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
-    )
-    parser.add_argument("-l", "--logconfig", action="store_true", help="dump the final config at debug level")
-    parser.add_argument("--cloglevel", default=None, choices=LOG_LEVELS, help="console log level (info)")
-    parser.add_argument("--floglevel", default="off", choices=LOG_LEVELS, help="file log level (off)")
-    parser.add_argument("--logdir", default="logs", help="log directory (logs)")
-    parser.add_argument(
-        "--logoutput", choices=("engines", "all", "silent"), help="redirect output to the log file"
-    )
-    parser.add_argument("--logfilename", default=None, help="output log file (.console_output.log)")
-    return parser
-
-
-class ClientOptions(argparse.Namespace):
-    overrides: list[str]
-    logoutput: str | None
-    logfilename: str | None
-    cloglevel: str | None
-
-
-def parse_client_args(args: str) -> ClientOptions:
-    """Parse the client's ``args`` string (split on single spaces, as the original).
-
-    Only ``-o``, ``--cloglevel``, ``--logoutput`` and ``--logfilename`` matter to the client; other
-    options are accepted and ignored.
-
-    Raises:
-        ValueError: an option has an invalid or missing value.
-    """
-    parts = [part for part in (args or "").split(" ") if part]
-    try:
-        parser = build_parser(exit_on_error=False)
-        namespace, _unknown = parser.parse_known_args(parts, namespace=ClientOptions())
-    except argparse.ArgumentError as exc:
-        raise ValueError(f"invalid args {args!r}: {exc}") from None
-    namespace.overrides = list(namespace.param)
-    return namespace
 
 
 def _configure_logging(console_level: str, file_level: str, log_dir: str) -> None:
@@ -139,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     _configure_logging(args.cloglevel or "info", args.floglevel, args.logdir)
 
-    # NRPCoreSim, unlike the in-process client, works inside the experiment directory (2.1).
+    # NRPCoreSim, unlike the in-process client, changes into the experiment directory, as nrp-core does.
     config_file = Path(args.config)
     try:
         if args.dir:

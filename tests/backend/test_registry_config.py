@@ -69,6 +69,14 @@ def test_config_overrides(tmp_path: Path) -> None:
     assert config.log_spool_dir == tmp_path / "spool"
 
 
+def test_spool_follows_the_state_dir(tmp_path: Path) -> None:
+    """Two REST servers with their own state folders never share (and race on) one spool."""
+    config = load_backend_config(
+        {"NRP_DATA_DIR": str(tmp_path), "NRP_BACKEND_STATE_DIR": str(tmp_path / "state")}
+    )
+    assert config.log_spool_dir == tmp_path / "state" / "spool"
+
+
 @pytest.mark.parametrize(
     "name, value", [("NRP_AUTH", "ldap"), ("NRP_MAX_SIMULATIONS", "0"), ("NRP_STOP_GRACE", "soon")]
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import stat
@@ -22,13 +24,18 @@ HEADINGS = ("REST API: ", "API docs: ", "Storage: ", "MQTT broker: ", "Token: ")
 
 
 class UpProcess:
-    """``nrp up`` running in the background, its output collected line by line."""
+    """``nrp up`` running in the background, its output collected line by line.
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    The embedded broker takes a free port (``--broker-port 0``) unless ``args`` say otherwise.
+    """
+
+    def __init__(self, data_dir: Path, *args: str, path: str | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NRP_")}
         env.update({"NRP_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "NRP_STOP_GRACE": "5"})
+        if path is not None:
+            env["PATH"] = path
         self.proc = subprocess.Popen(
-            [*NRP, "up", "--port", "0", "--storage-port", "0", *args],
+            [*NRP, "up", "--port", "0", "--storage-port", "0", "--broker-port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -36,15 +43,35 @@ class UpProcess:
         )
         self.lines: list[str] = []
         self._ready = threading.Event()
+        self._changed = threading.Condition()
+        self._ended = False
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
             if line.startswith("Press Ctrl-C to stop."):
                 self._ready.set()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
         self._ready.set()
+
+    def wait_line(self, pattern: str, timeout: float = 60) -> str:
+        """Wait for a line matching the regular expression ``pattern`` (searched) and return it."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                assert left > 0 and not self._ended, f"no line {pattern!r} in:\n" + "\n".join(self.lines)
+                self._changed.wait(left)
 
     def wait_ready(self, timeout: float = 90) -> dict[str, str]:
         assert self._ready.wait(timeout), "nrp up never became ready:\n" + "\n".join(self.lines)
@@ -150,24 +177,28 @@ def test_busy_rest_port_is_an_error_naming_the_setting(tmp_path: Path) -> None:
     assert "--port" in result.stderr and "NRP_BACKEND_PORT" in result.stderr
 
 
-def test_busy_1883_moves_the_embedded_broker(tmp_path: Path) -> None:
-    holder = socket.socket()
-    try:
-        try:
-            holder.bind(("127.0.0.1", 1883))
-            holder.listen()
-        except OSError:
-            pass  # already busy: exactly the situation under test
-        process = UpProcess(tmp_path / "data")
+def test_busy_broker_port_moves_the_embedded_broker(tmp_path: Path) -> None:
+    """As when 1883 (the default ``--broker-port``) is taken, here by a port this test holds."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        process = UpProcess(tmp_path / "data", "--broker-port", str(busy))
         try:
             info = process.wait_ready()
-            assert any(line.startswith("Port 1883 is busy;") for line in process.lines)
-            assert not info["MQTT broker"].startswith("127.0.0.1:1883 ")
+            moved = f"Port {busy} is busy; the embedded MQTT broker uses port "
+            assert any(line.startswith(moved) for line in process.lines), "\n".join(process.lines)
+            assert info["MQTT broker"].startswith("127.0.0.1:")
+            assert not info["MQTT broker"].startswith(f"127.0.0.1:{busy} ")
             assert process.interrupt() == 0
         finally:
             process.kill()
-    finally:
-        holder.close()
+
+
+def test_the_embedded_broker_port_defaults_to_1883() -> None:
+    result = subprocess.run([*NRP, "up", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"--broker-port INTEGER\s.*\[default: 1883\]", " ".join(result.stdout.split()))
 
 
 def test_killed_up_leaves_no_server_behind(up: UpProcess) -> None:
@@ -180,3 +211,147 @@ def test_killed_up_leaves_no_server_behind(up: UpProcess) -> None:
     while [pid for pid in children if _alive(pid)]:
         assert time.monotonic() < deadline, "servers outlived a killed nrp up"
         time.sleep(0.1)
+
+
+def test_the_path_hint_names_activate_unless_this_nrp_is_on_the_path() -> None:
+    from nrp_cli.up_commands import path_hint
+
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "nrp").is_file() or not (bin_dir / "activate").is_file():
+        pytest.skip("the tests do not run from a virtual environment with nrp installed")
+    assert path_hint({"PATH": f"{os.defpath}:{bin_dir}"}) is None
+    hint = path_hint({"PATH": os.defpath})
+    assert hint is not None and "bin/activate` puts nrp on the PATH" in hint
+
+
+ENDLESS_SCRIPT = """
+import time
+
+while True:
+    nrp.run_loop(1)
+    time.sleep(0.02)
+"""
+
+
+def _endless_experiment(folder: Path) -> Path:
+    """tf_exchange running until stopped (``main_script.py``), plus ``boom.py``, which raises at once."""
+    import nrp_experiments
+
+    source = next(p for p in nrp_experiments.bundled_experiments() if p.name == "tf_exchange")
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.log*"))
+    config = json.loads((folder / "simulation_config.json").read_text())
+    config["SimulationTimeout"] = 1_000_000
+    (folder / "simulation_config.json").write_text(json.dumps(config))
+    (folder / "main_script.py").write_text(ENDLESS_SCRIPT)
+    (folder / "boom.py").write_text('raise RuntimeError("boom from the main script")\n')
+    return folder
+
+
+def _event(sim_id: int, text: str) -> str:
+    """The pattern of an event line of ``nrp up``: ``HH:MM:SS simulation <id> <text>``."""
+    return rf"^\d\d:\d\d:\d\d simulation {sim_id} {text}"
+
+
+def test_up_prints_one_line_per_simulation_event(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = UpProcess(data, path=os.defpath)  # no .venv/bin on the PATH, as after `make run`
+    try:
+        info = up.wait_ready()
+        hint = [line for line in up.lines if line.startswith("In another terminal")]
+        assert hint and "bin/activate` puts nrp on the PATH" in hint[0], "\n".join(up.lines)
+
+        cli_env = {k: v for k, v in os.environ.items() if not k.startswith("NRP_")}
+        cli_env["NRP_DATA_DIR"] = str(data)
+        uploaded = subprocess.run(
+            [*NRP, "experiments", "upload", str(_endless_experiment(tmp_path / "endless"))],
+            capture_output=True,
+            text=True,
+            env=cli_env,
+            timeout=60,
+        )
+        assert uploaded.returncode == 0, uploaded.stderr
+        rest = requests.Session()
+        rest.headers["Authorization"] = f"Bearer {info['Token']}"
+        api = info["REST API"]
+
+        def launch(**body: str) -> int:
+            response = rest.post(f"{api}/simulation", json={"experimentID": "endless", **body}, timeout=60)
+            assert response.status_code == 201, response.text
+            return int(response.json()["simulationID"])
+
+        def request_state(sim_id: int, state: str) -> None:
+            response = rest.put(f"{api}/simulation/{sim_id}/state", json={"state": state}, timeout=60)
+            assert response.status_code == 200, response.text
+
+        sim = launch()
+        up.wait_line(_event(sim, "launched: experiment endless, owner nrpuser \\(paused\\)$"))
+        request_state(sim, "started")
+        up.wait_line(_event(sim, "started$"))
+        request_state(sim, "paused")
+        up.wait_line(_event(sim, "paused$"))
+        request_state(sim, "stopped")
+        uploaded_line = up.wait_line(_event(sim, "logs uploaded to storage: endless/.*\\.log\\.zip$"))
+        zip_name = uploaded_line.rsplit("/", 1)[1]
+        assert (data / "storage" / "endless" / zip_name).is_file()
+        up.wait_line(_event(sim, "stopped$"))
+
+        raising = launch(mainScript="boom.py")
+        request_state(raising, "started")
+        up.wait_line(_event(raising, "error \\(Runtime\\): boom from the main script$"))
+        up.wait_line(_event(raising, "completed$"))  # a script error ends the script, not the simulation
+
+        failing = launch(mainScript="missing.py")
+        up.wait_line(_event(failing, "failed: Error loading main script.*missing\\.py"))
+
+        # Storage dies while a simulation runs: nrp up stops, the logs go to the spool, and it says where.
+        last = launch()
+        up.wait_line(_event(last, "launched"))
+        storage = [pid for pid in up.children() if "storage" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(storage) == 1
+        os.kill(storage[0], signal.SIGKILL)
+        spool = data / "backend" / "spool"
+        spooled = up.wait_line(_event(last, f"logs spooled to {re.escape(str(spool))}/.*\\.log\\.zip "))
+        assert (spool / spooled.split(f"{spool}/", 1)[1].split(" ", 1)[0]).is_file()
+        up.wait_line(_event(last, "stopped$"))
+        assert up.proc.wait(60) != 0
+    finally:
+        up.kill()
+    events = [line for line in up.lines if re.match(r"^\d\d:\d\d:\d\d simulation ", line)]
+    assert all(line.count("\n") == 0 and len(line) < 400 for line in events)
+    assert not [line for line in up.lines if " [INFO] " in line], "without --verbose, no raw log lines"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_tour() -> list[str]:
+    """The commands of the README's second-terminal tour (the first code block after that sentence)."""
+    text = (ROOT / "README.md").read_text()
+    after = text.split("In a second terminal", 1)[1]
+    block = after.split("```\n", 2)[1]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_tour_works_verbatim(tmp_path: Path) -> None:
+    """Every tour line, run as written in one shell in the clone, after `make run` (here: nrp up)."""
+    commands = readme_tour()
+    assert commands[0] == ". .venv/bin/activate"
+    venv_bin = Path(sys.executable).parent
+    if venv_bin != ROOT / ".venv" / "bin":  # tests run from another environment: activate that one
+        commands[0] = f". {venv_bin / 'activate'}"
+    data = tmp_path / "data"
+    up = UpProcess(data)
+    try:
+        up.wait_ready()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NRP_", "VIRTUAL_ENV"))}
+        env.update({"NRP_DATA_DIR": str(data), "PATH": os.defpath})
+        script = "set -e\n" + "".join(f"echo '+ {c}'\n{c}\n" for c in commands)
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "tf_exchange" in result.stdout
+        assert list((data / "storage" / "tf_exchange").glob("*_simulation_0.log.zip"))
+        up.wait_line(_event(0, "stopped$"))
+    finally:
+        up.kill()

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 EXTENSION = "nrp_backend"
 
+#: The OpenAPI ``security`` of an operation that needs no token (the others need a bearer token).
+PUBLIC: list[dict[str, list[str]]] = []
+
 
 def manager() -> SimulationManager:
     """The :class:`SimulationManager` of the running app."""

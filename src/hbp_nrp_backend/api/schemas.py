@@ -1,6 +1,6 @@
 """Marshmallow schemas: they document the OpenAPI and shape answers; requests are checked by hand.
 
-Validation is our own (the contract's messages and 400, never 422), so no schema validates input.
+Validation is our own (our error messages, and 400 rather than 422), so no schema validates input.
 """
 
 from __future__ import annotations

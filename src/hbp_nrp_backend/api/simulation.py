@@ -31,7 +31,7 @@ def _file_name(body: dict[str, Any], field: str, default: str) -> str:
 
 
 def parse_launch_request(body: dict[str, Any]) -> LaunchRequest:
-    """Check a ``POST /simulation`` body (contract 2.4).
+    """Check a ``POST /simulation`` body and turn it into a :class:`LaunchRequest`.
 
     Raises:
         ClientError: a required field is missing, a value has the wrong type, a file name is

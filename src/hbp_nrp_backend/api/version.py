@@ -7,6 +7,7 @@ from importlib import metadata
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from hbp_nrp_backend.api.common import PUBLIC
 from hbp_nrp_backend.api.schemas import VersionSchema
 
 blp = Blueprint("version", __name__, description="Component versions")
@@ -24,6 +25,7 @@ def package_version() -> str:
 
 @blp.route("/version")
 class Version(MethodView):
+    @blp.doc(security=PUBLIC)
     @blp.response(200, VersionSchema)
     def get(self) -> dict[str, str]:
         """Versions of hbp_nrp_backend and hbp_nrp_simserver; needs no token."""

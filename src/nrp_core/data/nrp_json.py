@@ -1,4 +1,4 @@
-"""JSON datapacks and the ``NlohmannJson`` value (core contract 8.2).
+"""JSON datapacks and the ``NlohmannJson`` value (nrp-core's Python wrapper of nlohmann::json).
 
 ``NlohmannJson`` keeps the JSON value semantics of nrp-core's binding of nlohmann::json: a value
 is JSON null until item assignment turns it into an object or ``append`` into an array, indexing

@@ -19,7 +19,7 @@ def experiment_path(config: Mapping[str, Any], name: str | Path) -> Path:
 
     Returns:
         ``name`` joined to ``ExperimentDirectory`` when the configuration has one, else to the
-        working directory (an engine process runs in the experiment directory, contract 2.1).
+        working directory (an engine process is started in the experiment directory).
     """
     path = Path(name)
     if path.is_absolute():

@@ -1,11 +1,11 @@
-"""The local control channel between the loop and an engine process (contract 9.3).
+"""The local control channel between the loop and an engine process.
 
 Messages are Python tuples pickled with protocol 5 and framed by a 4-byte little-endian length, sent
 over one end of a ``socketpair``. The loop sends one request per engine per batch and reads one
 reply; the engine process runs :func:`serve` and exits when the channel reaches end of file, so an
 engine never outlives the process that holds the other end, even when that one is SIGKILLed.
 
-Requests and replies (``server`` is an ``EngineServer`` of contract 9.2):
+Requests and replies (``server`` is the engine process's ``EngineServer``):
 
 =========================================  ======================================================
 request                                    reply payload (``("ok", payload)``)

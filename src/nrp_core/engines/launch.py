@@ -1,4 +1,4 @@
-"""Engines as the loop sees them: engine processes and in-process engines (contract 9.3).
+"""Engines as the loop sees them: engine processes, in-process engines and remote engine servers.
 
 :func:`create_engine` turns one defaulted engine config into an :class:`EngineHandle`:
 
@@ -76,7 +76,9 @@ def register_engine_type(engine_type: str, worker_module: str, server_factory: s
         engine_type: the ``EngineType`` value.
         worker_module: module run with ``python -m`` for engine processes.
         server_factory: ``"module:attribute"`` of a zero-argument callable returning an engine
-            server (the methods of contract 9.2) for in-process engines.
+            server (``initialize``, ``run_loop``, ``set_datapacks``, ``get_datapacks``, ``reset``,
+            ``shutdown``, as :class:`~nrp_core.engines.python_json.server_callbacks.EngineServer`)
+            for in-process engines.
     """
     ENGINE_TYPES[engine_type] = (worker_module, server_factory)
 
@@ -155,8 +157,13 @@ def _set_request(datapacks: Iterable[DataPackInterface], copy: bool) -> dict[str
             data = datapack.to_json() if copy else datapack._data._value
         elif datapack.isEmpty():
             continue
-        else:
+        elif isinstance(datapack, JsonDataPack):
             data = datapack.to_json()
+        else:
+            raise TypeError(
+                f"datapack '{datapack._name}' is a {type(datapack).__name__}: "
+                "engines exchange JSON datapacks only"
+            )
         request[datapack._name] = {"engine_name": datapack._engine_name, "type": datapack._type, "data": data}
     return request
 
@@ -464,7 +471,7 @@ class EngineProcess(EngineHandle):
 
     def initialize(self, requested: Mapping[str, str]) -> list[DataPackInterface]:
         get = _get_request(requested, self.name)
-        # EngineCommandTimeout bounds steps (contract 2.3), not loading a script, a world or a brain.
+        # EngineCommandTimeout bounds steps, not loading a script, a world or a brain.
         fetched = self._request("initialize", ("init", self._engine_config(), get))
         self.engine_time = 0
         self._ready = _datapacks_from_reply(self.name, fetched)
@@ -520,9 +527,10 @@ class EngineProcess(EngineHandle):
 
 
 class HttpEngine(EngineHandle):
-    """An engine server already running elsewhere, reached over the JSON REST protocol of contract 9.4.
+    """An engine server already running elsewhere, reached over HTTP.
 
-    Used for ``{"LaunchType": "EmptyLaunchCommand"}``: nothing is launched and ``ServerAddress``
+    Each engine operation is one JSON ``POST <ServerAddress>/<operation>``, as for nrp-core's JSON
+    engines. Used for ``{"LaunchType": "EmptyLaunchCommand"}``: nothing is launched and ``ServerAddress``
     is used as is. Steps run in a helper thread so that engines still step in parallel; a step's
     reply is awaited at the engine's next synchronization, as for engine processes.
     """
@@ -547,7 +555,7 @@ class HttpEngine(EngineHandle):
     def _post(self, route: str, body: Any) -> Any:
         import requests
 
-        # EngineCommandTimeout bounds steps (contract 2.3), not loading a script, a world or a brain.
+        # EngineCommandTimeout bounds steps, not loading a script, a world or a brain.
         timeout = None if route in ("initialize", "reset") else self.command_timeout
         try:
             response = self._session.post(f"{self.url}/{route}", json=body, timeout=timeout)
@@ -629,7 +637,7 @@ class HttpEngine(EngineHandle):
 
 
 class ExternalProcess:
-    """A process of ``ExternalProcesses`` (contract 2.6), started before the engines.
+    """A process of the config's ``ExternalProcesses`` list, started before the engines.
 
     Args:
         config: the entry (``ProcCmd``, ``ProcStartParams``, ``ProcEnvParams``, ``LaunchCommand``).

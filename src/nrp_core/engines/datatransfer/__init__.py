@@ -1,4 +1,4 @@
-"""Stand-in for nrp-core's ``datatransfer_grpc_engine`` (contract 12): JSON datapacks over MQTT and files."""
+"""Stand-in for nrp-core's ``datatransfer_grpc_engine``: JSON datapacks over MQTT and files."""
 
 from nrp_core.engines.datatransfer.server import DataTransferServer, data_topic
 

@@ -1,4 +1,4 @@
-"""The ``datatransfer_grpc_engine`` stand-in (contract 12): stream and record datapacks as JSON.
+"""The ``datatransfer_grpc_engine`` stand-in: stream and record datapacks as JSON.
 
 Functions send datapacks to this engine like to any other; each one named in ``dumps`` is
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def data_topic(prefix: str | None, simulation_id: str, name: str | None = None) -> str:
-    """``[prefix/]nrp_simulation/<id>/data[/<name>]`` (backend contract 5.1)."""
+    """``[prefix/]nrp_simulation/<id>/data[/<name>]``: beside the simulation's other MQTT topics."""
     topic = f"nrp_simulation/{simulation_id}/data"
     if prefix:
         topic = f"{prefix}/{topic}"
@@ -36,7 +36,11 @@ def data_topic(prefix: str | None, simulation_id: str, name: str | None = None) 
 
 
 class DataTransferServer:
-    """Engine server of the datatransfer stand-in (the operations of contract 9.2)."""
+    """Engine server of the datatransfer stand-in.
+
+    It serves ``initialize``, ``run_loop``, ``set_datapacks``, ``get_datapacks``, ``reset`` and ``shutdown``,
+    like every engine server.
+    """
 
     def __init__(self) -> None:
         self._name = "datatransfer_engine"

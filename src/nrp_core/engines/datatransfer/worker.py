@@ -1,4 +1,4 @@
-"""The ``datatransfer_grpc_engine`` stand-in's engine process (contract 9.3, 12).
+"""The ``datatransfer_grpc_engine`` stand-in's engine process.
 
 Run by the loop as ``python -m nrp_core.engines.datatransfer.worker [<EngineProcStartParams>...]
 --engine=<EngineName> --control-fd=<n>``.

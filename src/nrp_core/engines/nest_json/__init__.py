@@ -1,4 +1,4 @@
-"""``nest_json`` engines (contract 12.1): NEST in an engine process, devices exposed as JSON datapacks.
+"""``nest_json`` engines: NEST in an engine process, devices exposed as JSON datapacks.
 
 A brain script (``NestInitFileName``) builds the network with ``nest`` and names the node
 collections the loop may read or write::

@@ -1,4 +1,4 @@
-"""The ``nest_json`` engine server: the engine operations of contract 9.2 on top of NEST (12.1).
+"""The ``nest_json`` engine server: the six engine operations on top of NEST.
 
 Initialize resets the NEST kernel, seeds it with ``NestRNGSeed``, picks a resolution that divides
 ``EngineTimestep`` and runs the brain script. Every step is one ``nest.Simulate``; the engine time
@@ -70,8 +70,12 @@ def to_json_value(value: Any) -> Any:
 
 
 class NestEngineServer:
-    """Engine server for ``nest_json``: ``initialize``, ``run_loop``, ``set_datapacks``,
-    ``get_datapacks``, ``reset`` and ``shutdown`` on the JSON documents of contract 9.4."""
+    """Engine server for ``nest_json``.
+
+    ``initialize``, ``run_loop``, ``set_datapacks``, ``get_datapacks``, ``reset`` and ``shutdown``
+    take and return the same JSON documents as
+    :class:`~nrp_core.engines.python_json.server_callbacks.EngineServer`.
+    """
 
     def __init__(self) -> None:
         os.environ.setdefault("PYNEST_QUIET", "1")

@@ -1,4 +1,4 @@
-"""The ``nest_json`` engine process (contract 9.3, 12.1).
+"""The ``nest_json`` engine process.
 
 Run by the loop as ``python -m nrp_core.engines.nest_json.worker [<EngineProcStartParams>...]
 --engine=<EngineName> --control-fd=<n>``; NEST is imported and driven in this process.

@@ -1,4 +1,4 @@
-"""``SimulatorManager``: one simulator behind the small API PySim engine scripts use (contract 11).
+"""``SimulatorManager``: one simulator behind the small API PySim engine scripts use.
 
 The manager reads ``WorldFileName``, ``Visualizer``, ``Simulator``, ``EngineTimestep`` and
 ``EngineExtraConfigs`` from the engine configuration and imports the selected backend lazily, so an
@@ -56,6 +56,7 @@ class SimulatorManager:
                 f"{where}: vectorized stable_baselines3 environments are not supported yet "
                 "(EngineExtraConfigs.framework)"
             )
+        backend_class: type[SimulatorBackend]
         if self.simulator == "Mujoco":
             from nrp_core.engines.py_sim.mujoco_backend import MujocoBackend as backend_class
         elif self.simulator == "Bullet":

@@ -1,4 +1,4 @@
-"""PySim engines (``py_sim``, contract 11): Python engine scripts driving MuJoCo, PyBullet or Gymnasium.
+"""PySim engines (``py_sim``): Python engine scripts driving MuJoCo, PyBullet or Gymnasium.
 
 A user file defines ``class Script(PySimEngineScript)``; ``self.sim_manager`` is a
 :class:`SimulatorManager` created on first access from the engine configuration. Simulator

@@ -1,4 +1,4 @@
-"""PyBullet backend (contract 11): DIRECT mode unless a visualizer is requested and a display exists.
+"""PyBullet backend: DIRECT mode unless a visualizer is requested and a display exists.
 
 The world is ``plane.urdf`` from ``pybullet_data`` plus the model in ``WorldFileName`` (URDF, SDF or
 MJCF by extension). A relative world file is looked up in the experiment directory first, then in

@@ -1,4 +1,4 @@
-"""``PySimEngineScript``: an ``EngineScript`` with a lazily created simulator manager (contract 11)."""
+"""``PySimEngineScript``: an ``EngineScript`` with a lazily created simulator manager."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gymnasium backend for ``Simulator: "OpenAI"`` (contract 11; 5-tuple ``step`` API).
+"""Gymnasium backend for ``Simulator: "OpenAI"`` (the 5-tuple ``step`` API of Gymnasium 1.x).
 
 ``WorldFileName`` is the environment id (``CartPole-v1``). ``EngineExtraConfigs`` may hold ``seed``
 (int: the first ``reset`` and every engine reset use it, so runs repeat exactly) and ``make_kwargs``
@@ -58,14 +58,26 @@ class GymBackend(SimulatorBackend):
                     "%s: Visualizer requested but no display is available; running headless", self.engine_name
                 )
         make_kwargs = dict(self.extra_configs.get("make_kwargs") or {})
+        self._env: gymnasium.Env[Any, Any] | None = None
         try:
-            self.env = gymnasium.make(self.world_file, render_mode=render_mode, **make_kwargs)
+            self._env = gymnasium.make(self.world_file, render_mode=render_mode, **make_kwargs)
         except Exception as exc:  # gymnasium raises its own error classes for unknown ids
             raise self.error(f"cannot make the environment: {exc}") from exc
         seed = self.extra_configs.get("seed")
         self.seed = None if seed is None else int(seed)
         self._steps = 0
         self._start()
+
+    @property
+    def env(self) -> gymnasium.Env[Any, Any]:
+        """The environment.
+
+        Raises:
+            SimulatorError: the backend is shut down.
+        """
+        if self._env is None:
+            raise self.error("the environment is shut down")
+        return self._env
 
     def _start(self) -> None:
         observation, info = self.env.reset(seed=self.seed)
@@ -114,7 +126,7 @@ class GymBackend(SimulatorBackend):
         self._start()
 
     def shutdown(self) -> None:
-        env, self.env = getattr(self, "env", None), None
+        env, self._env = self._env, None
         if env is not None:
             env.close()
 

@@ -1,4 +1,4 @@
-"""MuJoCo backend on the official ``mujoco`` bindings (contract 11).
+"""MuJoCo backend on the official ``mujoco`` bindings.
 
 ``run_step`` writes the action into ``data.ctrl`` and advances by whole model timesteps; property
 types are MuJoCo element kinds (``body``, ``joint``, ``site``, ``geom``, ``actuator``, ``sensor``)

@@ -1,4 +1,4 @@
-"""The ``py_sim`` engine server: the ``python_json`` server plus an eager simulator check (contract 11).
+"""The ``py_sim`` engine server: the ``python_json`` server plus an eager simulator check.
 
 A PySim engine speaks the same protocol as a ``python_json`` engine. The only addition: right after
 the script's ``initialize()`` the server touches ``script.sim_manager``, so a missing or broken world

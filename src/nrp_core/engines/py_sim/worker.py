@@ -1,4 +1,4 @@
-"""The ``py_sim`` engine process (contract 9.3, 11).
+"""The ``py_sim`` engine process.
 
 Run by the loop as ``python -m nrp_core.engines.py_sim.worker [<EngineProcStartParams>...]
 --engine=<EngineName> --control-fd=<n>``. It serves the ``python_json`` operations; the user's

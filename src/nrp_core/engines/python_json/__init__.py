@@ -1,4 +1,4 @@
-"""Python JSON engines (contract 9): user scripts subclass :class:`EngineScript`."""
+"""Python JSON engines: user scripts subclass :class:`EngineScript`."""
 
 from nrp_core.engines.python_json.engine_script import EngineScript
 

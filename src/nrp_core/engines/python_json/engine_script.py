@@ -1,4 +1,4 @@
-"""``EngineScript``: the base class of Python JSON engine scripts (contract 9.1).
+"""``EngineScript``: the base class of Python JSON engine scripts.
 
 A user file defines ``class Script(EngineScript)``; the engine server instantiates it without
 arguments, sets ``_name`` and ``_config``, then calls the hooks. The engine time ``_time_ns`` is
@@ -28,6 +28,11 @@ class EngineScript:
         _config: the full engine config sent at initialize (defaults filled, plus ``TimeRatio``).
         _datapacks: datapack name -> data (``None`` until set).
     """
+
+    _time_ns: int
+    _name: str
+    _config: dict[str, Any]
+    _datapacks: dict[str, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> EngineScript:
         # State lives here rather than in __init__ so that a subclass whose __init__ forgets to

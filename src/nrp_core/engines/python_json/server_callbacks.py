@@ -1,7 +1,9 @@
-"""Engine-side handling of the six JSON engine operations (contract 9.2, 9.4).
+"""Engine-side handling of the six JSON engine operations.
 
-:class:`EngineServer` holds one user script, so that several engines can live in one process when
-they run in-process. Each method takes and returns the plain JSON documents of the REST protocol.
+The operations are ``initialize``, ``run_loop``, ``set_datapacks``, ``get_datapacks``, ``reset``
+and ``shutdown``. :class:`EngineServer` holds one user script, so that several engines can live in
+one process when they run in-process. Each method takes and returns the plain JSON documents that
+nrp-core's JSON engines exchange over REST.
 
 For compatibility with nrp-core's test suite the module also offers functions of the same names,
 delegating to a module-level default server whose script is the module attribute ``script``.
@@ -93,7 +95,7 @@ def load_script_class(file_name: str | Path, base_dir: str | Path | None = None)
 
 
 class EngineServer:
-    """Serves the engine operations for one user script (contract 9.2).
+    """Serves the six engine operations for one user script.
 
     Args:
         base_dir: directory against which a relative ``PythonFileName`` is resolved; default: the

@@ -1,7 +1,7 @@
-"""The ``python_json`` engine process (contract 9.3).
+"""The ``python_json`` engine process.
 
 Run by the loop as ``python -m nrp_core.engines.python_json.worker [<EngineProcStartParams>...]
---engine=<EngineName> --control-fd=<n>``; it serves the engine operations of contract 9.2 over the
+--engine=<EngineName> --control-fd=<n>``; it serves the engine operations (:class:`EngineServer`) over the
 control channel and exits when the channel reaches end of file.
 """
 
