@@ -121,17 +121,19 @@ class LogUploader:
         self._thread: threading.Thread | None = None
 
     # -- one archive -------------------------------------------------------------------------
-    def _upload(self, zip_path: Path, token: str | None, experiment_id: str, owner: str, sim_id: int) -> None:
+    def _upload(self, zip_path: Path, token: str | None, experiment_id: str, owner: str, sim_id: int) -> str:
+        """Upload ``zip_path``; returns the name storage keeps it under (named at upload time)."""
         from hbp_nrp_backend.storage_client import StorageUnauthorized
 
         try:
-            self.storage.upload_logs(token or "", experiment_id, zip_path, sim_id)
+            stored = self.storage.upload_logs(token or "", experiment_id, zip_path, sim_id)
         except StorageUnauthorized:
             newer = self.newest_token(owner)
             if not newer or newer == token:
                 raise
             logger.info("Storage refused the stored token of %s; retrying with a newer one", owner)
-            self.storage.upload_logs(newer, experiment_id, zip_path, sim_id)
+            stored = self.storage.upload_logs(newer, experiment_id, zip_path, sim_id)
+        return stored if isinstance(stored, str) else zip_path.name
 
     def archive(
         self, sim_dir: Path, sim_id: int, config_name: str, experiment_id: str, owner: str, token: str | None
@@ -151,8 +153,8 @@ class LogUploader:
             if zip_path is None:
                 return "empty"
             try:
-                self._upload(zip_path, token, experiment_id, owner, sim_id)
-                events.logs_uploaded(sim_id, experiment_id, zip_path.name)
+                stored = self._upload(zip_path, token, experiment_id, owner, sim_id)
+                events.logs_uploaded(sim_id, experiment_id, stored)
                 return "uploaded"
             except Exception as exc:
                 reason = exc
@@ -191,7 +193,7 @@ class LogUploader:
                 sidecar = zip_path.with_name(zip_path.name + ".json")
                 try:
                     meta = json.loads(sidecar.read_text())
-                    self._upload(
+                    stored = self._upload(
                         zip_path,
                         meta.get("token"),
                         meta["experimentID"],
@@ -204,7 +206,7 @@ class LogUploader:
                 zip_path.unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)
                 sim_id = int(meta.get("simulationID", 0))
-                events.logs_uploaded(sim_id, meta["experimentID"], zip_path.name, spooled=True)
+                events.logs_uploaded(sim_id, meta["experimentID"], stored, spooled=True)
                 done += 1
         return done
 
