@@ -142,7 +142,7 @@ def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
         elif name == "backend":
             message = event_message(line)
             if message is not None:
-                click.echo(f"{time.strftime('%H:%M:%S')} {message}")
+                click.echo(f"{time.strftime('%H:%M:%SZ', time.gmtime())} {message}")  # UTC, as every time
 
     return on_line
 

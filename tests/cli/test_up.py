@@ -248,8 +248,8 @@ def _endless_experiment(folder: Path) -> Path:
 
 
 def _event(sim_id: int, text: str) -> str:
-    """The pattern of an event line of ``nrp up``: ``HH:MM:SS simulation <id> <text>``."""
-    return rf"^\d\d:\d\d:\d\d simulation {sim_id} {text}"
+    """The pattern of an event line of ``nrp up``: ``HH:MM:SSZ simulation <id> <text>`` (UTC)."""
+    return rf"^\d\d:\d\d:\d\dZ simulation {sim_id} {text}"
 
 
 def test_up_prints_one_line_per_simulation_event(tmp_path: Path) -> None:
