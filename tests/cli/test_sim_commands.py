@@ -222,8 +222,11 @@ def test_logs_live_then_from_the_uploaded_zip(
     assert names == [f"main_script_{sim_id}.log", f"simulation_{sim_id}.log"]
     assert args_line in (target / f"simulation_{sim_id}.log").read_text().splitlines()
 
-    no_storage = nrp({**env, "NRP_STORAGE_URL": "http://127.0.0.1:1"}, "sim", "logs", str(sim_id))
-    assert no_storage.returncode == 1 and "127.0.0.1:1" in no_storage.stderr
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        no_storage = nrp({**env, "NRP_STORAGE_URL": dead}, "sim", "logs", str(sim_id))
+    assert no_storage.returncode == 1 and dead in no_storage.stderr
 
 
 def test_logs_follow_until_the_simulation_ends(
