@@ -495,7 +495,10 @@ def watch(ctx: click.Context, sim_id: int) -> None:
     end: str | None = None
     try:
         with view.progress:
-            view.state_changed(current["state"])
+            if current.get("ready"):
+                view.state_changed(current["state"])
+            else:  # its states come from the Simulation Server once that has started
+                view.progress.print(f"Simulation {sim_id}: its Simulation Server is starting (ready: false)")
             next_check = time.monotonic() + REST_CHECK_PERIOD
             while end is None:
                 try:

@@ -287,3 +287,20 @@ def test_error_texts_are_shown_as_they_are(
     backend.rest.set_state(sim_id, "stopped")
     ended = nrp(env, "sim", "watch", str(sim_id))
     assert ended.returncode == 1 and expected in ended.stdout, ended.stdout
+
+
+def test_watch_from_launch_on(
+    start_backend: BackendFactory, storage: Storage, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """``launch --start`` then ``watch``: it follows the simulation to its end whatever it catches of the start."""
+    backend = start_backend()
+    env = cli_env(backend, storage, broker, tmp_path)
+    launched = nrp(env, "sim", "launch", "completes", "--start")
+    assert launched.returncode == 0, launched.stderr
+    sim_id = json.loads(launched.stdout)["simulationID"]
+    assert f"nrp sim watch {sim_id}" in launched.stderr
+    watched = nrp(env, "sim", "watch", str(sim_id))
+    assert watched.returncode == 0, watched.stdout
+    states = [line.split("state: ")[1] for line in watched.stdout.splitlines() if " state: " in line]
+    assert states[-1] == "completed", watched.stdout
+    backend.rest.set_state(sim_id, "stopped")
