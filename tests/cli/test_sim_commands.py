@@ -292,7 +292,7 @@ def test_error_texts_are_shown_as_they_are(
 def test_watch_from_launch_on(
     start_backend: BackendFactory, storage: Storage, broker: BrokerProcess, tmp_path: Path
 ) -> None:
-    """``launch --start`` then ``watch``: it follows the simulation to its end whatever it catches of the start."""
+    """``launch --start`` then ``watch``: it follows the simulation to its end."""
     backend = start_backend()
     env = cli_env(backend, storage, broker, tmp_path)
     launched = nrp(env, "sim", "launch", "completes", "--start")
