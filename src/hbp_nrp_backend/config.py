@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hbp_nrp_commons.settings import (
+    SERVICE_USER,
     Settings,
     SettingsError,
     env_float,
@@ -36,7 +37,8 @@ class BackendConfig:
         stop_grace: SIGTERM-to-SIGKILL delay in seconds (``NRP_STOP_GRACE``).
         rest_threads: WSGI threads, at least ``max_simulations + 4`` (``NRP_REST_THREADS``).
         state_dir: folder of the SQLite registry (``NRP_BACKEND_STATE_DIR``).
-        admin_users: user ids that see every simulation (``NRP_ADMIN_USERS``).
+        admin_users: user ids that see every simulation (``NRP_ADMIN_USERS``, plus the storage
+            server's service user ``nrp-service``, which polls ``GET /simulation`` for its registry).
         completed_idle_stop: seconds after which a ``completed`` simulation is stopped.
         log_spool_dir: failed log uploads wait here for a retry (``NRP_LOG_SPOOL_DIR``).
         simulation_dir_link: symlink to the newest simulation folder (``NRP_SIMULATION_DIR``).
@@ -93,6 +95,8 @@ def load_backend_config(
         raise SettingsError(f"NRP_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
     state_dir = env_path(env, "NRP_BACKEND_STATE_DIR", settings.backend_dir)
     admins = frozenset(name.strip() for name in env.get("NRP_ADMIN_USERS", "").split(",") if name.strip())
+    # the storage server's registry polls GET /simulation as this user and must see every simulation
+    admins |= {SERVICE_USER}
     return BackendConfig(
         settings=settings,
         auth=auth,
