@@ -47,6 +47,7 @@ MAX_CONNECTIONS = 1024
 MAX_FRAME = 1024 * 1024
 CHUNK = 64 * 1024
 MQTT_SUBPROTOCOLS = ("mqtt", "mqttv3.1")
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def parse_address(value: str, option: str) -> tuple[str, int]:
@@ -144,7 +145,17 @@ class Gateway:
             return True
         host = (_header(head, b"host") or b"").decode("latin-1")
         parts = urlsplit(text)
-        return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
+        if not host or parts.scheme not in ("http", "https"):
+            return False
+        if parts.netloc == host:
+            return True
+        # localhost and 127.0.0.1 name the same machine: the stock build says localhost:9000
+        served = urlsplit(f"//{host}")
+        try:
+            same_port = (parts.port or 80) == (served.port or 80)
+        except ValueError:
+            return False
+        return same_port and parts.hostname in LOOPBACK and served.hostname in LOOPBACK
 
     async def _bridge_mqtt(
         self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -155,6 +166,7 @@ class Gateway:
         from websockets.server import ServerProtocol
         from websockets.typing import Subprotocol
 
+        DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)  # noqa: N806
         protocol = ServerProtocol(
             subprotocols=[Subprotocol(name) for name in MQTT_SUBPROTOCOLS], max_size=MAX_FRAME
         )
@@ -189,7 +201,7 @@ class Gateway:
             while chunk := await reader.read(CHUNK):
                 protocol.receive_data(chunk)
                 for frame in protocol.events_received():
-                    if isinstance(frame, Frame) and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT) and frame.data:
+                    if isinstance(frame, Frame) and frame.opcode in DATA_OPCODES and frame.data:
                         broker_writer.write(frame.data)
                 await broker_writer.drain()
                 await _flush(protocol, writer)  # pongs and the answer to a close

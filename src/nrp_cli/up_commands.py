@@ -22,6 +22,7 @@ import click
 from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
 from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
+from nrp_cli import frontend_up
 from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
@@ -40,6 +41,8 @@ class RunningSystem:
     broker_address: str
     broker_embedded: bool
     token: str
+    login: str = ""
+    frontend_url: str | None = None
 
 
 def _require_free(host: str, port: int, option: str, variable: str) -> None:
@@ -116,12 +119,21 @@ def _echo_output(prefix: str, verbose: bool):
 class Stack:
     """The processes of one ``nrp up``, stopped in reverse start order."""
 
-    def __init__(self, settings: Settings, host: str, port: int, storage_port: int, verbose: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        port: int,
+        storage_port: int,
+        verbose: bool,
+        frontend: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.host = host
         self.port = port
         self.storage_port = storage_port
         self.verbose = verbose
+        self.frontend = frontend
         self.services: list[tuple[str, ServiceProcess]] = []
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
@@ -161,24 +173,18 @@ class Stack:
             broker_address = f"127.0.0.1:{broker.port}"
             embedded = True
 
+        # storage listens privately; the gateway shares the public port with the frontend and MQTT
         storage_root = self.settings.storage.root
-        storage = self._start(
-            "storage",
-            [
-                python,
-                "-m",
-                "nrp_cli.main",
-                "storage",
-                "--root",
-                str(storage_root),
-                "--host",
-                self.host,
-                "--port",
-                str(self.storage_port),
-            ],
-        )
+        servers_file = frontend_up.servers_file(self.settings.data_dir)
+        frontend_up.write_servers_file(servers_file, None, 0)
+        storage_args = [python, "-m", "nrp_cli.main", "storage", "--root", str(storage_root)]
+        storage_args += ["--host", "127.0.0.1", "--port", "0", "--backends-file", str(servers_file)]
+        if self.frontend is not None:
+            storage_args += ["--frontend", str(self.frontend)]
+        storage = self._start("storage", storage_args)
         storage_url = storage.url
         token = issue_owner_token(storage_root)
+        login = frontend_up.ensure_login(storage_root, BUNDLED_OWNER)
         created = import_bundled_experiments(storage_url, token, storage_root)
         if created:
             click.echo(f"Imported bundled experiments: {', '.join(created)}")
@@ -188,12 +194,20 @@ class Stack:
             [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(self.port)],
             env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address},
         )
+        max_simulations = int(os.environ.get("NRP_MAX_SIMULATIONS", "").strip() or 8)
+        frontend_up.write_servers_file(servers_file, backend.url, max_simulations)
+        gateway = self._start(
+            "gateway",
+            frontend_up.gateway_args(python, self.host, self.storage_port, storage.port, broker_address),
+        )
         return RunningSystem(
             backend_url=backend.url,
-            storage_url=storage_url,
+            storage_url=gateway.url,
             broker_address=broker_address,
             broker_embedded=embedded,
             token=token,
+            login=login,
+            frontend_url=frontend_up.browser_url(gateway.url) + "/" if self.frontend is not None else None,
         )
 
     def first_dead(self) -> str | None:
@@ -221,15 +235,28 @@ def register(cli: click.Group) -> None:
     @click.option("--port", type=int, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
     @click.option("--storage-port", type=int, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
     @click.option("--verbose", is_flag=True, help="Show the servers' own output.")
-    def up(host: str | None, port: int | None, storage_port: int | None, verbose: bool) -> None:
+    @click.option(
+        "--frontend",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="NRP frontend build folder served on the storage port [NRP_FRONTEND_DIR].",
+    )
+    def up(
+        host: str | None, port: int | None, storage_port: int | None, verbose: bool, frontend: Path | None
+    ) -> None:
         """Start the MQTT broker, the storage server and the REST server; Ctrl-C stops them."""
         settings = load_settings()
+        try:
+            frontend = frontend_up.frontend_dir(frontend)
+        except frontend_up.FrontendDirError as exc:
+            raise UpError(str(exc)) from exc
         stack = Stack(
             settings,
             host=host or settings.backend_host,
             port=settings.backend_port if port is None else port,
             storage_port=settings.storage.port if storage_port is None else storage_port,
             verbose=verbose,
+            frontend=frontend,
         )
         stopping = threading.Event()
 
@@ -246,6 +273,9 @@ def register(cli: click.Group) -> None:
             click.echo(f"Storage: {system.storage_url}")
             click.echo(f"MQTT broker: {system.broker_address} ({kind})")
             click.echo(f"Token: {system.token}")
+            click.echo(system.login)
+            if system.frontend_url:
+                click.echo(f"Frontend: {system.frontend_url}")
             click.echo("Press Ctrl-C to stop.", nl=True)
             sys.stdout.flush()
             while not stopping.wait(0.5):

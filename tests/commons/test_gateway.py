@@ -142,6 +142,9 @@ def test_websocket_from_a_foreign_origin_is_refused(gateway: ServerProcess) -> N
     assert _handshake(gateway.url, "Origin: http://evil.example\r\n").startswith(b"HTTP/1.1 403")
     # the page's own origin (same host and port as the Host header) is accepted
     assert _handshake(gateway.url, "Origin: http://localhost:1\r\n").startswith(b"HTTP/1.1 101")
+    # localhost and 127.0.0.1 are the same machine, but another port is another origin
+    assert _handshake(gateway.url, "Origin: http://127.0.0.1:1\r\n").startswith(b"HTTP/1.1 101")
+    assert _handshake(gateway.url, "Origin: http://127.0.0.1:2\r\n").startswith(b"HTTP/1.1 403")
 
 
 def test_allowed_origin_option(upstream: int, mqtt_broker: BrokerProcess) -> None:
