@@ -6,12 +6,16 @@ contract gives them different meanings, so routing here works on the segments of
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import mimetypes
 import os
 import shutil
+import stat
+import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -36,6 +40,7 @@ from .paths import (
     INTERNAL_NAMES,
     RAW_PATH_KEY,
     RESERVED_NAMES,
+    TMP_PREFIX,
     check_experiment_name,
     join_parts,
     relative_parts,
@@ -264,6 +269,8 @@ class StorageApi:
                 return self.export_zip(user, rest[1])
             if len(rest) == 3 and rest[2] == "rename" and method == "PUT":
                 return self.rename(request, user, rest[1])
+            if len(rest) == 3 and rest[2] == "archive" and method == "GET":
+                return self.archive(user, rest[1])
         if method == "POST" and len(rest) == 1 and first == "importExperiment":
             return self.import_experiment(request, user)
         if method == "POST" and first == "clone":
@@ -633,6 +640,20 @@ class StorageApi:
             }
         )
 
+    def archive(self, user: str, name: str) -> Response:
+        """The experiment's tree as one uncompressed tar stream, for the backend's clone (ours).
+
+        Read access suffices (a simulation runs from a copy of any experiment the user can read);
+        logs, ``logs/``, ``__pycache__/`` and ``*.swp`` are left out at every level. Members are
+        relative to the experiment folder; folders come first, so empty ones are kept.
+        """
+        relative_parts(name)
+        self.experiment(name, user, "read")
+        root = self.store.path([name])
+        response = Response(_tar_stream(root), mimetype="application/x-tar")
+        response.headers["Content-Disposition"] = f"attachment; filename={_header_safe(name)}.tar"
+        return response
+
     def export_zip(self, user: str, name: str) -> Response:
         relative_parts(name)
         self.experiment(name, user, "admin")
@@ -686,6 +707,100 @@ class StorageApi:
             return json.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"Malformed JSON body: {exc}") from exc
+
+
+ARCHIVE_SKIP_DIRS = frozenset({"logs", "__pycache__"})
+ARCHIVE_SKIP_FILES = ("*.log", "*.log.zip", "*.swp")
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    """A ustar header; a pax one where ustar cannot hold the name (long or non-ASCII) or the size.
+
+    The common case is built here: ``TarInfo.tobuf`` spends most of a small-file archive's time on
+    its checksum.
+    """
+    try:
+        name = info.name.encode("ascii")
+    except UnicodeEncodeError:
+        name = b""
+    if not name or len(name) > 100 or info.size >= 8**11:
+        return info.tobuf(format=tarfile.PAX_FORMAT)
+    header = bytearray(tarfile.BLOCKSIZE)
+    header[0 : len(name)] = name
+    header[100:108] = b"%07o\0" % info.mode
+    header[108:116] = header[116:124] = b"0000000\0"
+    header[124:136] = b"%011o\0" % info.size
+    header[136:148] = b"%011o\0" % int(info.mtime)
+    header[148:156] = b" " * 8
+    header[156:157] = info.type
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def _tar_pieces(root: Path) -> Iterator[bytes]:
+    """The pieces of an uncompressed tar of ``root``'s tree, file by file (memory stays bounded).
+
+    Each file's size is taken from its open descriptor, so a file replaced meanwhile (writes are
+    atomic renames) is sent whole as it was; a file that shrinks in place ends the stream early, and
+    the client's tar reader reports the truncation.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in ARCHIVE_SKIP_DIRS and not d.startswith(TMP_PREFIX) and not (here / d).is_symlink()
+        )
+        rel_dir = here.relative_to(root)
+        if rel_dir != Path("."):
+            info = tarfile.TarInfo(rel_dir.as_posix())
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            yield _header(info)
+        for name in sorted(filenames):
+            if name.startswith(TMP_PREFIX) or any(fnmatch.fnmatch(name, p) for p in ARCHIVE_SKIP_FILES):
+                continue
+            path = here / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:  # vanished, or a symlink
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                info = tarfile.TarInfo((rel_dir / name).as_posix())
+                info.size = st.st_size
+                info.mode = 0o644
+                info.mtime = int(st.st_mtime)
+                yield _header(info)
+                left = st.st_size
+                while left > 0:
+                    chunk = handle.read(min(left, 1024 * 1024))
+                    if not chunk:
+                        raise OSError(f"{path} shrank while it was sent")
+                    left -= len(chunk)
+                    yield chunk
+                if st.st_size % tarfile.BLOCKSIZE:
+                    yield b"\0" * (tarfile.BLOCKSIZE - st.st_size % tarfile.BLOCKSIZE)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _tar_stream(root: Path, batch: int = 256 * 1024) -> Iterator[bytes]:
+    """:func:`_tar_pieces` gathered into writes of about ``batch`` bytes (a few hundred small files
+    are then a handful of socket writes, not one per header and file)."""
+    pending: list[bytes] = []
+    size = 0
+    for piece in _tar_pieces(root):
+        pending.append(piece)
+        size += len(piece)
+        if size >= batch:
+            yield b"".join(pending)
+            pending.clear()
+            size = 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _copy_limited(src: BinaryIO, dst: Any, limit: int) -> None:

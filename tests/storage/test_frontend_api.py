@@ -466,3 +466,27 @@ def test_servers_file_edits_apply_live(site: Site) -> None:
         wait_until(lambda: ids() == ["one"])
     finally:
         site.servers_file.write_text(original)
+
+
+# the backend's one-request clone
+
+
+def test_archive_streams_the_tree_without_logs_for_readers_only(site: Site) -> None:
+    import io
+    import tarfile
+
+    exp = clone_template(site)
+    (site.root / exp / "run.log").write_text("log")
+    (site.root / exp / "logs").mkdir()
+    (site.root / exp / "logs" / "x.txt").write_text("x")
+    (site.root / exp / "resources" / "old.log.zip").write_bytes(b"zip")
+    response = site.api().get(f"{site.url}/storage/experiments/{exp}/archive")
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/x-tar"
+    with tarfile.open(fileobj=io.BytesIO(response.content)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+        assert archive.extractfile(members["main_script.py"]).read() == b"print('main')\n"
+    assert members["resources/empty"].isdir()  # empty folders are kept
+    assert "run.log" not in members and "logs" not in members and "resources/old.log.zip" not in members
+    assert site.api(site.bob).get(f"{site.url}/storage/experiments/{exp}/archive").status_code == 403
+    missing = site.api().get(f"{site.url}/storage/experiments/nope/archive")
+    assert missing.status_code == 404 and missing.json()["message"] == "Experiment nope not found"
