@@ -22,7 +22,9 @@ answers 400.
 
 WebSocket upgrades from a browser page of another origin are refused (403) unless that origin is
 allowed with ``--allow-origin``: without that check any web page the user opens could publish
-lifecycle commands to the broker. Clients that send no ``Origin`` (non-browser clients) are accepted.
+lifecycle commands to the broker. Clients that send no ``Origin`` (non-browser clients) are accepted,
+and so are pages on another loopback name of the same port (``localhost`` vs ``127.0.0.1``).
+``NRP_GATEWAY_ORIGINS`` (comma-separated) adds to ``--allow-origin``.
 
 Limits: request head 64 KiB, 30 s to send it, 1024 connections at once, WebSocket frames 1 MiB.
 """
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -341,7 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mqtt = parse_address(args.mqtt, "--mqtt")
     except ValueError as exc:
         parser.error(str(exc))
-    origins = frozenset(origin.rstrip("/") for origin in args.allow_origin)
+    from_env = os.environ.get("NRP_GATEWAY_ORIGINS", "").split(",")
+    origins = frozenset(o.strip().rstrip("/") for o in [*args.allow_origin, *from_env] if o.strip())
 
     def ready(bound: int) -> None:
         sys.stdout.write(f"Listening on http://{args.host}:{bound}\n")

@@ -147,10 +147,15 @@ def test_websocket_from_a_foreign_origin_is_refused(gateway: ServerProcess) -> N
     assert _handshake(gateway.url, "Origin: http://127.0.0.1:2\r\n").startswith(b"HTTP/1.1 403")
 
 
-def test_allowed_origin_option(upstream: int, mqtt_broker: BrokerProcess) -> None:
+def test_allowed_origin_option_and_variable(
+    upstream: int, mqtt_broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NRP_GATEWAY_ORIGINS", "http://other.example:8080")
     server = start_gateway(upstream, mqtt_broker.port, "--allow-origin", "http://localhost:3000")
     try:
         assert _handshake(server.url, "Origin: http://localhost:3000\r\n").startswith(b"HTTP/1.1 101")
+        assert _handshake(server.url, "Origin: http://other.example:8080\r\n").startswith(b"HTTP/1.1 101")
+        assert _handshake(server.url, "Origin: http://evil.example\r\n").startswith(b"HTTP/1.1 403")
     finally:
         server.stop()
 
