@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import PathConverter
+from werkzeug.routing import PathConverter, WebsocketMismatch
 
 from hbp_nrp_commons.settings import SERVICE_USER, StorageSettings
 
@@ -119,6 +119,9 @@ def create_app(settings: StorageSettings) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
+        if isinstance(exc, WebsocketMismatch):  # an MQTT WebSocket that missed the gateway
+            message = "WebSocket (MQTT) connections are served by the gateway on a fresh connection"
+            return jsonify(error_body(400, message)), 400
         return jsonify(error_body(status, exc.description or exc.name)), status
 
     @app.errorhandler(Exception)

@@ -122,8 +122,6 @@ class StorageApi:
         if method == "OPTIONS":
             return Response(status=204)
         raw_segments = split_raw_path(request.environ[RAW_PATH_KEY])
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            raise BadRequest("WebSocket (MQTT) connections are served by the gateway on a fresh connection")
         if (
             self.frontend is not None
             and method in ("GET", "HEAD")

@@ -490,3 +490,10 @@ def test_archive_streams_the_tree_without_logs_for_readers_only(site: Site) -> N
     assert site.api(site.bob).get(f"{site.url}/storage/experiments/{exp}/archive").status_code == 403
     missing = site.api().get(f"{site.url}/storage/experiments/nope/archive")
     assert missing.status_code == 404 and missing.json()["message"] == "Experiment nope not found"
+
+
+def test_a_websocket_upgrade_reaching_storage_is_a_json_400(site: Site) -> None:
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    response = requests.get(f"{site.url}/", headers=headers)
+    assert response.status_code == 400
+    assert "gateway" in response.json()["message"]
