@@ -2,8 +2,10 @@
 
 Starts, in order, the MQTT broker (embedded amqtt in its own process unless
 ``NRP_MQTT_BROKER_ADDRESS`` names an external one), the storage server with the bundled experiments
-and user ``nrpuser``, and the REST server; writes ``nrp-up.env`` in the data root so the other ``nrp``
-commands find the URLs and the token; stops everything in reverse order on Ctrl-C or SIGTERM.
+and user ``nrpuser`` on a private port, the REST server, and the gateway on the public port (storage
+API, frontend files, MQTT over WebSocket: ``nrp_cli.frontend_up``); writes ``nrp-up.env`` in the data
+root so the other ``nrp`` commands find the URLs and the token; stops everything in reverse order on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -231,9 +233,16 @@ def register(cli: click.Group) -> None:
     """Add ``nrp up`` to the command group."""
 
     @cli.command("up")
-    @click.option("--host", default=None, help="Listen address of the REST and storage servers [127.0.0.1].")
+    @click.option(
+        "--host", default=None, help="Listen address of the REST server and public port [127.0.0.1]."
+    )
     @click.option("--port", type=int, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
-    @click.option("--storage-port", type=int, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
+    @click.option(
+        "--storage-port",
+        type=int,
+        default=None,
+        help="Public port: storage API, frontend files, MQTT over WebSocket [NRP_STORAGE_PORT or 9000].",
+    )
     @click.option("--verbose", is_flag=True, help="Show the servers' own output.")
     @click.option(
         "--frontend",
