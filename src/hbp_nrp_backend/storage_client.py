@@ -12,6 +12,7 @@ This module depends on nothing of ours but the settings: the backend never impor
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import shutil
 import tarfile
@@ -598,7 +599,9 @@ class StorageClient:
         written: list[Path] = []
         try:
             with response:
-                for name, kind, size, stream in _tar_members(response.raw):
+                # small reads (512-byte headers, small files) come from one buffer, not urllib3 each
+                buffered = io.BufferedReader(response.raw, buffer_size=CHUNK)
+                for name, kind, size, stream in _tar_members(buffered):
                     parts = name.rstrip("/").split("/")
                     if not all(_is_plain_name(part) for part in parts):
                         raise StorageError(f"Archive of {experiment} holds an invalid path {name!r}")
@@ -617,7 +620,7 @@ class StorageClient:
                     with open(target, "wb") as out:
                         _copy_exact(stream, out, size)
                     written.append(target)
-        except (tarfile.TarError, EOFError) as exc:
+        except (tarfile.TarError, EOFError, ValueError) as exc:  # ValueError: read past a closed stream
             raise StorageError(f"Archive of {experiment} is broken: {exc}") from exc
         except (requests.RequestException, OSError) as exc:
             if isinstance(exc, StorageError):
