@@ -497,3 +497,22 @@ def test_a_websocket_upgrade_reaching_storage_is_a_json_400(site: Site) -> None:
     response = requests.get(f"{site.url}/", headers=headers)
     assert response.status_code == 400
     assert "gateway" in response.json()["message"]
+
+
+def test_bad_frontend_folder_and_backends_are_start_errors(tmp_path: Path) -> None:
+    no_index = tmp_path / "empty"
+    no_index.mkdir()
+    result = nrp(
+        "storage", "--root", str(tmp_path / "r"), "--port", "0", "--frontend", str(no_index), check=False
+    )
+    assert result.returncode != 0 and "no index.html" in result.stderr
+    result = nrp(
+        "storage",
+        "--root",
+        str(tmp_path / "r"),
+        "--port",
+        "0",
+        env={"NRP_BACKENDS": "x=ftp://a"},
+        check=False,
+    )
+    assert result.returncode != 0 and "NRP_BACKENDS" in result.stderr and "http(s) URL" in result.stderr
