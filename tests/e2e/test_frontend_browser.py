@@ -246,8 +246,12 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
 
         # 5. leave and re-open: the page re-joins the running simulation through joinableServers
         leave(page)
-        joinable = api.get(f"{storage}/proxy/storage/experiments", params={"filter": clone}).json()[0]
-        assert [j["server"] for j in joinable["joinableServers"]] == ["local"]
+
+        def joinable() -> list[str]:
+            listed = api.get(f"{storage}/proxy/storage/experiments", params={"filter": clone}).json()
+            return [j["server"] for j in listed[0]["joinableServers"]]
+
+        assert _wait(joinable, "the registry's next poll to see the simulation") == ["local"]
         panel.get_by_text(name, exact=True).click()
         panel.get_by_role("button", name="Open").click()
         page.wait_for_url(f"**/experiment/{clone}")
