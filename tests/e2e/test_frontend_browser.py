@@ -3,8 +3,8 @@
 The build (``../shared/nrp-frontend/build`` beside the repository) has ``localhost:9000`` baked in;
 the test serves a copy from a temporary folder with those URLs rewritten to the port ``nrp up``
 bound (port 0, read from its output), so nothing assumes 9000 is free. Playwright drives Debian's
-``chromium``. Screenshots and the browser's console are kept under the test's temporary folder
-when a step fails, and their path is in the failure message.
+``chromium``. Every step leaves a screenshot and the browser's console log; when a step fails they
+are copied to ``<tmp>/nrp-frontend-browser-failures/<time>/`` and that path is in the failure message.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,9 +134,6 @@ def browser_run(tmp_path: Path) -> Iterator[tuple[UpProcess, Browser, dict[str, 
             browser = Browser(playwright, shots)
             try:
                 yield up, browser, info
-            except BaseException:
-                browser.snapshot("failure")
-                raise
             finally:
                 browser.close()
     finally:
@@ -154,6 +152,16 @@ def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def keep_artifacts(shots: Path) -> Path:
+    """Copy a failed run's screenshots out of pytest's temporary folders, which later runs rotate away."""
+    target = Path(tempfile.gettempdir()) / "nrp-frontend-browser-failures" / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        shutil.copytree(shots, target, dirs_exist_ok=True)
+    except OSError:
+        return shots
+    return target
 
 
 def leave(page: Any) -> None:
@@ -276,9 +284,10 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
             entry["name"].endswith(f"_simulation_{simulation['simulationID']}.log.zip") for entry in logs
         )
     except BaseException as exc:
-        shot = browser.snapshot("failed-step")
+        browser.snapshot("failed-step")
+        kept = keep_artifacts(browser.shots)
         raise AssertionError(
-            f"{exc}\nscreenshots and browser log: {shot.parent}\nnrp up output:\n" + "\n".join(up.lines[-30:])
+            f"{exc}\nscreenshots and browser log: {kept}\nnrp up output:\n" + "\n".join(up.lines[-30:])
         ) from exc
     assert up.interrupt() == 0
     (browser.shots / "steps.json").write_text(json.dumps(sorted(p.name for p in browser.shots.iterdir())))
