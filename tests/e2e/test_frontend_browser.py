@@ -114,6 +114,7 @@ class Browser:
 
 @pytest.fixture
 def browser_run(tmp_path: Path) -> Iterator[tuple[UpProcess, Browser, dict[str, str]]]:
+    """``nrp up --frontend`` on free ports, a browser, and ``nrp up``'s lines plus ``data_dir``."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -127,7 +128,7 @@ def browser_run(tmp_path: Path) -> Iterator[tuple[UpProcess, Browser, dict[str, 
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
-        info = up.wait_ready()
+        info = {**up.wait_ready(), "data_dir": str(tmp_path / "data")}
         port = int(info["Storage"].rsplit(":", 1)[1])
         _point_build_at(build, port)
         with sync_playwright() as playwright:
@@ -227,8 +228,36 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
         name = config["SimulationName"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d tf_exchange", name)
 
-        # 3. open the clone from My Experiments and initialize it: paused arrives over MQTT
+        # rename it with the pencil next to its title; the name lives in its simulation_config.json
         page.get_by_role("tab", name="My Experiments").click()
+        panel.get_by_text(name, exact=True).wait_for()
+        entries = panel.locator("li")
+        index = next(i for i, text in enumerate(entries.all_inner_texts()) if text.startswith(name))
+        entry = entries.nth(index)
+        entry.locator("button.list-entry-edit-buttons").first.click()
+        entry.locator("input").fill("Browser test run")
+        entry.locator("button.list-entry-edit-buttons").first.click()  # the tick
+        name = "Browser test run"
+
+        def stored_name() -> str:
+            url = f"{storage}/storage/{clone}/simulation_config.json"
+            return api.get(url, params={"byname": "true"}).json()["SimulationName"]
+
+        _wait(lambda: stored_name() == name, "the rename to reach storage")
+        panel.get_by_text(name, exact=True).wait_for()
+        browser.check_healthy("renamed")
+
+        # Scan Storage adopts a folder copied into storage by hand
+        by_hand = Path(info["data_dir"]) / "storage" / "copied_by_hand"
+        by_hand.mkdir()
+        (by_hand / "simulation_config.json").write_text('{"SimulationName": "Copied by hand"}')
+        panel.get_by_role("button", name="Scan Storage").click()
+        page.get_by_text("1 added folders, 0 deleted folders.").wait_for()
+        browser.check_healthy("scan-storage")
+        page.get_by_role("button", name="Got it!").click()
+        panel.get_by_text("Copied by hand", exact=True).wait_for()
+
+        # 3. open the clone from My Experiments and initialize it: paused arrives over MQTT
         panel.get_by_text(name, exact=True).click()
         panel.get_by_role("button", name="Open").click()
         page.wait_for_url(f"**/experiment/{clone}")
