@@ -169,7 +169,6 @@ class BackendRegistry:
         self._stop = threading.Event()
         self._polled = threading.Event()
         self._thread: threading.Thread | None = None
-        self._session = requests.Session()
         self._reload()
 
     # configuration
@@ -218,7 +217,6 @@ class BackendRegistry:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.timeout + 1)
-        self._session.close()
 
     def _run(self) -> None:
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="registry-poll") as pool:
@@ -248,7 +246,8 @@ class BackendRegistry:
 
     def _poll(self, entry: ServerEntry, token: str) -> ServerStatus:
         try:
-            with self._session.get(
+            # a fresh connection per poll (one every few seconds): no session shared between threads
+            with requests.get(
                 f"{entry.internal}/simulation",
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=self.timeout,
