@@ -187,9 +187,11 @@ class StorageApi:
         if not isinstance(body, dict):
             raise BadRequest('Expected a JSON object {"user": ..., "password": ...}')
         name, password = body.get("user"), body.get("password")
-        if not isinstance(name, str) or not name or len(name) > MAX_USER_NAME:
+        if not isinstance(name, str) or not name or len(name) > MAX_USER_NAME or not _utf8(name):
             raise BadRequest(f"Field 'user' must be a non-empty string of at most {MAX_USER_NAME} characters")
-        if not isinstance(password, str) or len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+        if not isinstance(password, str) or not _utf8(password):
+            raise BadRequest("Field 'password' must be a string")
+        if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
             raise BadRequest(f"Field 'password' must be a string of at most {MAX_PASSWORD_BYTES} bytes")
         wait = self.limiter.retry_after(name)
         if wait > 0:
@@ -808,6 +810,15 @@ def _copy_limited(src: BinaryIO, dst: Any, limit: int) -> None:
         if total > limit:
             raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
         dst.write(chunk)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (JSON may carry lone surrogates such as ``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _header_safe(value: str) -> str:

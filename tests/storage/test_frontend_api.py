@@ -197,6 +197,8 @@ def test_password_is_stored_as_a_slow_salted_hash(site: Site) -> None:
         (json.dumps({"user": "alice"}).encode(), "password"),
         (json.dumps({"user": "a" * 500, "password": "x"}).encode(), "user"),
         (json.dumps({"user": "alice", "password": "x" * 5000}).encode(), "password"),
+        (b'{"user": "\\ud800", "password": "x"}', "user"),
+        (b'{"user": "alice", "password": "\\udfff"}', "password"),
     ],
 )
 def test_malformed_login_bodies_are_400_naming_the_field(site: Site, body: bytes, field_name: str) -> None:
