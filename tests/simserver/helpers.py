@@ -106,8 +106,8 @@ class Recorder:
         self.messages: list[tuple[str, bytes]] = []
         self._changed = threading.Condition()
         self.connection = MqttConnection(settings, client_id("test_recorder"))
-        self.connection.connect(5)
-        self.connection.subscribe(topic, self._on_message, qos=1)
+        self.connection.connect(HANG)
+        self.connection.subscribe(topic, self._on_message, qos=1, timeout=HANG)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         with self._changed:
