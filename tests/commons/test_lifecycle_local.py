@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
 
 import pytest
 
@@ -16,29 +15,9 @@ from hbp_nrp_commons.lifecycle import (
     LifecycleBusyError,
     TransitionEvent,
 )
-from tests.helpers.waiting import HANG, join, wait_event, wait_until
+from tests.helpers.waiting import HANG, ContendedLock, join, wait_event, wait_until
 
 from .helpers import Recorder, backend_like, server_like
-
-
-class ContendedLock:
-    """Wraps a lock; ``contended`` is set once a thread has to wait for it (another thread holds it)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.contended = threading.Event()
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if self.inner.acquire(blocking=False):
-            return True
-        if not blocking:
-            return False
-        self.contended.set()
-        return self.inner.acquire(True, timeout)
-
-    def release(self) -> None:
-        self.inner.release()
-
 
 VALID = {
     ("created", "initialized"): ("paused", "initialize", "before"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -67,3 +67,35 @@ class WatchedEvent(threading.Event):
         if not self.is_set():
             self.waiting.set()
         return super().wait(timeout)
+
+
+class ContendedLock:
+    """Wraps a lock (``Lock`` or ``RLock``) and tells when a thread has to wait for it.
+
+    ``contended`` is set, and ``contentions`` counted, each time an ``acquire`` finds the lock held
+    by another thread: the test then knows that thread reached the lock, without sleeping.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.contended = threading.Event()
+        self.contentions = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self.inner.acquire(blocking=False):
+            return True
+        if not blocking:
+            return False
+        self.contentions += 1
+        self.contended.set()
+        return self.inner.acquire(True, timeout)
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def __enter__(self) -> ContendedLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
