@@ -9,6 +9,7 @@ from pathlib import Path
 import requests
 
 from tests.helpers.processes import LISTENING
+from tests.helpers.waiting import wait_until
 
 from .conftest import NRP, nrp, start_storage
 
@@ -32,12 +33,11 @@ def test_user_tokens_work_with_and_without_a_running_server(tmp_path: Path) -> N
         assert me(server.url, second).json()["id"] == "alice"
         assert me(server.url, first).json()["id"] == "alice"
         assert me(server.url, bob).json()["id"] == "bob"
-        short = nrp("user", "token", "bob", "--root", str(root), "--ttl", "0.5").stdout.strip()
+        # the token lives 3 s: long enough to be used once even on a busy machine
+        short = nrp("user", "token", "bob", "--root", str(root), "--ttl", "3").stdout.strip()
         assert me(server.url, short).status_code == 200
-        import time
-
-        time.sleep(0.7)
-        expired = me(server.url, short)
+        wait_until(lambda: me(server.url, short).status_code == 401, interval=0.2, message="the expiry")
+        expired = me(server.url, short)  # expired for good
         assert expired.status_code == 401
         assert expired.json()["message"] == "Authentication required"
     finally:
