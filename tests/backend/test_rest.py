@@ -1,4 +1,5 @@
-"""The REST rows of backend-contract section 11, against a real REST server process."""
+"""Every REST route (simulations, state changes, files, version, health) against a real REST
+server process."""
 
 from __future__ import annotations
 

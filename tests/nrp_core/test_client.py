@@ -1,4 +1,5 @@
-"""The in-process client ``NrpCore`` (contract 4, 5.4, 15.3) against real engine processes.
+"""The in-process client ``NrpCore`` (its state machine, runs, datapacks, stop and shutdown from
+other threads) against real engine processes.
 
 Most tests re-express nrp-core's client suite on our ``status_function_test`` folder; the others
 drive ``tf_exchange`` through the client and check the state machine, ``stop()`` and the logs.

@@ -1,4 +1,4 @@
-"""``NRPCoreSim`` in a real subprocess: tf_exchange timelines, exit codes, signals, logs (contract 3)."""
+"""``NRPCoreSim`` in a real subprocess: tf_exchange timelines, exit codes, signals, logs."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ def me(url: str, token: str) -> requests.Response:
 
 
 def test_user_tokens_work_with_and_without_a_running_server(tmp_path: Path) -> None:
-    """Contract 13, checks 1 and 17."""
+    """Tokens from ``nrp user`` work at once, whether the server runs or not, and expire."""
     root = tmp_path / "root"
     first = nrp("user", "add", "alice", "--root", str(root)).stdout.strip()
     assert len(first) >= 20 and "\n" not in first
@@ -63,7 +63,7 @@ def test_storage_root_from_environment(tmp_path: Path) -> None:
 
 
 def test_port_zero_and_busy_port(tmp_path: Path) -> None:
-    """Contract 13, check 18."""
+    """``--port 0`` picks a free port (printed on the Listening line); a busy port is an error."""
     server = start_storage(tmp_path / "root")
     try:
         match = LISTENING.search(server.text())
