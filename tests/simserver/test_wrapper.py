@@ -19,7 +19,7 @@ from hbp_nrp_simserver.wrapper import (
     SimulationControl,
     max_timesteps,
 )
-from tests.helpers.waiting import WatchedEvent, join, wait_event, wait_until
+from tests.helpers.waiting import HANG, WatchedEvent, join, wait_event, wait_until
 
 from .helpers import add_failing_function, make_client, set_timeout
 
@@ -212,10 +212,10 @@ def test_run_loop_of_fewer_than_one_step_is_refused(make_wrapper):
     for n in (0, -5):
         thread = threading.Thread(target=call, args=(n,))
         thread.start()
-        thread.join(2)
+        thread.join(HANG)  # refused at once; a run would go on until stopped
         if thread.is_alive():
             spy._client.stop()
-            thread.join(10)
+            thread.join(HANG)
             pytest.fail(f"run_loop({n}) ran past the step budget")
     assert outcome == ["ValueError", "ValueError"]
     assert spy.calls == [] and wrapper.steps == 0
