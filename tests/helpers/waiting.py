@@ -26,6 +26,9 @@ def wait_until(
 ) -> T:
     """Poll ``predicate`` until it returns a true value, and return that value.
 
+    Mind values that are false though present: a ``requests.Response`` with an error status is
+    false, so wait for ``response.status_code == 401``, not for the response.
+
     Raises:
         AssertionError: ``timeout`` seconds passed first; the message names ``message``.
     """

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.waiting import HANG
 
 from .helpers import TF_EXCHANGE, set_timeout, wait_until
@@ -78,7 +80,8 @@ def test_ctrl_c_exits_130(experiment, tmp_path):
     (experiment / "main_script.py").write_text(
         "nrp.run_loop(1)\nfile_logger.info('running')\nwhile True:\n    nrp.run_loop(100)\n"
     )
-    env = dict(os.environ, TMPDIR=str(tmp_path), COLUMNS="200")
+    # faulthandler: on a hang, SIGABRT makes the process print every thread's stack
+    env = dict(os.environ, TMPDIR=str(tmp_path), COLUMNS="200", PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen(
         [*NRP, "run", str(experiment)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -90,7 +93,12 @@ def test_ctrl_c_exits_130(experiment, tmp_path):
             message="the script to log 'running'",
         )
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=HANG)
+        try:
+            output, _ = proc.communicate(timeout=HANG)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            output, _ = proc.communicate(timeout=HANG)
+            pytest.fail(f"nrp run still ran {HANG:g} s after Ctrl-C; its threads:\n{output[-8000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
