@@ -235,7 +235,8 @@ def test_stop_while_paused_before_the_first_step(runner_factory):
     assert notifier.errors == []
 
 
-def test_second_start_does_not_start_another_thread(runner_factory, caplog):
+def test_second_start_does_not_start_another_thread(runner_factory, experiment, caplog):
+    set_timeout(experiment, 1000)  # the script must not reach its step budget before the second start
     runner, _ = runner_factory("while True:\n    nrp.run_loop(1)\n")
     runner.initialize()
     finished = Finished()
