@@ -16,6 +16,14 @@ from tests.helpers.waiting import HANG
 from .helpers import TF_EXCHANGE, set_timeout, wait_until
 
 NRP = [sys.executable, "-c", "from nrp_cli.main import cli; cli()"]
+# Python turns SIGINT into KeyboardInterrupt only if SIGINT was not ignored when it started, and a
+# test run started in the background of a non-interactive shell ignores it: install the handler.
+NRP_WITH_CTRL_C = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from nrp_cli.main import cli; cli()",
+]
 
 
 def nrp_run(directory: Path, tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -83,7 +91,11 @@ def test_ctrl_c_exits_130(experiment, tmp_path):
     # faulthandler: on a hang, SIGABRT makes the process print every thread's stack
     env = dict(os.environ, TMPDIR=str(tmp_path), COLUMNS="200", PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen(
-        [*NRP, "run", str(experiment)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        [*NRP_WITH_CTRL_C, "run", str(experiment)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         wait_until(
