@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,11 @@ import requests
 from tests.backend.conftest import NRP, BackendFactory, make_experiment, nrp
 from tests.helpers.brokers import BrokerProcess
 from tests.helpers.processes import start_server
+from tests.helpers.waiting import wait_until
 
 
 def _wait(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return wait_until(check, timeout=timeout, message=what)
 
 
 def test_two_rest_servers_are_offered_and_used(broker: BrokerProcess, tmp_path: Path) -> None:

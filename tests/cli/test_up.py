@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers.waiting import wait_until
+
 NRP = [sys.executable, "-m", "nrp_cli"]
 HEADINGS = ("REST API: ", "API docs: ", "Storage: ", "MQTT broker: ", "Token: ")
 
@@ -140,15 +142,13 @@ def test_up_runs_a_simulation_and_stops_in_order(up: UpProcess, tmp_path: Path) 
     sim_id = json.loads(launched.stdout)["simulationID"]
     headers = {"Authorization": f"Bearer {info['Token']}"}
     url = f"{info['REST API']}/simulation/{sim_id}"
-    deadline = time.monotonic() + 30
-    while not requests.get(url, headers=headers, timeout=10).json()["ready"]:
-        assert time.monotonic() < deadline, "simulation never became ready"
-        time.sleep(0.1)
+    wait_until(lambda: requests.get(url, headers=headers, timeout=10).json()["ready"], message="ready")
     started = subprocess.run([*NRP, "sim", "start", str(sim_id)], capture_output=True, text=True, env=cli_env)
     assert started.returncode == 0, started.stderr
-    while requests.get(url, headers=headers, timeout=10).json()["state"] != "completed":
-        assert time.monotonic() < deadline, "simulation never completed"
-        time.sleep(0.1)
+    wait_until(
+        lambda: requests.get(url, headers=headers, timeout=10).json()["state"] == "completed",
+        message="the simulation completed",
+    )
 
     # Ctrl-C stops the gateway, the REST server (which stops the simulation and uploads its logs),
     # then storage, broker.
@@ -208,10 +208,9 @@ def test_killed_up_leaves_no_server_behind(up: UpProcess) -> None:
     assert len(children) == 4
     up.proc.kill()
     up.proc.wait(10)
-    deadline = time.monotonic() + 15
-    while [pid for pid in children if _alive(pid)]:
-        assert time.monotonic() < deadline, "servers outlived a killed nrp up"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not [pid for pid in children if _alive(pid)], message="servers gone after nrp up was killed"
+    )
 
 
 def test_the_path_hint_names_activate_unless_this_nrp_is_on_the_path() -> None:

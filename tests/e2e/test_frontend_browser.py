@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from tests.cli.test_up import UpProcess
+from tests.helpers.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO.parent / "shared" / "nrp-frontend" / "build"
@@ -146,13 +147,7 @@ def _line(up: UpProcess, heading: str) -> str:
 
 
 def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    return wait_until(check, timeout=timeout, message=what)
 
 
 def keep_artifacts(shots: Path) -> Path:

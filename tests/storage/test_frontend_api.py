@@ -8,7 +8,6 @@ import json
 import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.helpers.waiting import wait_until
 from tests.storage.conftest import add_user, make_templates, nrp, start_storage
 
 INDEX = b"<!doctype html><title>NRP test build</title>"
@@ -127,16 +127,6 @@ class socket_free_url:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *args: object) -> None:
         pass
-
-
-def wait_until(check: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.05)
 
 
 # login and 477
