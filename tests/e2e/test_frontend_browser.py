@@ -221,7 +221,7 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
             f"{storage}/storage/{clone}/simulation_config.json", params={"byname": "true"}
         ).json()
         name = config["SimulationName"]
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d tf_exchange", name)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ tf_exchange", name)
 
         # rename it with the pencil next to its title; the name lives in its simulation_config.json
         page.get_by_role("tab", name="My Experiments").click()
