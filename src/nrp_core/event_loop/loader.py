@@ -25,6 +25,15 @@ __all__ = ["connect_mqtt", "load_graph"]
 
 logger = logging.getLogger("nrp_core.event_loop")
 
+# Modules of features we do not have: importing them fails with a message naming the feature.
+_UNSUPPORTED_MODULES = {
+    "nrp_core.data.nrp_protobuf": "protobuf datapacks and messages are",
+    "nrp_core.data.nrp_ros": "ROS messages are",
+    "pyNN": "SpiNNaker (pyNN.spiNNaker) is",
+    "spynnaker": "SpiNNaker is",
+    "rospy": "ROS is",
+}
+
 
 def _exec_file(path: Path, namespace: dict[str, Any], graph: ComputationalGraph) -> None:
     try:
@@ -37,14 +46,33 @@ def _exec_file(path: Path, namespace: dict[str, Any], graph: ComputationalGraph)
             exec(compile(source, str(path), "exec"), namespace)
     except GraphError:
         raise
-    except Exception as exc:
+    except ModuleNotFoundError as exc:
+        feature = _unsupported_module(exc.name or "")
+        if feature is None:
+            raise _load_error(path, exc) from exc
         file, line = user_location(exc)
-        tb = "".join(traceback.format_exception(exc)).rstrip()
         raise GraphError(
-            f"loading of computational graph file '{path.name}' failed: {type(exc).__name__}: {exc}\n{tb}",
-            Where(file or str(path), line),
+            f"'{path.name}' imports {exc.name}: {feature} not supported", Where(file or str(path), line)
         ) from exc
+    except Exception as exc:
+        raise _load_error(path, exc) from exc
     logger.info('Loaded computation graph file "%s"', path.name)
+
+
+def _unsupported_module(name: str) -> str | None:
+    for prefix, feature in _UNSUPPORTED_MODULES.items():
+        if name == prefix or name.startswith(prefix + "."):
+            return feature
+    return None
+
+
+def _load_error(path: Path, exc: Exception) -> GraphError:
+    file, line = user_location(exc)
+    tb = "".join(traceback.format_exception(exc)).rstrip()
+    return GraphError(
+        f"loading of computational graph file '{path.name}' failed: {type(exc).__name__}: {exc}\n{tb}",
+        Where(file or str(path), line),
+    )
 
 
 def connect_mqtt(graph: ComputationalGraph, mqtt_config: Mapping[str, Any] | None) -> None:

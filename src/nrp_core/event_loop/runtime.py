@@ -27,6 +27,32 @@ __all__ = ["EventLoopRuntime", "create_runtime", "uses_graph"]
 logger = logging.getLogger("nrp_core.event_loop")
 
 
+_UNSUPPORTED_PROGRAMS = {
+    "gzserver": "Gazebo",
+    "gzclient": "Gazebo",
+    "gazebo": "Gazebo",
+    "roslaunch": "ROS",
+    "rosrun": "ROS",
+    "roscore": "ROS",
+}
+
+
+def check_external_processes(config: Mapping[str, Any]) -> None:
+    """Refuse, before anything starts, ``ExternalProcesses`` of simulators we do not support.
+
+    Raises:
+        NotImplementedError: naming the program and the feature (Gazebo, ROS).
+    """
+    for index, process in enumerate(config.get("ExternalProcesses") or []):
+        command = str(process.get("ProcCmd", "")).split()
+        program = Path(command[0]).name if command else ""
+        feature = _UNSUPPORTED_PROGRAMS.get(program)
+        if feature is not None:
+            raise NotImplementedError(
+                f"ExternalProcesses[{index}] runs '{program}': {feature} is not supported"
+            )
+
+
 def uses_graph(config: Mapping[str, Any]) -> bool:
     """True when the experiment runs a computational graph (``cg`` processor or the Event Loop)."""
     return (
@@ -53,6 +79,7 @@ def create_runtime(
         return EventLoopRuntime.create(config, experiment_dir, engine_configs, output)
     if config.get("DataPackProcessor", "tf") != "cg":
         return FTILoop.create(config, experiment_dir, engine_configs, output)
+    check_external_processes(config)
     graph = load_graph(
         config.get("ComputationalGraph") or [], experiment_dir, ExecMode.OUTPUT_DRIVEN, config.get("MQTTNode")
     )
@@ -101,16 +128,18 @@ class EventLoopRuntime:
         mode = (
             ExecMode.OUTPUT_DRIVEN if settings.get("ExecutionMode") == "OutputDriven" else ExecMode.ALL_NODES
         )
+        check_external_processes(config)
         externals: list[ExternalProcess] = []
         graph: ComputationalGraph | None = None
         try:
+            # The graph first (as nrp-core): a graph error fails before any process starts.
+            graph = load_graph(
+                config.get("ComputationalGraph") or [], experiment_dir, mode, config.get("MQTTNode")
+            )
             for process_config in config.get("ExternalProcesses") or []:
                 external = ExternalProcess(process_config, experiment_dir, output)
                 externals.append(external)
                 external.start()
-            graph = load_graph(
-                config.get("ComputationalGraph") or [], experiment_dir, mode, config.get("MQTTNode")
-            )
             fti = None
             if engine_configs:
                 processor = GraphDataPackProcessor(
