@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
 from nrp_core.event_loop.mqtt import MQTTConnection, broker_address
 
 __all__ = [
@@ -290,7 +291,7 @@ class JSONEventLoopEngine(EventLoopEngine):
             return None
         message["name"] = dp_name
         message.setdefault("engine_name", self._engine.get_engine_name())
-        message.setdefault("type", "nlohmann::json")
+        message.setdefault("type", JSON_DATAPACK_TYPE)
         message.setdefault("data", None)
         return message
 
