@@ -1,0 +1,118 @@
+"""A main script driving an Event Loop experiment (``SimulationLoop: "EventLoop"``) through ``nrp``."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from hbp_nrp_simserver.config import load_experiment_config
+from hbp_nrp_simserver.notifier import Notifier
+from hbp_nrp_simserver.script_runner import NRPScriptRunner
+from tests.nrp_core.loop_helpers import COUNTING_ENGINE
+
+from .helpers import Finished, make_client, wait_until
+
+GRAPH = """
+from nrp_core.event_loop import *
+from nrp_core.data.nrp_json import JsonDataPack
+
+ticks = []
+
+
+@FromEngine("state", "/eng/state")
+@Iteration("it")
+@ToEngine("out", "/eng")
+@FunctionalNode(name="relay", outputs=["out"], exec_policy=node_policies.functional_node.exec_policy.always)
+def relay(state, it):
+    ticks.append((it, state.data["input"] if state is not None else None))
+    sent = JsonDataPack("input", "eng")
+    sent.data["it"] = it
+    return [sent]
+"""
+
+
+def _experiment(tmp_path: Path, timeout: float) -> Path:
+    (tmp_path / "eng.py").write_text(textwrap.dedent(COUNTING_ENGINE))
+    (tmp_path / "graph.py").write_text(GRAPH)
+    config = {
+        "SimulationName": "event_loop_script",
+        "SimulationTimeout": timeout,
+        "SimulationLoop": "EventLoop",
+        "EventLoop": {"Timestep": 0.01, "Timeout": 0},
+        "ComputationalGraph": ["graph.py"],
+        "EngineConfigs": [
+            {
+                "EngineType": "python_json",
+                "EngineName": "eng",
+                "PythonFileName": "eng.py",
+                "EngineTimestep": 0.01,
+                "EngineLaunchCommand": {"LaunchType": "InProcess"},
+            }
+        ],
+    }
+    (tmp_path / "simulation_config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def _runner(experiment: Path, script: str) -> NRPScriptRunner:
+    (experiment / "main_script.py").write_text(textwrap.dedent(script).lstrip("\n"))
+    return NRPScriptRunner(
+        experiment,
+        "main_script.py",
+        "0",
+        load_experiment_config(experiment / "simulation_config.json"),
+        Notifier("0"),
+        client_factory=lambda: make_client(experiment, args=""),
+    )
+
+
+def _ticks(runner: NRPScriptRunner) -> list[Any]:
+    loop = runner.wrapper._client._loop  # type: ignore[attr-defined]
+    return loop.graph.nodes["relay"].fn.__globals__["ticks"]
+
+
+def test_run_loop_ticks_the_event_loop_within_the_step_budget(tmp_path: Path) -> None:
+    experiment = _experiment(tmp_path, timeout=0.2)
+    runner = _runner(
+        experiment,
+        """
+        while True:
+            try:
+                nrp.run_loop(5)
+            except NRPSimulationTimeout:
+                break
+        file_logger.info("finished after %d steps", nrp.steps)
+        """,
+    )
+    try:
+        runner.initialize()
+        finished = Finished()
+        runner.start(finished)
+        assert finished.wait(60) is None
+        # The budget is SimulationTimeout / EventLoop.Timestep = 20 steps, run as 4 x run_loop(5).
+        assert runner.wrapper.steps == 20
+        ticks = _ticks(runner)
+        # Each run_loop(5) ticks for 5 timesteps of wall time: 5 ticks, give or take one.
+        assert 16 <= len(ticks) <= 24
+        # The FTI loop (engines) runs beside the Event Loop: the engine got what the graph sent.
+        assert any(received is not None for _it, received in ticks)
+    finally:
+        runner.shutdown()
+    assert "finished after 20 steps" in (experiment / "main_script_0.log").read_text()
+
+
+def test_stop_ends_a_script_running_the_event_loop(tmp_path: Path) -> None:
+    experiment = _experiment(tmp_path, timeout=1000)
+    runner = _runner(experiment, "while True:\n    nrp.run_loop(1)\n")
+    try:
+        runner.initialize()
+        finished = Finished()
+        runner.start(finished)
+        wait_until(lambda: len(_ticks(runner)) >= 3, timeout=30)
+        assert len(_ticks(runner)) >= 3
+        assert runner.stop()
+        assert finished.wait(30) is None
+    finally:
+        runner.shutdown()
