@@ -2,7 +2,7 @@
 
 Engines sit in a queue ordered by the time their current step ends. One :meth:`FTILoop.run_once`
 call (nrp-core's ``runLoop(dt)``) processes every batch of engines whose step ends before
-``simTime + dt``; per batch, in engine-config order: wait for the engines' steps and fetch the
+``simTime + dt``; per batch, in engine queue order (nrp-core's): wait for the engines' steps and fetch the
 datapacks the functions request from them, run the preprocessing functions, the transceiver
 functions and the status function, send each engine its transceiver and client datapacks and
 restart it. Engine processes step in parallel with each other and with the loop's own work
@@ -275,8 +275,9 @@ class FTILoop:
         batch = [heappop(queue)[2]]
         while queue and queue[0][0] == now:
             batch.append(heappop(queue)[2])
-        if len(batch) > 1:
-            batch.sort()
+        # Queue order, as nrp-core's multimap: equal due times keep the order engines were queued
+        # in (config order at t = 0 and after a reset, then the order of the batches that re-queued
+        # them), so the engine that waited longest comes first.
         self.sim_time = now
 
         # Wait for the steps and fetch the datapacks the functions request.
