@@ -463,22 +463,33 @@ class ComputationalGraph:
         """Execute one cycle."""
         if not self.configured:
             raise GraphError("the graph is not configured")
-        output_driven = self.exec_mode is ExecMode.OUTPUT_DRIVEN
-        for node in self.output_layer:
-            node.cycle_start()
-            if output_driven and node.wants_compute():
-                self._propagate_back(node)
-        for node in self.input_layer:
-            node.compute()
-        for layer in self.layers:
-            for node in layer:
-                if not output_driven or node.wants_compute():
+        output_layer = self.output_layer
+        if self.exec_mode is ExecMode.OUTPUT_DRIVEN:
+            for node in output_layer:
+                node.cycle_start()
+                if node.wants_compute():
+                    self._propagate_back(node)
+            for node in self.input_layer:
+                node.compute()
+            for layer in self.layers:
+                for node in layer:
+                    if node.do_compute:
+                        node.compute()
+                        node.do_compute = False
+            for node in output_layer:
+                if node.wants_compute():
                     node.compute()
                     node.do_compute = False
-        for node in self.output_layer:
-            if not output_driven or node.wants_compute():
+        else:
+            for node in output_layer:
+                node.cycle_start()
+            for node in self.input_layer:
                 node.compute()
-                node.do_compute = False
+            for layer in self.layers:
+                for node in layer:
+                    node.compute()
+            for node in output_layer:
+                node.compute()
         self.cycles += 1
 
     def _propagate_back(self, node: ComputationalNode) -> None:

@@ -10,7 +10,6 @@ called ``<engine>_input`` and ``<engine>_output``; the time nodes ``clock_node``
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import threading
@@ -436,7 +435,8 @@ class OutputEngineNode(OutputNode):
             )
             return
         with self._lock:
-            self._datapacks[value.name] = copy.deepcopy(value)
+            # A copy, as nrp-core's clone(): later changes by the node's function do not leak.
+            self._datapacks[value.name] = value._deep_copy()
 
     def take_datapacks(self) -> list[DataPackInterface]:
         """The datapacks collected since the last call (nrp-core ``getDataPacks``)."""
