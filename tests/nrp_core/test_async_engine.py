@@ -1,0 +1,114 @@
+"""The async engine commands: an engine on its own clock, exchanging datapacks over MQTT."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
+from tests.helpers.brokers import BrokerProcess
+
+ENGINE = """
+from nrp_core.engines.python_json import EngineScript
+
+
+class Script(EngineScript):
+    def initialize(self):
+        self._registerDataPack("out")
+        self._registerDataPack("cmd")
+        self._setDataPack("out", {"time": 0, "cmd": None})
+
+    def runLoop(self, timestep_ns):
+        self._setDataPack("out", {"time": self._time_ns, "cmd": self._getDataPack("cmd")})
+"""
+
+
+def _command(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def test_json_async_engine_publishes_its_datapacks_and_applies_received_ones(
+    tmp_path: Path, mqtt_broker: BrokerProcess
+) -> None:
+    import paho.mqtt.client as mqtt
+
+    (tmp_path / "engine.py").write_text(ENGINE)
+    config = {
+        "Timestep": 0.02,
+        "Timeout": 20,
+        "EngineConfig": {"EngineName": "eng", "PythonFileName": "engine.py"},
+    }
+    (tmp_path / "conf.json").write_text(json.dumps(config))
+    seen: list[dict[str, Any]] = []
+    applied = threading.Event()
+
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        payload = json.loads(message.payload)
+        seen.append(payload)
+        if payload["data"]["cmd"] == {"go": 1}:
+            applied.set()
+
+    peer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="async-engine-peer")
+    peer.on_message = on_message
+    peer.connect(mqtt_broker.host, mqtt_broker.port)
+    peer.subscribe("eng/get/out", 1)
+    peer.loop_start()
+    env = {**os.environ, "NRP_MQTT_BROKER_ADDRESS": mqtt_broker.address}
+    proc = subprocess.Popen(
+        [_command("async_python_json_engine.py"), "--config=conf.json", "--loglevel=info"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        command = {"name": "cmd", "engine_name": "eng", "type": JSON_DATAPACK_TYPE, "data": {"go": 1}}
+        while not applied.is_set() and time.monotonic() < deadline and proc.poll() is None:
+            peer.publish("eng/set/cmd", json.dumps(command), qos=1)
+            applied.wait(0.1)
+        assert applied.is_set(), proc.stdout.read().decode() if proc.poll() is not None else "no reply"
+        proc.terminate()  # SIGTERM: the loop stops and the engine shuts down cleanly
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        peer.loop_stop()
+        peer.disconnect()
+    assert proc.returncode == 0, output.decode()
+    first = seen[0]
+    assert first["name"] == "out" and first["engine_name"] == "eng" and first["type"] == JSON_DATAPACK_TYPE
+    times = [message["data"]["time"] for message in seen]
+    assert times == sorted(times) and times[0] >= 20_000_000
+    assert "Received stop signal" in output.decode()
+
+
+def test_grpc_async_engine_is_refused_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [_command("async_python_grpc_engine.py"), "--config=x.json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "protobuf datapacks) are not supported yet" in result.stderr
+
+
+def test_bad_config_fails_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "conf.json").write_text(json.dumps({"Timestep": 0.1}))
+    result = subprocess.run(
+        [_command("async_python_json_engine.py"), "--config=conf.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "'EngineConfig' object" in result.stderr
