@@ -110,3 +110,51 @@ def watch(state):
         assert b_output.take_datapacks() == []
     finally:
         client.shutdown()
+
+
+EVENT_LOOP_GRAPH = """
+from nrp_core.event_loop import *
+from nrp_core.data.nrp_json import JsonDataPack
+
+seen = []
+
+
+@FromEngine("state", "/a/state")
+@Clock("ms")
+@FunctionalNode(name="watch", outputs=[], exec_policy=node_policies.functional_node.exec_policy.always)
+def watch(state, ms):
+    seen.append((ms, state.data["input"] if state is not None else None))
+"""
+
+
+def test_client_runs_an_event_loop_with_engines_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "graph.py").write_text(EVENT_LOOP_GRAPH)
+    config = write_experiment(
+        tmp_path,
+        {"a": (ENGINE, 0.01)},
+        SimulationLoop="EventLoop",
+        EventLoop={"Timestep": 0.01, "Timeout": 0.05},
+        ComputationalGraph=["graph.py"],
+    )
+    client = NrpCore("", config_file=str(config), log_output=None)
+    client.initialize()
+    try:
+        seen = client._loop.graph.nodes["watch"].fn.__globals__["seen"]
+        # Client datapacks go to the engines through the FTI loop running beside the Event Loop.
+        client.set_json_datapack("input", "a", {"from": "client"})
+        assert client.run_loop(3) == (False, [])
+        first = len(seen)
+        # At least the first tick; at most one per timestep (a busy machine makes fewer).
+        assert 1 <= first <= 4
+        done, timed_out, trajectory = client.run_until_timeout()
+        assert (done, timed_out, trajectory) == (False, True, [])
+        assert 1 <= len(seen) - first <= 6
+        assert [ms for ms, _ in seen[first:]] == sorted(
+            ms for ms, _ in seen[first:]
+        )  # the clock restarts per run
+        assert {"from": "client"} in [received for _, received in seen]
+        assert client.simulation_time_ns >= 80_000_000
+        with pytest.raises(RuntimeError, match="Reset is not implemented in the EventLoop"):
+            client.reset()
+    finally:
+        client.shutdown()
