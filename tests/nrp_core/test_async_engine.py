@@ -112,3 +112,17 @@ def test_bad_config_fails_with_a_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "'EngineConfig' object" in result.stderr
+
+
+def test_nrp_core_names_for_writing_an_async_engine_script() -> None:
+    from nrp_core.engines.python_json import (
+        JSONEngineWrapper,
+        JSONEventLoopEngine,
+        parseAndValidateEngineConfig,
+    )
+    from nrp_core.event_loop import EngineWrapper, EventLoopEngine, run_event_loop_engine_app
+    from nrp_core.event_loop.async_engine import json_main
+
+    assert issubclass(JSONEngineWrapper, EngineWrapper) and issubclass(JSONEventLoopEngine, EventLoopEngine)
+    assert callable(parseAndValidateEngineConfig) and callable(run_event_loop_engine_app)
+    assert json_main.__module__ == "nrp_core.event_loop.async_engine"

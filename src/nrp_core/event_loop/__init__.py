@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from nrp_core.event_loop.async_engine import (
+    EngineWrapper,
+    EventLoopEngine,
+    EventLoopInterface,
+    run_event_loop_engine_app,
+)
 from nrp_core.event_loop.event_loop import EventLoop, GraphDataPackProcessor
 from nrp_core.event_loop.graph import ComputationalGraph, GraphError, building, caller
 from nrp_core.event_loop.loader import load_graph
@@ -33,7 +39,10 @@ from nrp_core.event_loop.policies import ExecMode, node_policies
 __all__ = [
     "Clock",
     "ComputationalGraph",
+    "EngineWrapper",
     "EventLoop",
+    "EventLoopEngine",
+    "EventLoopInterface",
     "ExecMode",
     "FromEngine",
     "FromFunctionalNode",
@@ -53,6 +62,7 @@ __all__ = [
     "createFNFromFactoryModule",
     "load_graph",
     "node_policies",
+    "run_event_loop_engine_app",
 ]
 
 

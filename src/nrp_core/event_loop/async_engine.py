@@ -323,7 +323,7 @@ def parse_engine_config(path: str, engine_type: str = "python_json") -> dict[str
 
 
 def run_event_loop_engine_app(
-    parse_config: Callable[[str], dict[str, Any]],
+    parse_config: Callable[[str], Any],
     wrapper_factory: Callable[[], EngineWrapper],
     engine_class: type[EventLoopEngine],
     argv: Sequence[str] | None = None,
@@ -347,6 +347,8 @@ def run_event_loop_engine_app(
     args = parser.parse_args(argv)
     try:
         config = parse_config(args.config)
+        if isinstance(config, str):  # nrp-core's parse functions return the JSON text
+            config = json.loads(config)
     except Exception as exc:
         print(f"{Path(sys.argv[0]).name}: {exc}", file=sys.stderr)
         return 1
