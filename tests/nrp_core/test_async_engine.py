@@ -121,8 +121,8 @@ def test_nrp_core_names_for_writing_an_async_engine_script() -> None:
         parseAndValidateEngineConfig,
     )
     from nrp_core.event_loop import EngineWrapper, EventLoopEngine, run_event_loop_engine_app
-    from nrp_core.event_loop.async_engine import json_main
+    from nrp_core.event_loop.async_main import json_main
 
     assert issubclass(JSONEngineWrapper, EngineWrapper) and issubclass(JSONEventLoopEngine, EventLoopEngine)
     assert callable(parseAndValidateEngineConfig) and callable(run_event_loop_engine_app)
-    assert json_main.__module__ == "nrp_core.event_loop.async_engine"
+    assert json_main.__module__ == "nrp_core.event_loop.async_main"

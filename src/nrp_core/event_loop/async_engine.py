@@ -1,6 +1,7 @@
 """Engines on their own clock: an Event Loop per engine, exchanging datapacks over MQTT.
 
-The console scripts ``async_python_json_engine.py`` and ``async_pysim_engine.py`` (the names
+The console scripts (:mod:`nrp_core.event_loop.async_main`) ``async_python_json_engine.py`` and
+``async_pysim_engine.py`` (the names
 nrp-core's examples start as ``ExternalProcesses``) run one engine script standalone:
 ``--config FILE`` names the EventLoopEngine configuration (``Timestep``, ``Timeout``,
 ``TimestepWarnThreshold``, ``ProcessLastMsg``, ``DataQueueSize``, ``MQTTConfig`` and the engine's
@@ -39,10 +40,7 @@ __all__ = [
     "EventLoopInterface",
     "JSONEngineWrapper",
     "JSONEventLoopEngine",
-    "json_main",
     "parse_engine_config",
-    "pysim_main",
-    "grpc_main",
     "run_event_loop_engine_app",
 ]
 
@@ -382,28 +380,3 @@ def run_event_loop_engine_app(
         return 1
     engine.shutdown()
     return 0
-
-
-def json_main() -> int:
-    """``async_python_json_engine.py``."""
-    return run_event_loop_engine_app(parse_engine_config, JSONEngineWrapper, JSONEventLoopEngine)
-
-
-def pysim_main() -> int:
-    """``async_pysim_engine.py``: a PySim engine script."""
-    from nrp_core.engines.py_sim.server import make_server
-
-    return run_event_loop_engine_app(
-        lambda path: parse_engine_config(path, "py_sim"),
-        lambda: JSONEngineWrapper(make_server),
-        JSONEventLoopEngine,
-    )
-
-
-def grpc_main() -> int:
-    """``async_python_grpc_engine.py``: protobuf engines are not supported yet."""
-    print(
-        "async_python_grpc_engine.py: python_grpc engines (protobuf datapacks) are not supported yet",
-        file=sys.stderr,
-    )
-    return 2
