@@ -158,3 +158,20 @@ def test_client_runs_an_event_loop_with_engines_beside_it(tmp_path: Path) -> Non
             client.reset()
     finally:
         client.shutdown()
+
+
+def test_functions_are_not_loaded_with_a_graph_and_a_warning_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "graph.py").write_text("from nrp_core.event_loop import *\n")
+    tf = "from nrp_core import *\n\n@TransceiverFunction('a')\ndef tf():\n    raise RuntimeError('never called')\n"
+    config = write_experiment(
+        tmp_path, {"a": (ENGINE, 0.01)}, {"tf": tf}, DataPackProcessor="cg", ComputationalGraph=["graph.py"]
+    )
+    client = NrpCore("", config_file=str(config), log_output=None)
+    client.initialize()
+    try:
+        client.run_loop(3)
+    finally:
+        client.shutdown()
+    assert "replaces transceiver, preprocessing and status functions: tf not loaded" in caplog.text

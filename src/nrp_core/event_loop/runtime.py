@@ -66,6 +66,17 @@ def _drop_path(graph: ComputationalGraph) -> None:
         sys.path.remove(graph.added_path)
 
 
+def _warn_ignored_functions(config: Mapping[str, Any]) -> None:
+    ignored = [f.get("Name", "?") for f in config.get("DataPackProcessingFunctions") or []]
+    if config.get("StatusFunction"):
+        ignored.append(config["StatusFunction"].get("Name", "?"))
+    if ignored:
+        logger.warning(
+            "the computational graph replaces transceiver, preprocessing and status functions: %s not loaded",
+            ", ".join(ignored),
+        )
+
+
 def create_runtime(
     config: Mapping[str, Any],
     experiment_dir: Path,
@@ -75,6 +86,8 @@ def create_runtime(
     """Build the runtime the configuration asks for (see the module docstring)."""
     from nrp_core.loop import FTILoop
 
+    if uses_graph(config):
+        _warn_ignored_functions(config)
     if config.get("SimulationLoop", "FTILoop") == "EventLoop":
         return EventLoopRuntime.create(config, experiment_dir, engine_configs, output)
     if config.get("DataPackProcessor", "tf") != "cg":
