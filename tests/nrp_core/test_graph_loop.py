@@ -164,7 +164,13 @@ def test_functions_are_not_loaded_with_a_graph_and_a_warning_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "graph.py").write_text("from nrp_core.event_loop import *\n")
-    tf = "from nrp_core import *\n\n@TransceiverFunction('a')\ndef tf():\n    raise RuntimeError('never called')\n"
+    tf = """
+from nrp_core import *
+
+@TransceiverFunction("a")
+def tf():
+    raise RuntimeError("not called")
+"""
     config = write_experiment(
         tmp_path, {"a": (ENGINE, 0.01)}, {"tf": tf}, DataPackProcessor="cg", ComputationalGraph=["graph.py"]
     )
