@@ -608,3 +608,20 @@ def test_event_loop_without_timeout_runs_until_stopped(tmp_path: Path) -> None:
     thread.join(30)
     assert not thread.is_alive()
     assert len(log_of(graph)) >= 5
+
+
+def test_dummy_nodes_feed_a_constant_and_record_outputs(tmp_path: Path) -> None:
+    graph = load(
+        tmp_path,
+        """
+        @InputDummy("x", "const", 5)
+        @OutputDummy("y", "sink")
+        @FunctionalNode(name="double", outputs=["y"])
+        def double(x):
+            return [2 * x]
+        """,
+    )
+    for _ in range(3):
+        graph.compute()
+    sink = graph.nodes["sink"]
+    assert (sink.call_count, sink.last_data) == (3, 10)

@@ -42,9 +42,13 @@ __all__ = [
     "FromFunctionalNode",
     "FunctionalNode",
     "InputClockNode",
+    "InputDummy",
+    "InputDummyNode",
     "InputEngineNode",
     "InputIterationNode",
     "Iteration",
+    "OutputDummy",
+    "OutputDummyNode",
     "OutputEngineNode",
     "PythonFunctionalNode",
     "ToEngine",
@@ -552,3 +556,75 @@ class Iteration(_InputEdge):
 
     def make_node(self) -> InputNode:
         return InputIterationNode(self.node_id, self.where)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dummy nodes (nrp-core's test helpers)
+
+
+class InputDummyNode(InputNode):
+    """Publishes the same value in every cycle."""
+
+    type_name = "InputDummy"
+
+    def __init__(self, node_id: str, value: Any, where: Where | None = None) -> None:
+        super().__init__(node_id, where=where)
+        self.value = value
+
+    def update_port_data(self, port_id: str, handle: _PortHandle) -> bool:
+        handle.data[:] = [self.value]
+        return True
+
+
+class OutputDummyNode(OutputNode):
+    """Records what it receives: ``call_count`` and ``last_data``."""
+
+    type_name = "OutputDummy"
+
+    def __init__(
+        self,
+        node_id: str,
+        publish_from_cache: bool = False,
+        compute_period: int = 1,
+        where: Where | None = None,
+    ) -> None:
+        super().__init__(node_id, publish_from_cache, 0, compute_period, where)
+        self.call_count = 0
+        self.last_data: Any = None
+
+    def send_single(self, port_id: str, value: Any) -> None:
+        self.last_data = value
+        self.call_count += 1
+
+
+class InputDummy(_InputEdge):
+    """``@InputDummy(keyword, address, value)``: input ``keyword`` gets ``value`` in every cycle."""
+
+    decorator = "InputDummy"
+
+    def __init__(self, keyword: str, address: str, value: Any) -> None:
+        super().__init__(
+            keyword,
+            address,
+            address,
+            node_policies.input_node.msg_publish.last,
+            node_policies.input_node.msg_cache.keep,
+        )
+        self.value = value
+
+    def make_node(self) -> InputNode:
+        return InputDummyNode(self.node_id, self.value, self.where)
+
+
+class OutputDummy(_OutputEdge):
+    """``@OutputDummy(keyword, address, publish_from_cache=False, compute_period=1)``: records outputs."""
+
+    decorator = "OutputDummy"
+
+    def __init__(
+        self, keyword: str, address: str, publish_from_cache: bool = False, compute_period: int = 1
+    ) -> None:
+        super().__init__(keyword, address, address, publish_from_cache, compute_period)
+
+    def make_node(self) -> OutputNode:
+        return OutputDummyNode(self.node_id, self.publish_from_cache, self.compute_period, self.where)
