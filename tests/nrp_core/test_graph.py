@@ -562,7 +562,10 @@ def test_a_missing_graph_file_is_reported(tmp_path: Path) -> None:
 # -- the Event Loop ------------------------------------------------------------------------------------------
 
 
-def test_event_loop_ticks_clock_and_iteration_until_its_duration(tmp_path: Path) -> None:
+def test_event_loop_ticks_clock_and_iteration_until_its_duration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nrp_core.event_loop")
     graph = load(
         tmp_path,
         """
@@ -585,6 +588,7 @@ def test_event_loop_ticks_clock_and_iteration_until_its_duration(tmp_path: Path)
     stats = jitter_stats(loop.periods, 0.01)
     assert stats["n"] == len(ticks) - 1
     assert loop.sim_time >= 100_000_000
+    assert f"Event Loop ran {len(ticks)} ticks of 10.0 ms" in caplog.text and "p99" in caplog.text
 
 
 def test_event_loop_without_timeout_runs_until_stopped(tmp_path: Path) -> None:

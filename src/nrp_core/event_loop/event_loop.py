@@ -195,6 +195,7 @@ class EventLoop:
         timestep = self.timestep
         limit = self.warn_threshold + timestep
         periods = self.periods
+        first_period = len(periods)
         self.iterations = 0
         start = clock()
         last = start
@@ -229,6 +230,17 @@ class EventLoop:
             if fti_thread is not None:
                 fti_stop.set()
                 fti_thread.join()
+            stats = jitter_stats(periods[first_period:], timestep)
+            logger.info(
+                "Event Loop ran %d ticks of %.1f ms in %.3f s; tick period deviation median %.2f ms, "
+                "p99 %.2f ms, max %.2f ms",
+                self.iterations,
+                timestep * 1e3,
+                clock() - start,
+                stats["median"],
+                stats["p99"],
+                stats["max"],
+            )
         if fti_errors:
             raise fti_errors[0]
 
