@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
 from tests.helpers.brokers import BrokerProcess
 
@@ -126,3 +128,39 @@ def test_nrp_core_names_for_writing_an_async_engine_script() -> None:
     assert issubclass(JSONEngineWrapper, EngineWrapper) and issubclass(JSONEventLoopEngine, EventLoopEngine)
     assert callable(parseAndValidateEngineConfig) and callable(run_event_loop_engine_app)
     assert json_main.__module__ == "nrp_core.event_loop.async_main"
+
+
+def test_pysim_async_engine_runs_the_gym_cartpole_engine(tmp_path: Path, mqtt_broker: BrokerProcess) -> None:
+    import shutil
+
+    import paho.mqtt.client as mqtt
+
+    pytest.importorskip("gymnasium")
+    experiment = tmp_path / "gym_cartpole"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "experiments" / "gym_cartpole", experiment)
+    engine = json.loads((experiment / "simulation_config.json").read_text())["EngineConfigs"][0]
+    engine = {k: v for k, v in engine.items() if k not in ("EngineType", "EngineTimestep")}
+    (experiment / "async.json").write_text(
+        json.dumps({"Timestep": 0.02, "Timeout": 0.5, "EngineConfig": engine})
+    )
+    observations: list[Any] = []
+    peer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pysim-peer")
+    peer.on_message = lambda _c, _u, message: observations.append(json.loads(message.payload))
+    peer.connect(mqtt_broker.host, mqtt_broker.port)
+    peer.subscribe("gym_simulator/get/observation", 1)
+    peer.loop_start()
+    try:
+        result = subprocess.run(
+            [_command("async_pysim_engine.py"), "--config=async.json"],
+            cwd=experiment,
+            env={**os.environ, "NRP_MQTT_BROKER_ADDRESS": mqtt_broker.address},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        peer.loop_stop()
+        peer.disconnect()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert observations, result.stdout + result.stderr
+    assert observations[0]["engine_name"] == "gym_simulator" and "observation" in observations[0]["data"]
