@@ -629,3 +629,31 @@ def test_dummy_nodes_feed_a_constant_and_record_outputs(tmp_path: Path) -> None:
         graph.compute()
     sink = graph.nodes["sink"]
     assert (sink.call_count, sink.last_data) == (3, 10)
+
+
+def test_a_none_output_is_a_message_but_a_cleared_cache_is_not(tmp_path: Path) -> None:
+    # nrp-core: a functional node's None output is a Python object, hence new input downstream; an
+    # input node clearing its cache publishes a null pointer, which is not.
+    graph = load(
+        tmp_path,
+        """
+        @Iteration("it")
+        @FunctionalNode(name="source", outputs=["x"], exec_policy=ALWAYS)
+        def source(it):
+            return [None]
+
+        @FromFunctionalNode("x", "/source/x")
+        @FunctionalNode(name="after_none", outputs=[])
+        def after_none(x):
+            log.append(("after_none", x))
+
+        @FromEngine("dp", "/eng/dp", cache_policy=node_policies.input_node.msg_cache.clear)
+        @FunctionalNode(name="after_clear", outputs=[])
+        def after_clear(dp):
+            log.append(("after_clear", dp))
+        """,
+    )
+    for it in range(2):
+        graph.nodes["iteration_node"].update(it)
+        graph.compute()
+    assert log_of(graph) == [("after_none", None), ("after_none", None)]

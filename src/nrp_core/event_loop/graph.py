@@ -33,6 +33,7 @@ from nrp_core.errors import NrpCoreError
 from nrp_core.event_loop.policies import ExecMode, node_policies
 
 __all__ = [
+    "NULL",
     "ComputationalGraph",
     "ComputationalNode",
     "GraphError",
@@ -90,6 +91,22 @@ class GraphError(NrpCoreError):
 
 # --------------------------------------------------------------------------------------------------
 # Ports
+
+
+class _Null:
+    """What an input node with the ``clear`` cache policy publishes: nrp-core's null pointer.
+
+    Receivers see ``None``, but unlike a ``None`` returned by a functional node (a Python object in
+    nrp-core, hence a new message) it does not count as new input.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL = _Null()
 
 
 class OutputPort:
@@ -239,8 +256,8 @@ class InputNode(ComputationalNode):
                 else:
                     handle.single_port.publish(handle.data[-1])
             elif clear:
-                handle.single_port.publish(None)
-                handle.list_port.publish(None)
+                handle.single_port.publish(NULL)
+                handle.list_port.publish(NULL)
                 handle.data.clear()
 
 
@@ -299,7 +316,7 @@ class OutputNode(ComputationalNode):
         self.n_loop += 1
 
     def store(self, port_id: str, value: Any) -> None:
-        if value is None:
+        if value is None or value is NULL:
             return
         stored = self.stored[port_id]
         if self.max_port_connections == 1 and stored:

@@ -21,6 +21,7 @@ from nrp_core.datapacks import DataPackInterface
 from nrp_core.errors import user_location
 from nrp_core.event_loop.graph import (
     FUNCTIONAL,
+    NULL,
     ComputationalGraph,
     ComputationalNode,
     GraphError,
@@ -84,9 +85,10 @@ class FunctionalNode(ComputationalNode):
     """``@FunctionalNode(name, outputs, exec_policy)``: a node running the decorated function.
 
     The function's positional parameters are the node's inputs (``None`` until a value arrives);
-    it returns ``None`` (publish nothing) or a list with one value per declared output. With
-    ``exec_policy`` ``on_new_message`` (the default) it runs only in cycles in which an input got a
-    value that is not ``None``; with ``always`` in every cycle the graph executes it.
+    it returns ``None`` (publish nothing) or a list with one value per declared output (a ``None``
+    in it is published like any value). With ``exec_policy`` ``on_new_message`` (the default) it
+    runs only in cycles in which an input received a message (not an input node's cleared cache);
+    with ``always`` in every cycle the graph executes it.
     """
 
     kind = FUNCTIONAL
@@ -166,8 +168,10 @@ class FunctionalNode(ComputationalNode):
         if port is None:
 
             def receive(value: Any, keyword: str = keyword) -> None:
-                self.values[keyword] = value
-                if value is not None:
+                if value is NULL:  # an input node cleared its cache: no new message
+                    self.values[keyword] = None
+                else:
+                    self.values[keyword] = value
                     self.has_new = True
 
             port = self.inputs[keyword] = InputPort(keyword, self, receive, 1)
