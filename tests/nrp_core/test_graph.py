@@ -657,3 +657,18 @@ def test_a_none_output_is_a_message_but_a_cleared_cache_is_not(tmp_path: Path) -
         graph.nodes["iteration_node"].update(it)
         graph.compute()
     assert log_of(graph) == [("after_none", None), ("after_none", None)]
+
+
+def test_mqtt_broker_address_and_client_id() -> None:
+    import os
+
+    from nrp_core.event_loop.mqtt import broker_address, client_id, split_address
+
+    assert broker_address("host:1", {"NRP_MQTT_BROKER_ADDRESS": "env:2"}) == "host:1"
+    assert broker_address(None, {"NRP_MQTT_BROKER_ADDRESS": "env:2"}) == "env:2"
+    assert broker_address(None, {}) == "localhost:1883"
+    assert split_address("tcp://broker:1884") == ("broker", 1884)
+    assert split_address("broker") == ("broker", 1883)
+    assert client_id("mine", "x") == "mine"
+    assert client_id("NRP-core-client", "NRP-core-client") == f"NRP-core-client-{os.getpid()}"
+    assert client_id(None, "python_1") == f"python_1-{os.getpid()}"

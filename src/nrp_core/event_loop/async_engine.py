@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
-from nrp_core.event_loop.mqtt import MQTTConnection, broker_address
+from nrp_core.event_loop.mqtt import MQTTConnection, broker_address, client_id
 
 __all__ = [
     "EngineWrapper",
@@ -218,7 +218,7 @@ class EventLoopEngine(EventLoopInterface):
         self._store = {dp: [] for dp in self._names}
         connection = MQTTConnection(
             broker_address(self._mqtt_config.get("MQTTBroker")),
-            str(self._mqtt_config.get("ClientName") or name),
+            client_id(self._mqtt_config.get("ClientName"), name),
         )
         for dp in self._names:
             logger.info("Subscribing to topic: %s", self._topic_set(dp))

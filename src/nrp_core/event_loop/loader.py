@@ -18,7 +18,14 @@ from typing import Any
 
 from nrp_core.errors import user_location
 from nrp_core.event_loop.graph import ComputationalGraph, GraphError, Where, building
-from nrp_core.event_loop.mqtt import InputMQTTNode, MQTTConnection, OutputMQTTNode, broker_address
+from nrp_core.event_loop.mqtt import (
+    DEFAULT_CLIENT_NAME,
+    InputMQTTNode,
+    MQTTConnection,
+    OutputMQTTNode,
+    broker_address,
+    client_id,
+)
 from nrp_core.event_loop.policies import ExecMode
 
 __all__ = ["connect_mqtt", "load_graph"]
@@ -82,7 +89,7 @@ def connect_mqtt(graph: ComputationalGraph, mqtt_config: Mapping[str, Any] | Non
     if mqtt_config is not None and nodes:
         connection = MQTTConnection(
             broker_address(mqtt_config.get("MQTTBroker")),
-            str(mqtt_config.get("ClientName") or "NRP-core-client"),
+            client_id(mqtt_config.get("ClientName"), DEFAULT_CLIENT_NAME),
         )
         for node in nodes:
             if isinstance(node, InputMQTTNode):

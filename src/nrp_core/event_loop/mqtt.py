@@ -33,6 +33,7 @@ __all__ = [
     "MQTTSubscriber",
     "OutputMQTTNode",
     "broker_address",
+    "client_id",
     "split_address",
 ]
 
@@ -40,6 +41,7 @@ logger = logging.getLogger("nrp_core.event_loop")
 
 DEFAULT_BROKER = "localhost:1883"
 BROKER_ENV = "NRP_MQTT_BROKER_ADDRESS"
+DEFAULT_CLIENT_NAME = "NRP-core-client"
 
 
 def broker_address(configured: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -48,6 +50,18 @@ def broker_address(configured: str | None, environ: Mapping[str, str] | None = N
         return configured
     environ = os.environ if environ is None else environ
     return environ.get(BROKER_ENV) or DEFAULT_BROKER
+
+
+def client_id(configured: str | None, default: str) -> str:
+    """The MQTT client id: the configured ``ClientName``, else ``default`` plus this process's id.
+
+    A broker disconnects a client when another connects with the same id: the defaults (nrp-core's
+    ``NRP-core-client``, an async engine's name) get the process id so that two simulations
+    sharing ``nrp up``'s broker do not throw each other off.
+    """
+    if configured and configured != DEFAULT_CLIENT_NAME:
+        return configured
+    return f"{configured or default}-{os.getpid()}"
 
 
 def split_address(address: str) -> tuple[str, int]:
