@@ -12,7 +12,7 @@ from hbp_nrp_simserver.notifier import Notifier
 from hbp_nrp_simserver.script_runner import NRPScriptRunner
 from tests.nrp_core.loop_helpers import COUNTING_ENGINE
 
-from .helpers import Finished, make_client, wait_until
+from .helpers import Finished, make_client, run_to_end, wait_until
 
 GRAPH = """
 from nrp_core.event_loop import *
@@ -116,3 +116,53 @@ def test_stop_ends_a_script_running_the_event_loop(tmp_path: Path) -> None:
         assert finished.wait(30) is None
     finally:
         runner.shutdown()
+
+
+def test_run_until_timeout_runs_the_event_loop_for_its_timeout(tmp_path: Path) -> None:
+    experiment = _experiment(tmp_path, timeout=10)
+    config = json.loads((experiment / "simulation_config.json").read_text())
+    config["EventLoop"]["Timeout"] = 0.05
+    (experiment / "simulation_config.json").write_text(json.dumps(config))
+    runner = _runner(
+        experiment,
+        """
+        done, timed_out, trajectory = nrp.run_until_timeout()
+        file_logger.info("until timeout: %s %s %s", done, timed_out, trajectory)
+        """,
+    )
+    try:
+        runner.initialize()
+        finished = Finished()
+        runner.start(finished)
+        assert finished.wait(60) is None
+        assert 1 <= len(_ticks(runner)) <= 6
+        assert runner.wrapper.steps >= 5  # steps follow the client's time: >= 50 ms of wall time
+    finally:
+        runner.shutdown()
+    assert "until timeout: False True []" in (experiment / "main_script_0.log").read_text()
+
+
+def test_stop_ends_run_until_timeout_of_an_endless_event_loop(tmp_path: Path) -> None:
+    experiment = _experiment(tmp_path, timeout=1000)
+    runner = _runner(experiment, "nrp.run_until_timeout()\n")
+    try:
+        runner.initialize()
+        finished = Finished()
+        runner.start(finished)
+        wait_until(lambda: len(_ticks(runner)) >= 3, timeout=30)
+        assert runner.stop()
+        assert finished.wait(30) is None
+    finally:
+        runner.shutdown()
+
+
+def test_run_until_timeout_of_the_fti_loop_runs_to_simulation_timeout(runner_factory: Any) -> None:
+    runner, notifier = runner_factory(
+        """
+        done, timed_out, trajectory = nrp.run_until_timeout()
+        file_logger.info("steps %d, timed out %s", nrp.steps, timed_out)
+        """
+    )
+    assert run_to_end(runner) is None
+    assert notifier.errors == []
+    assert runner.wrapper.steps == runner.wrapper.max_timesteps == 100
