@@ -166,3 +166,22 @@ def test_run_until_timeout_of_the_fti_loop_runs_to_simulation_timeout(runner_fac
     assert run_to_end(runner) is None
     assert notifier.errors == []
     assert runner.wrapper.steps == runner.wrapper.max_timesteps == 100
+
+
+def test_a_failing_node_is_reported_with_its_name_file_and_line(tmp_path: Path) -> None:
+    experiment = _experiment(tmp_path, timeout=10)
+    (experiment / "graph.py").write_text(
+        GRAPH
+        + '\n\n@Iteration("it")\n@FunctionalNode(name="boom", outputs=[])\ndef boom(it):\n    return 1 / 0\n'
+    )
+    line = (experiment / "graph.py").read_text().splitlines().index("    return 1 / 0") + 1
+    runner = _runner(experiment, "nrp.run_loop(5)\n")
+    try:
+        runner.initialize()
+        finished = Finished()
+        runner.start(finished)
+        error = finished.wait(60)
+    finally:
+        runner.shutdown()
+    assert error is not None
+    assert error.msg.startswith(f"boom (graph.py:{line}): ZeroDivisionError"), error.msg
