@@ -1,4 +1,4 @@
-"""Loading, overriding and validating simulation_config.json (core contract 2, 3.2)."""
+"""Loading, overriding (``-o key=value``) and validating simulation_config.json against its schema."""
 
 import json
 import logging

@@ -1,4 +1,5 @@
-"""FTILoop scheduling and pools (contract 6): the multi-rate timeline and the pool rules."""
+"""FTILoop scheduling and pools: engines of different timesteps on one timeline, and which
+datapacks each pool holds when."""
 
 from __future__ import annotations
 
