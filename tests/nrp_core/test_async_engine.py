@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
 from tests.helpers.brokers import BrokerProcess
+from tests.helpers.waiting import wait_until
 
 ENGINE = """
 from nrp_core.engines.python_json import EngineScript
@@ -70,12 +70,15 @@ def test_json_async_engine_publishes_its_datapacks_and_applies_received_ones(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
         command = {"name": "cmd", "engine_name": "eng", "type": JSON_DATAPACK_TYPE, "data": {"go": 1}}
-        while not applied.is_set() and time.monotonic() < deadline and proc.poll() is None:
+
+        def applied_or_exited() -> bool:
+            # Until the engine has subscribed, messages are lost: publish each time.
             peer.publish("eng/set/cmd", json.dumps(command), qos=1)
-            applied.wait(0.1)
-        assert applied.is_set(), proc.stdout.read().decode() if proc.poll() is not None else "no reply"
+            return applied.wait(0.1) or proc.poll() is not None
+
+        wait_until(applied_or_exited, message="the engine to apply a datapack")
+        assert applied.is_set(), proc.stdout.read().decode() if proc.stdout else "the engine exited"
         proc.terminate()  # SIGTERM: the loop stops and the engine shuts down cleanly
         output, _ = proc.communicate(timeout=30)
     finally:

@@ -6,7 +6,6 @@ import json
 import logging
 import textwrap
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from nrp_core.event_loop.graph import ComputationalGraph
 from nrp_core.event_loop.mqtt import InputMQTTNode, OutputMQTTNode
 from nrp_core.functions import FunctionError
 from tests.helpers.brokers import BrokerProcess
+from tests.helpers.waiting import join, wait_until
 
 HEADER = """\
 from nrp_core.event_loop import *
@@ -385,13 +385,15 @@ def test_mqtt_nodes_over_a_real_broker_with_json_datapacks(
     peer.subscribe("eng/set/cmd", 1)
     peer.loop_start()
     try:
-        deadline = time.monotonic() + 30
         message = {"name": "state", "engine_name": "eng", "type": "nlohmann::json", "data": {"v": 21}}
-        while not got.is_set() and time.monotonic() < deadline:
+
+        def exchanged() -> bool:
+            # Until the graph's subscription is in place, messages are lost: publish each time.
             peer.publish("eng/get/state", json.dumps(message), qos=1)
             graph.compute()
-            got.wait(0.1)
-        assert received, "no datapack came back over MQTT"
+            return got.wait(0.1)
+
+        wait_until(exchanged, message="a datapack back over MQTT")
         assert received[0] == {
             "name": "cmd",
             "engine_name": "eng",
@@ -605,12 +607,9 @@ def test_event_loop_without_timeout_runs_until_stopped(tmp_path: Path) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(0, stop))
     thread.start()
-    deadline = time.monotonic() + 30
-    while len(log_of(graph)) < 5 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: len(log_of(graph)) >= 5, message="5 ticks")
     stop.set()
-    thread.join(30)
-    assert not thread.is_alive()
+    join(thread)
     assert len(log_of(graph)) >= 5
 
 
