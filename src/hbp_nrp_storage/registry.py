@@ -1,4 +1,4 @@
-"""The backend registry: which REST servers exist, which answer, what they run (contract section 8).
+"""The backend registry: which REST servers exist, which answer, what they run (the NRP proxy's servers map).
 
 Servers come from ``NRP_BACKENDS`` (``[id=]url`` entries, comma-separated) and from JSON servers
 files (``NRP_BACKENDS_FILE``, ``nrp storage --backends-file``; ``nrp up`` writes one for its own REST

@@ -73,7 +73,7 @@ MAX_SIMULATION_NAME = 512
 GROUPS = ["hbp-sp10-user-edit-rights"]
 ADMIN_GROUP = "group-HBP-NRP-Admins"
 
-#: Display defaults of a template's configuration (contract 7.1); the stored file is never changed.
+#: What the template catalogue shows where a template's configuration says nothing; the stored file is never changed.
 TEMPLATE_DEFAULTS: dict[str, Any] = {
     "thumbnail": "/",
     "SimulationDescription": "No description available for this experiment.",
@@ -165,7 +165,7 @@ class StorageApi:
             raise NotFound("No backend registry is configured")
         return self.registry
 
-    # login (contract 3.2)
+    # local login: the form, and user name + password -> token
 
     def _authentication(self, request: Request, action: str) -> Response:
         if action == "loginpage" and request.method == "GET":
@@ -222,7 +222,7 @@ class StorageApi:
             return self.identity(user, rest[0])
         raise NotFound("Not found")
 
-    # backend registry (contract 8)
+    # backend registry: the REST servers the frontend may use, and what runs on them
 
     def server_entry(self, name: str) -> Response:
         entry = self._registry().server(name)
@@ -233,7 +233,7 @@ class StorageApi:
     def _joinable(self) -> dict[str, list[dict[str, Any]]]:
         return self.registry.joinable() if self.registry is not None else {}
 
-    # templates (contract 7.1)
+    # templates: the catalogue, and experiments cloned from it
 
     def template_catalogue(self) -> Response:
         joinable = self._joinable()
