@@ -73,7 +73,8 @@ MAX_SIMULATION_NAME = 512
 GROUPS = ["hbp-sp10-user-edit-rights"]
 ADMIN_GROUP = "group-HBP-NRP-Admins"
 
-#: What the template catalogue shows where a template's configuration says nothing; the stored file is never changed.
+#: What the template catalogue shows where a template's configuration says nothing (the stored file
+#: is never changed).
 TEMPLATE_DEFAULTS: dict[str, Any] = {
     "thumbnail": "/",
     "SimulationDescription": "No description available for this experiment.",
