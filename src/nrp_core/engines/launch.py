@@ -60,6 +60,10 @@ ENGINE_TYPES: dict[str, tuple[str, str]] = {
         "nrp_core.engines.python_json.worker",
         "nrp_core.engines.python_json.server_callbacks:EngineServer",
     ),
+    "python_grpc": (
+        "nrp_core.engines.python_grpc.worker",
+        "nrp_core.engines.python_grpc.server:make_server",
+    ),
     "py_sim": ("nrp_core.engines.py_sim.worker", "nrp_core.engines.py_sim.server:make_server"),
     "nest_json": ("nrp_core.engines.nest_json.worker", "nrp_core.engines.nest_json.server:make_server"),
     "datatransfer_grpc_engine": (
@@ -138,7 +142,11 @@ def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None) -
         return result
     for name, entry in fetched.items():
         if "data" not in entry:
-            result.append(DataPackInterface(name, engine_name, entry.get("type", JSON_DATAPACK_TYPE)))
+            payload = entry.get("proto")
+            if payload is not None:
+                result.append(_proto_datapack(engine_name, name, entry.get("type", ""), payload))
+            else:
+                result.append(DataPackInterface(name, engine_name, entry.get("type", JSON_DATAPACK_TYPE)))
             continue
         try:
             result.append(JsonDataPack.from_json(name, engine_name, entry["data"]))
@@ -147,6 +155,17 @@ def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None) -
                 engine_name, "get_datapacks", f"datapack '{name}' does not hold JSON data: {exc}"
             ) from exc
     return result
+
+
+def _proto_datapack(engine_name: str, name: str, type_name: str, payload: bytes) -> DataPackInterface:
+    from nrp_core.data.nrp_protobuf import datapack_from_bytes
+
+    try:
+        return datapack_from_bytes(name, engine_name, type_name, payload)
+    except Exception as exc:
+        raise EngineError(
+            engine_name, "get_datapacks", f"datapack '{name}' of type '{type_name}' cannot be read: {exc}"
+        ) from exc
 
 
 def _set_request(datapacks: Iterable[DataPackInterface], copy: bool) -> dict[str, Any]:
@@ -159,10 +178,17 @@ def _set_request(datapacks: Iterable[DataPackInterface], copy: bool) -> dict[str
             continue
         elif isinstance(datapack, JsonDataPack):
             data = datapack.to_json()
+        elif (to_bytes := getattr(datapack, "to_bytes", None)) is not None:  # a protobuf datapack
+            request[datapack._name] = {
+                "engine_name": datapack._engine_name,
+                "type": datapack._type,
+                "proto": to_bytes(),
+            }
+            continue
         else:
             raise TypeError(
                 f"datapack '{datapack._name}' is a {type(datapack).__name__}: "
-                "engines exchange JSON datapacks only"
+                "engines exchange JSON and protobuf datapacks only"
             )
         request[datapack._name] = {"engine_name": datapack._engine_name, "type": datapack._type, "data": data}
     return request
