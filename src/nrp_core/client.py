@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from nrp_core.data.nrp_json import JsonDataPack
 from nrp_core.datapacks import DataPackInterface
+from nrp_core.errors import NrpCoreStateError
 
 __all__ = ["NrpCore", "NrpCoreStateError"]
 
@@ -66,10 +67,6 @@ _LOG_LEVELS = {
     "critical": logging.CRITICAL,
     "off": logging.CRITICAL + 10,
 }
-
-
-class NrpCoreStateError(ConnectionError):
-    """A call that the simulation state machine does not allow in the current state (see ``_ALLOWED``)."""
 
 
 def log_level(name: str) -> int:

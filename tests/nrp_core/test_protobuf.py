@@ -172,3 +172,21 @@ def test_grpc_script_errors_name_the_users_file_and_line(tmp_path: Path) -> None
             client.initialize()
     finally:
         client.shutdown()
+
+
+def test_runtime_errors_form_one_hierarchy_and_keep_their_old_homes() -> None:
+    from nrp_core import client, config, datapacks, errors, functions
+    from nrp_core.engines import launch
+
+    homes = {
+        "ConfigError": (config, ValueError),
+        "EmptyDataPackError": (datapacks, RuntimeError),
+        "EngineError": (launch, RuntimeError),
+        "FunctionError": (functions, RuntimeError),
+        "FunctionLoadError": (functions, Exception),
+        "NrpCoreStateError": (client, ConnectionError),
+    }
+    for name, (module, builtin) in homes.items():
+        error = getattr(errors, name)
+        assert getattr(module, name) is error
+        assert issubclass(error, errors.NrpCoreError) and issubclass(error, builtin)
