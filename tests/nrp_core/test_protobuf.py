@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,86 @@ def test_runtime_errors_form_one_hierarchy_and_keep_their_old_homes() -> None:
         error = getattr(errors, name)
         assert getattr(module, name) is error
         assert issubclass(error, errors.NrpCoreError) and issubclass(error, builtin)
+
+
+@pytest.fixture
+def remote_engines(tmp_path: Path):
+    """The proto_exchange folder and two ``EngineGrpcService`` servers started in it on free ports."""
+    folder = _copy(tmp_path)
+    servers = []
+    try:
+        for _ in range(2):
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nrp_core.engines.grpc",
+                    "--engine-type=python_grpc",
+                    "--server_address=localhost:0",
+                ],
+                cwd=folder,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            servers.append(proc)
+        addresses = []
+        for proc in servers:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("Listening on grpc://"), line
+            addresses.append(line.strip().removeprefix("Listening on grpc://"))
+        yield folder, addresses, servers
+    finally:
+        for proc in servers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def test_empty_launch_command_reaches_grpc_engine_servers_running_elsewhere(remote_engines) -> None:
+    folder, addresses, servers = remote_engines
+    overrides = []
+    for index, address in enumerate(addresses):
+        overrides += [
+            f'EngineConfigs.{index}.EngineLaunchCommand={{"LaunchType":"EmptyLaunchCommand"}}',
+            f"EngineConfigs.{index}.ServerAddress={address}",
+        ]
+    client = _client(folder, overrides)
+    try:
+        initial = client.initialize()
+        assert initial[1] == dump_pb2.String(string_stream="start")
+        client.set_proto_datapack("command", "receiver", dump_pb2.String(string_stream="go"))
+        done, trajectory = client.run_loop(4)
+        assert done
+        assert [item.str for item in trajectory[0::2]] == ["", "", "go", "go"]
+        assert [text["json_count"] for text in trajectory[1::2]] == [-1, 0, 0, 2]
+        client.set_proto_datapack("command", "receiver", wrappers_pb2.Int32Value(value=1))
+        with pytest.raises(RuntimeError, match=r"receiver.*DataPack \(command\) is of type Dump.String"):
+            client.run_loop(1)
+    finally:
+        client.shutdown()
+    # shutdown ends the servers
+    for proc in servers:
+        assert proc.wait(60) == 0
+
+
+def test_unreachable_grpc_engine_fails_with_its_address(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as bound:  # bound, never listening: nothing answers there
+        bound.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{bound.getsockname()[1]}"
+        overrides = [
+            'EngineConfigs.0.EngineLaunchCommand={"LaunchType":"EmptyLaunchCommand"}',
+            f"EngineConfigs.0.ServerAddress={address}",
+        ]
+        from nrp_core.engines.grpc import GrpcEngine
+
+        GrpcEngine.READY_TIMEOUT_S, saved = 1.0, GrpcEngine.READY_TIMEOUT_S
+        client = _client(_copy(tmp_path), overrides)
+        try:
+            with pytest.raises(RuntimeError, match=f"no engine server answers at {address}"):
+                client.initialize()
+        finally:
+            GrpcEngine.READY_TIMEOUT_S = saved
+            client.shutdown()

@@ -73,5 +73,9 @@ def create_engine(
     if launch == "BasicFork":
         return EngineProcess(config, experiment_dir, output)
     if launch == "EmptyLaunchCommand":
+        if engine_type in GRPC_ENGINE_TYPES:
+            from nrp_core.engines.grpc import GrpcEngine
+
+            return GrpcEngine(config, experiment_dir)
         return HttpEngine(config, experiment_dir)
     raise EngineError(name, "launch", f"EngineLaunchCommand LaunchType '{launch}' is not supported yet")
