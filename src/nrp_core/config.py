@@ -322,7 +322,10 @@ def _warn_unknown_config_keys(doc: dict) -> None:
 
 def _unknown_engine_type(engine_type: Any, path: str) -> str:
     known = ", ".join(sorted(ENGINE_PROC_CMDS))
-    return f"{path}: Failed to find engine interface for EngineType {engine_type!r} (known types: {known})"
+    return (
+        f"{path}: Failed to find engine interface for EngineType {engine_type!r}: this engine type is "
+        f"not supported (known types: {known})"
+    )
 
 
 def validate_engine_config(engine: dict, path: str = "$") -> list[str]:
