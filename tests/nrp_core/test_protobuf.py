@@ -275,3 +275,51 @@ def test_unreachable_grpc_engine_fails_with_its_address(tmp_path: Path) -> None:
         finally:
             GrpcEngine.READY_TIMEOUT_S = saved
             client.shutdown()
+
+
+def test_protobuf_datapack_sent_to_a_json_engine_fails_with_its_type(tmp_path: Path) -> None:
+    client = _client(PROTO_EXCHANGE)
+    try:
+        client.initialize()
+        client.set_proto_datapack("count", "json", wrappers_pb2.Int32Value(value=1))
+        with pytest.raises(RuntimeError, match=r"'count' is a protobuf datapack \(Wrappers.Int32Value\)"):
+            client.run_loop(1)
+    finally:
+        client.shutdown()
+
+
+def test_preprocessing_functions_and_pass_by_value_handle_protobuf_datapacks(tmp_path: Path) -> None:
+    folder = _copy(tmp_path)
+    (folder / "double.py").write_text(
+        "from nrp_core import *\n"
+        "from nrp_core.data.nrp_protobuf import WrappersInt32ValueDataPack\n\n\n"
+        '@EngineDataPack(keyword="count", id=DataPackIdentifier("count", "counter"))\n'
+        '@PreprocessingFunction("counter")\n'
+        "def double(count):\n"
+        '    doubled = WrappersInt32ValueDataPack("doubled", "counter")\n'
+        "    doubled.data.value = 2 * count.data.value\n"
+        "    count.data.value = -100  # a copy: the engine pool keeps its value\n"
+        "    return [doubled]\n"
+    )
+    (folder / "status.py").write_text(
+        "from nrp_core import *\n\n\n"
+        '@PreprocessedDataPack(keyword="doubled", id=DataPackIdentifier("doubled", "counter"))\n'
+        '@EngineDataPack(keyword="count", id=DataPackIdentifier("count", "counter"))\n'
+        "@StatusFunction()\n"
+        "def status(doubled, count):\n"
+        "    return False, [{'doubled': doubled.data.value, 'count': count.data.value}]\n"
+    )
+    config_file = folder / "simulation_config.json"
+    config = json.loads(config_file.read_text())
+    config["DataPackProcessingFunctions"].append({"Name": "double", "FileName": "double.py"})
+    config["FunctionArgumentsPassingMethod"] = "value"
+    config_file.write_text(json.dumps(config))
+    client = _client(folder)
+    try:
+        client.initialize()
+        client.run_loop(3)
+        _done, _timeout, trajectory = client.run_until_timeout()
+    finally:
+        client.shutdown()
+    # the trajectory holds every status since initialize (no done flag delivered it before)
+    assert trajectory[:4] == [{"doubled": 2 * step, "count": step} for step in range(4)]

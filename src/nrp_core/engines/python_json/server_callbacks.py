@@ -196,6 +196,11 @@ class EngineServer:
             return
         script = self._require_script("set_datapacks")
         for name, entry in request.items():
+            if isinstance(entry, dict) and "proto" in entry:
+                raise EngineRequestError(
+                    f"DataPack '{name}' is a protobuf datapack ({entry.get('type')}), but JSON engine "
+                    f"'{script._name}' only handles JSON datapacks ({JSON_DATAPACK_TYPE!r})"
+                )
             if not isinstance(entry, dict) or any(key not in entry for key in _SET_KEYS):
                 raise EngineRequestError(_malformed(name, entry, _SET_KEYS))
             if entry["type"] != JSON_DATAPACK_TYPE:
