@@ -29,6 +29,8 @@ from nrp_core.errors import NrpCoreStateError
 
 __all__ = ["NrpCoreServicer", "serve"]
 
+_FAILED = object()
+
 
 def _trajectory(items: list[Any], trajectory: Any) -> None:
     """Fill a ``NrpCore.Trajectory`` with ``items`` (JSON values and protobuf messages)."""
@@ -93,7 +95,10 @@ class NrpCoreServicer:
             message.simState.errorMsg = self.client._error
         return message
 
-    def _call(self, context: Any, reply: Any, call: Any) -> Any:
+    def _call(self, context: Any, reply: Any, call: Any) -> tuple[Any, Any]:
+        """Run ``call``: ``(reply with the state, the call's result)``, the result being
+        :data:`_FAILED` when the simulation failed; an illegal call aborts the RPC (``CANCELLED``),
+        invalid client datapacks too (``INVALID_ARGUMENT``)."""
         import grpc
 
         try:
@@ -101,17 +106,16 @@ class NrpCoreServicer:
         except NrpCoreStateError as exc:
             context.abort(grpc.StatusCode.CANCELLED, str(exc))
         except Exception as exc:
-            if self.client.current_state() != "Failed":  # e.g. invalid client datapacks
+            if self.client.current_state() != "Failed":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}")
-            return self._state(reply)
+            return self._state(reply), _FAILED
         return self._state(reply), result
 
     def initialize(self, request: Any, context: Any) -> Any:
         from nrp_protobuf.nrp_server_pb2 import InitializeResponse
 
-        answer = self._call(context, InitializeResponse(), self.client.initialize)
-        if isinstance(answer, tuple):
-            answer, trajectory = answer
+        answer, trajectory = self._call(context, InitializeResponse(), self.client.initialize)
+        if trajectory is not _FAILED:
             _trajectory(trajectory, answer.trajectory)
         return answer
 
@@ -119,13 +123,13 @@ class NrpCoreServicer:
         from nrp_protobuf.nrp_server_pb2 import RunLoopResponse
 
         def run() -> Any:
-            self.client._check("run_loop")
+            self.client._check("run_loop")  # before buffering: an illegal call leaves no datapack
             _client_datapacks(self.client, request.dataPacks)
             return self.client.run_loop(int(request.numIterations))
 
-        answer = self._call(context, RunLoopResponse(), run)
-        if isinstance(answer, tuple):
-            answer, (done, trajectory) = answer
+        answer, result = self._call(context, RunLoopResponse(), run)
+        if result is not _FAILED:
+            done, trajectory = result
             answer.doneFlag = bool(done)
             _trajectory(trajectory, answer.trajectory)
         return answer
@@ -133,9 +137,9 @@ class NrpCoreServicer:
     def runUntilTimeout(self, request: Any, context: Any) -> Any:
         from nrp_protobuf.nrp_server_pb2 import RunLoopResponse
 
-        answer = self._call(context, RunLoopResponse(), self.client.run_until_timeout)
-        if isinstance(answer, tuple):
-            answer, (done, timed_out, trajectory) = answer
+        answer, result = self._call(context, RunLoopResponse(), self.client.run_until_timeout)
+        if result is not _FAILED:
+            done, timed_out, trajectory = result
             answer.doneFlag = bool(done)
             answer.timeoutFlag = bool(timed_out)
             _trajectory(trajectory, answer.trajectory)
@@ -144,8 +148,7 @@ class NrpCoreServicer:
     def stopLoop(self, request: Any, context: Any) -> Any:
         from nrp_protobuf.nrp_server_pb2 import Response
 
-        answer = self._call(context, Response(), self.client.stop)
-        return answer[0] if isinstance(answer, tuple) else answer
+        return self._call(context, Response(), self.client.stop)[0]
 
     def reset(self, request: Any, context: Any) -> Any:
         from nrp_protobuf.nrp_server_pb2 import ResetResponse
@@ -155,9 +158,8 @@ class NrpCoreServicer:
             _client_datapacks(self.client, request.dataPacks)
             return self.client.reset()
 
-        answer = self._call(context, ResetResponse(), reset)
-        if isinstance(answer, tuple):
-            answer, trajectory = answer
+        answer, trajectory = self._call(context, ResetResponse(), reset)
+        if trajectory is not _FAILED:
             _trajectory(trajectory, answer.trajectory)
         return answer
 
