@@ -102,9 +102,10 @@ def _copy(tmp_path: Path, config: str) -> Path:
 
 
 def _error(output: str) -> str:
-    lines = [line for line in output.splitlines() if "[ERROR]" in line]
-    text = lines[-1] if lines else output.strip().splitlines()[-1:] and output.strip().splitlines()[-1]
-    return re.sub(r"^\[[^]]*\] \[[^]]*\] \[ERROR\] ", "", str(text))[:300]
+    """The last error line of a run's output, without its time and logger name."""
+    lines = [line for line in output.splitlines() if "[ERROR]" in line] or output.strip().splitlines()
+    text = lines[-1] if lines else "no output"
+    return re.sub(r"^\[[^]]*\] \[[^]]*\] \[ERROR\] ", "", text)[:300]
 
 
 def test_every_config_is_listed() -> None:
