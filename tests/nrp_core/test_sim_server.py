@@ -9,6 +9,7 @@ results. The client forks the ``NRPCoreSim`` of that environment, found on ``PAT
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +34,9 @@ def client_python() -> Path:
     """The Python of ``.venv-nrp-client`` (created on first use; skipped when it cannot be)."""
     python = CLIENT_ENV / "bin" / "python"
     stamp = CLIENT_ENV / ".installed"
-    if not stamp.exists():
+    # Rebuilt when pyproject.toml changes (our package is installed editable: code changes apply).
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != wanted:
         try:
             venv.create(CLIENT_ENV, with_pip=True, clear=True)
             subprocess.run(
@@ -44,7 +47,7 @@ def client_python() -> Path:
             )
         except (OSError, subprocess.SubprocessError) as exc:
             pytest.skip(f"cannot create the nrp-client environment {CLIENT_ENV.name}: {exc}")
-        stamp.touch()
+        stamp.write_text(wanted)
     return python
 
 
