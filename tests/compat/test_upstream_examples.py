@@ -18,12 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.compat.conftest import RESULTS
+from tests.helpers.brokers import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = ROOT.parent / "shared" / "upstream" / "nrp-core"
 EXAMPLES = UPSTREAM / "examples"
 
 NOT_SUPPORTED = "not supported"
+# Configs with MQTT nodes or async engines get the test broker (NRP_MQTT_BROKER_ADDRESS); one kind.
+ONE_BROKER = pytest.mark.parametrize("_mqtt_broker_process", ["amqtt"], indirect=True)
 # config -> (what the error names, the cause in words); everything else must run.
 NOT_RUN: dict[str, tuple[str, str]] = {
     "baseball_icub/simulation_config.json": (NOT_SUPPORTED, "gazebo_grpc engine"),
@@ -49,18 +52,22 @@ NOT_RUN: dict[str, tuple[str, str]] = {
         NOT_SUPPORTED,
         "gazebo_grpc engine",
     ),
-    "event_loop_examples/cpp_nodes_simple/simulation_config.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/husky_braitenberg_async/simulation_config.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/husky_braitenberg_ros/simulation_config.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/husky_braitenberg_spinnaker_ros/simulation_config.json": (
+    "event_loop_examples/cpp_nodes_simple/simulation_config.json": (NOT_SUPPORTED, "C++ functional nodes"),
+    "event_loop_examples/husky_braitenberg_async/simulation_config.json": (
         NOT_SUPPORTED,
-        "Event Loop",
+        "Gazebo (gzserver)",
     ),
-    "event_loop_examples/mqtt_simple/simulation_config.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/opensim_control_async/simulation_config.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/spinnaker_simple/simulation_config.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/tf_exchange_async/simulation_config_json.json": (NOT_SUPPORTED, "Event Loop"),
-    "event_loop_examples/tf_exchange_async/simulation_config_proto.json": (NOT_SUPPORTED, "Event Loop"),
+    "event_loop_examples/husky_braitenberg_ros/simulation_config.json": (NOT_SUPPORTED, "ROS"),
+    "event_loop_examples/husky_braitenberg_spinnaker_ros/simulation_config.json": (NOT_SUPPORTED, "ROS"),
+    "event_loop_examples/spinnaker_simple/simulation_config.json": (NOT_SUPPORTED, "SpiNNaker (pyNN)"),
+    "event_loop_examples/mqtt_simple/simulation_config.json": (
+        NOT_SUPPORTED,
+        "protobuf payloads of the Event Loop's MQTT nodes",
+    ),
+    "event_loop_examples/tf_exchange_async/simulation_config_proto.json": (
+        NOT_SUPPORTED,
+        "protobuf payloads of the Event Loop's MQTT nodes",
+    ),
     "nest_simple/simulation_config_docker.json": (NOT_SUPPORTED, "DockerLauncher"),
     "tf_exchange/simulation_config_docker.json": (NOT_SUPPORTED, "DockerLauncher"),
     "pysim_examples/opensim_control/simulation_config_docker.json": (NOT_SUPPORTED, "DockerLauncher"),
@@ -113,11 +120,13 @@ def test_every_config_is_listed() -> None:
     assert set(NOT_RUN) <= set(CONFIGS), sorted(set(NOT_RUN) - set(CONFIGS))
 
 
+@ONE_BROKER
 @pytest.mark.parametrize("config", CONFIGS)
-def test_example_config(config: str, tmp_path: Path) -> None:
+def test_example_config(config: str, tmp_path: Path, mqtt_broker: BrokerProcess) -> None:
     folder = _copy(tmp_path, config)
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["NRP_MQTT_BROKER_ADDRESS"] = mqtt_broker.address  # the Event Loop's and async engines' broker
     result = subprocess.run(
         [str(Path(sys.executable).parent / "NRPCoreSim"), "-c", Path(config).name],
         cwd=folder,
