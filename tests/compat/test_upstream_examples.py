@@ -60,14 +60,6 @@ NOT_RUN: dict[str, tuple[str, str]] = {
     "event_loop_examples/husky_braitenberg_ros/simulation_config.json": (NOT_SUPPORTED, "ROS"),
     "event_loop_examples/husky_braitenberg_spinnaker_ros/simulation_config.json": (NOT_SUPPORTED, "ROS"),
     "event_loop_examples/spinnaker_simple/simulation_config.json": (NOT_SUPPORTED, "SpiNNaker (pyNN)"),
-    "event_loop_examples/mqtt_simple/simulation_config.json": (
-        NOT_SUPPORTED,
-        "protobuf payloads of the Event Loop's MQTT nodes",
-    ),
-    "event_loop_examples/tf_exchange_async/simulation_config_proto.json": (
-        NOT_SUPPORTED,
-        "protobuf payloads of the Event Loop's MQTT nodes",
-    ),
     "nest_simple/simulation_config_docker.json": (NOT_SUPPORTED, "DockerLauncher"),
     "tf_exchange/simulation_config_docker.json": (NOT_SUPPORTED, "DockerLauncher"),
     "pysim_examples/opensim_control/simulation_config_docker.json": (NOT_SUPPORTED, "DockerLauncher"),
@@ -159,3 +151,50 @@ def test_tf_exchange_template_runs_with_nrp_run(config: str, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1.00 / 1.00 s simulated" in result.stdout
+
+
+def _run(config: str, tmp_path: Path, broker: BrokerProcess) -> str:
+    folder = _copy(tmp_path, config)
+    env = {**os.environ, "NRP_MQTT_BROKER_ADDRESS": broker.address}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "NRPCoreSim"), "-c", Path(config).name],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
+@ONE_BROKER
+def test_async_grpc_engines_relay_protobuf_datapacks_over_mqtt(
+    tmp_path: Path, mqtt_broker: BrokerProcess
+) -> None:
+    """tf_exchange_async's proto config: two ``async_python_grpc_engine.py`` processes; the graph's
+    node relays engine 1's ``Dump.String`` clock to engine 2 as serialized DataPackMessages."""
+    config = "event_loop_examples/tf_exchange_async/simulation_config_proto.json"
+    if config not in CONFIGS:
+        pytest.skip(f"{config} is not among the examples")
+    output = _run(config, tmp_path, mqtt_broker)
+    published = {int(t) for t in re.findall(r"DataPack 1 data is\s+(\d+)", output)}
+    received = [int(t) for t in re.findall(r"Engine 2 received data is\s+(\d+)", output)]
+    assert len(published) >= 5, output
+    relayed = [t for t in received if t > 0]
+    assert relayed and set(relayed) <= published, output
+    assert relayed == sorted(relayed)
+
+
+@ONE_BROKER
+def test_mqtt_nodes_echo_protobuf_messages_and_datapacks(tmp_path: Path, mqtt_broker: BrokerProcess) -> None:
+    """mqtt_simple, unmodified: its GazeboJoint and GazeboJointDataPack nodes publish to the topic
+    they subscribe to, so from the second tick on they print what they sent one tick before."""
+    config = "event_loop_examples/mqtt_simple/simulation_config.json"
+    if config not in CONFIGS:
+        pytest.skip(f"{config} is not among the examples")
+    output = _run(config, tmp_path, mqtt_broker)
+    assert "Message from mqtt proto: position: 10" in output
+    assert "Message from mqtt proto datapack: - name: a\n- engine: b\n- data: position: 10" in output
