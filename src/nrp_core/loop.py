@@ -38,12 +38,16 @@ def trajectory_value(item: Any) -> Any:
     """What the client returns for a trajectory item: JSON data as Python objects.
 
     JSON datapacks and raw data give their data (``None`` for JSON null); an empty placeholder
-    gives ``None``; anything else (later: proto messages) is returned as is.
+    gives ``None``; protobuf datapacks and raw data give a copy of their message; anything else is
+    returned as is.
     """
     if isinstance(item, DataPackInterface) and item.isEmpty():
         return None
     to_json = getattr(item, "to_json", None)
-    return to_json() if to_json is not None else item
+    if to_json is not None:
+        return to_json()
+    message = getattr(item, "trajectory_value", None)
+    return message() if message is not None else item
 
 
 class FTILoop:

@@ -95,15 +95,81 @@ def test_json_async_engine_publishes_its_datapacks_and_applies_received_ones(
     assert "Received stop signal" in output.decode()
 
 
-def test_grpc_async_engine_is_refused_clearly(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [_command("async_python_grpc_engine.py"), "--config=x.json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+GRPC_ENGINE = """
+from nrp_core.engines.python_grpc import GrpcEngineScript
+from nrp_protobuf import dump_pb2
+
+
+class Script(GrpcEngineScript):
+    def initialize(self):
+        self._registerDataPack("out", dump_pb2.String)
+        self._registerDataPack("cmd", dump_pb2.String)
+
+    def runLoop(self, timestep_ns):
+        self._getDataPack("out").string_stream = f"{self._time_ns} {self._getDataPack('cmd').string_stream}"
+"""
+
+
+def test_grpc_async_engine_exchanges_datapack_messages(tmp_path: Path, mqtt_broker: BrokerProcess) -> None:
+    import paho.mqtt.client as mqtt
+    from nrp_protobuf import dump_pb2
+    from nrp_protobuf.engine_grpc_pb2 import DataPackMessage
+
+    (tmp_path / "engine.py").write_text(GRPC_ENGINE)
+    config = {
+        "Timestep": 0.02,
+        "Timeout": 20,
+        "EngineConfig": {"EngineName": "eng", "PythonFileName": "engine.py", "ProtobufPackages": ["Dump"]},
+    }
+    (tmp_path / "conf.json").write_text(json.dumps(config))
+    seen: list[Any] = []
+    applied = threading.Event()
+
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+        datapack = DataPackMessage.FromString(message.payload)
+        text = dump_pb2.String()
+        datapack.data.Unpack(text)
+        seen.append((datapack.dataPackId.dataPackName, datapack.dataPackId.engineName, text.string_stream))
+        if text.string_stream.endswith(" go"):
+            applied.set()
+
+    peer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="async-grpc-engine-peer")
+    peer.on_message = on_message
+    peer.connect(mqtt_broker.host, mqtt_broker.port)
+    peer.subscribe("eng/get/out", 1)
+    peer.loop_start()
+    env = {**os.environ, "NRP_MQTT_BROKER_ADDRESS": mqtt_broker.address}
+    proc = subprocess.Popen(
+        [_command("async_python_grpc_engine.py"), "--config=conf.json", "--loglevel=info"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    assert result.returncode == 2
-    assert "protobuf datapacks) are not supported yet" in result.stderr
+    try:
+        command = DataPackMessage()
+        command.dataPackId.dataPackName = "cmd"
+        command.dataPackId.engineName = "eng"
+        command.data.Pack(dump_pb2.String(string_stream="go"))
+
+        def applied_or_exited() -> bool:
+            peer.publish("eng/set/cmd", command.SerializeToString(), qos=1)
+            return applied.wait(0.1) or proc.poll() is not None
+
+        wait_until(applied_or_exited, message="the engine to apply a datapack")
+        assert applied.is_set(), proc.stdout.read().decode() if proc.stdout else "the engine exited"
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        peer.loop_stop()
+        peer.disconnect()
+    assert proc.returncode == 0, output.decode()
+    assert seen[0][:2] == ("out", "eng")
+    times = [int(text.split()[0]) for _name, _engine, text in seen]
+    assert times == sorted(times) and times[0] >= 20_000_000
 
 
 def test_bad_config_fails_with_a_message(tmp_path: Path) -> None:

@@ -107,11 +107,6 @@ def test_set_json_datapack_is_buffered_until_run_loop_or_reset(client: NrpCore) 
         client.set_json_datapack("actions", "python_1", {"bad": object()})
 
 
-def test_set_proto_datapack_is_not_implemented_yet(client: NrpCore) -> None:
-    with pytest.raises(NotImplementedError):
-        client.set_proto_datapack("test", "test", object())
-
-
 def test_loopback_json_datapacks() -> None:
     client = _client("simulation_config_loopback.json")
     client.set_json_datapack("actions", "python_1", {"test_data": 888})

@@ -96,7 +96,12 @@ def test_config_and_directory_are_found_from_elsewhere(tf_exchange: Path, tmp_pa
     [
         ((), 1, "usage"),
         (("-d", "."), 2, "-c/--config"),
-        (("-c", "simulation_config.json", "-m", "server"), 2, "server mode is not implemented yet"),
+        (
+            ("-c", "simulation_config.json", "-m", "server", "--server_address", "256.0.0.1:1"),
+            3,
+            "cannot listen",
+        ),
+        (("-c", "missing.json", "-m", "server"), 1, "not found"),
         (("-c", "simulation_config.json", "-d", "no_such_dir"), 1, "is not a directory"),
         (("-c", "missing.json"), 1, "not found"),
         (("-c", "simulation_config.json", "-o", "EngineConfigs.7.EngineName=x"), 1, "EngineConfigs"),

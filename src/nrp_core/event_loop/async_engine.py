@@ -1,4 +1,4 @@
-"""Engines on their own clock: an Event Loop per engine, exchanging datapacks over MQTT.
+r"""Engines on their own clock: an Event Loop per engine, exchanging datapacks over MQTT.
 
 The console scripts (:mod:`nrp_core.event_loop.async_main`) ``async_python_json_engine.py`` and
 ``async_pysim_engine.py`` (the names
@@ -13,7 +13,8 @@ Every tick (nrp-core's ``EventLoopEngine``): set the datapacks received on
 on ``<engine>/get/<datapack>`` as ``{"name", "engine_name", "type", "data"}``. The loop stops at
 ``Timeout`` (0: never), on SIGINT or SIGTERM, and shuts the engine down.
 
-``async_python_grpc_engine.py`` exits with a clear error: protobuf engines are not supported yet.
+``async_python_grpc_engine.py`` runs a ``python_grpc`` engine script (:class:`ProtoEventLoopEngine`):
+its datapacks travel as serialized ``EngineGrpc.DataPackMessage``\ s, as nrp-core's do.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "EventLoopInterface",
     "JSONEngineWrapper",
     "JSONEventLoopEngine",
+    "ProtoEventLoopEngine",
     "parse_engine_config",
     "run_event_loop_engine_app",
 ]
@@ -265,7 +267,7 @@ class EventLoopEngine(EventLoopInterface):
     def _datapack_from_str(self, dp_name: str, payload: bytes) -> Any:
         raise NotImplementedError
 
-    def _get_datapack_as_str(self, dp_name: str) -> str:
+    def _get_datapack_as_str(self, dp_name: str) -> str | bytes:
         raise NotImplementedError
 
     def _topic_get(self, dp_name: str) -> str:
@@ -295,6 +297,37 @@ class JSONEventLoopEngine(EventLoopEngine):
 
     def _get_datapack_as_str(self, dp_name: str) -> str:
         return json.dumps(self._engine.get_datapack(dp_name))
+
+
+class ProtoEventLoopEngine(EventLoopEngine):
+    r"""Protobuf datapacks (``python_grpc`` engines): serialized ``EngineGrpc.DataPackMessage``\ s."""
+
+    def _datapack_from_str(self, dp_name: str, payload: bytes) -> Any:
+        from nrp_protobuf.engine_grpc_pb2 import DataPackMessage
+
+        from nrp_core.engines.grpc import requests_from_messages
+
+        try:
+            message = DataPackMessage.FromString(payload)
+        except Exception as exc:
+            logger.warning("Received datapack %s couldn't be unpacked: %s", dp_name, exc)
+            return None
+        message.dataPackId.dataPackName = dp_name
+        if not message.dataPackId.engineName:
+            message.dataPackId.engineName = self._engine.get_engine_name()
+        entry = requests_from_messages([message])[dp_name]
+        if "proto" not in entry:
+            logger.warning("Received datapack %s holds no protobuf message: discarded", dp_name)
+            return None
+        return {"name": dp_name, **entry}
+
+    def _get_datapack_as_str(self, dp_name: str) -> bytes:
+        from nrp_core.engines.grpc import datapack_messages
+
+        entry = self._engine.get_datapack(dp_name)
+        entry = {key: value for key, value in entry.items() if key != "name"}
+        message: bytes = datapack_messages({dp_name: entry})[0].SerializeToString()
+        return message
 
 
 def parse_engine_config(path: str, engine_type: str = "python_json") -> dict[str, Any]:

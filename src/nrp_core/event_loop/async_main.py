@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from nrp_core.event_loop.async_engine import (
     JSONEngineWrapper,
     JSONEventLoopEngine,
+    ProtoEventLoopEngine,
     parse_engine_config,
     run_event_loop_engine_app,
 )
@@ -31,9 +30,11 @@ def pysim_main() -> int:
 
 
 def grpc_main() -> int:
-    """``async_python_grpc_engine.py``: protobuf engines are not supported yet."""
-    print(
-        "async_python_grpc_engine.py: python_grpc engines (protobuf datapacks) are not supported yet",
-        file=sys.stderr,
+    """``async_python_grpc_engine.py``: a ``python_grpc`` engine script (protobuf datapacks)."""
+    from nrp_core.engines.python_grpc.server import GrpcEngineServer
+
+    return run_event_loop_engine_app(
+        lambda path: parse_engine_config(path, "python_grpc"),
+        lambda: JSONEngineWrapper(GrpcEngineServer),
+        ProtoEventLoopEngine,
     )
-    return 2

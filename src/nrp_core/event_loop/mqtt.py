@@ -5,7 +5,9 @@ An experiment with an ``MQTTNode`` config entry gets one MQTT client (:class:`MQ
 topic ``address``, ``@MQTTPublisher(keyword, address, type)`` the output node ``<address>_output``
 publishing to it. Payload types, as nrp-core's: ``str`` (the payload text), ``NlohmannJson`` (the
 payload parsed as JSON) and ``JsonDataPack`` (``{"name", "engine_name", "type", "data"}``, the
-format async engines use). Protobuf types are not supported yet.
+format async engines use), a protobuf message class of the NRP packages (the serialized message) and a
+protobuf datapack class (a serialized ``EngineGrpc.DataPackMessage``, as async ``python_grpc``
+engines exchange them).
 
 The broker is ``MQTTNode.MQTTBroker`` if given, else ``NRP_MQTT_BROKER_ADDRESS`` (the broker the
 Simulation Server is given), else ``localhost:1883`` (the embedded broker of ``nrp up``).
@@ -164,15 +166,68 @@ def _check_type(msg_type: Any, where: Where) -> str:
         return "json"
     if msg_type is JsonDataPack:
         return "json_datapack"
+    from google.protobuf.message import Message
+
+    from nrp_core.data.nrp_protobuf import ProtobufDataPack
+
+    if isinstance(msg_type, type) and issubclass(msg_type, ProtobufDataPack) and msg_type.type_name:
+        return f"proto_datapack:{msg_type.type_name}"
+    if isinstance(msg_type, type) and issubclass(msg_type, Message):
+        descriptor: Any = getattr(msg_type, "DESCRIPTOR")  # noqa: B009 - not typed on Message
+        return f"proto:{descriptor.full_name}"
     name = getattr(msg_type, "__name__", repr(msg_type))
     raise GraphError(
-        f"MQTT payload type '{name}' is not supported (supported: str, NlohmannJson, JsonDataPack; protobuf "
-        "messages and datapacks are not supported yet)",
+        f"MQTT payload type '{name}' is not supported (supported: str, NlohmannJson, JsonDataPack, "
+        "the protobuf messages of the NRP packages and their datapacks)",
         where,
     )
 
 
+def _from_proto_payload(kind: str, payload: bytes) -> Any:
+    from nrp_protobuf.engine_grpc_pb2 import DataPackMessage
+
+    from nrp_core.data.nrp_protobuf import datapack_from_bytes, message_class_for
+
+    form, _, type_name = kind.partition(":")
+    if form == "proto":
+        return message_class_for(type_name).FromString(payload)
+    message = DataPackMessage.FromString(payload)
+    identifier = message.dataPackId
+    if not message.HasField("data"):
+        raise ValueError("empty datapack received: this is not allowed")
+    received = message.data.type_url.rpartition("/")[2]
+    if received != type_name:
+        raise ValueError(f"datapack '{identifier.dataPackName}' holds a {received}, not a {type_name}")
+    return datapack_from_bytes(identifier.dataPackName, identifier.engineName, type_name, message.data.value)
+
+
+def _to_proto_payload(kind: str, value: Any, node_id: str) -> bytes | None:
+    from nrp_protobuf.engine_grpc_pb2 import DataPackMessage
+
+    from nrp_core.data.nrp_protobuf import ProtobufDataPack, message_class_for
+
+    form, _, type_name = kind.partition(":")
+    if form == "proto":
+        if not isinstance(value, message_class_for(type_name)):
+            raise TypeError(f"MQTT output node '{node_id}' publishes {type_name}, got {type(value).__name__}")
+        payload: bytes = value.SerializeToString()
+        return payload
+    if not isinstance(value, ProtobufDataPack) or value.type != type_name:
+        raise TypeError(
+            f"MQTT output node '{node_id}' publishes {type_name} datapacks, got {type(value).__name__}"
+        )
+    message = DataPackMessage()
+    message.dataPackId.dataPackName = value.name
+    message.dataPackId.engineName = value.engine_name
+    message.dataPackId.dataPackType = type_name
+    message.data.Pack(value.data)
+    packed: bytes = message.SerializeToString()
+    return packed
+
+
 def _from_payload(kind: str, payload: bytes) -> Any:
+    if kind.startswith("proto"):
+        return _from_proto_payload(kind, payload)
     text = payload.decode("utf-8")
     if kind == "str":
         return text
@@ -188,7 +243,9 @@ def _from_payload(kind: str, payload: bytes) -> Any:
     return JsonDataPack.from_json(value["name"], value["engine_name"], value["data"])
 
 
-def _to_payload(kind: str, value: Any, node_id: str) -> str | None:
+def _to_payload(kind: str, value: Any, node_id: str) -> str | bytes | None:
+    if kind.startswith("proto"):
+        return _to_proto_payload(kind, value, node_id)
     if kind == "str":
         if not isinstance(value, str):
             raise TypeError(f"MQTT output node '{node_id}' publishes str, got {type(value).__name__}")
