@@ -392,8 +392,11 @@ def test_broker_restart_status_again_and_commands_still_work(simulation, mqtt_br
     sim.wait_status("paused")
     mqtt_broker.restart()
     count = len(sim.recorder.payloads(sim.topic("status")))
-    # the recorder and the simserver reconnect on their own; the simserver publishes statuses again
-    wait_until(lambda: len(sim.recorder.payloads(sim.topic("status"))) > count, message="a status")
+    # The recorder and the simserver reconnect on their own; the simserver publishes statuses again.
+    # Its status and lifecycle connections are separate clients, and a first status may come from the
+    # status connection (or its 1 Hz timer) before the lifecycle connection has re-subscribed: wait for
+    # the statuses of both reconnect hooks plus the timer's next one before sending a command.
+    wait_until(lambda: len(sim.recorder.payloads(sim.topic("status"))) > count + 2, message="statuses")
     sim.send(START)
     sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed")
     sim.proc.send_signal(signal.SIGTERM)
