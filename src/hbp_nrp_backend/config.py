@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hbp_nrp_backend.sandbox import SandboxConfig, load_sandbox_config
 from hbp_nrp_commons.settings import (
     Settings,
     SettingsError,
@@ -46,6 +47,7 @@ class BackendConfig:
         spool_retry_interval: seconds between retries of spooled log uploads.
         verbose: DEBUG logging; the simserver is then started with ``--verbose``.
         simserver_module: the module each simulation runs as ``python -m`` (``NRP_SIMSERVER_MODULE``).
+        sandbox: how Simulation Servers are confined and limited (``NRP_SANDBOX``, ``NRP_SANDBOX_*``).
     """
 
     settings: Settings
@@ -65,6 +67,7 @@ class BackendConfig:
     spool_retry_interval: float = 30.0
     verbose: bool = False
     simserver_module: str = "hbp_nrp_simserver"
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
     @property
     def threads(self) -> int:
@@ -112,4 +115,5 @@ def load_backend_config(
         auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 60.0, non_negative=True),
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
+        sandbox=load_sandbox_config(env),
     )

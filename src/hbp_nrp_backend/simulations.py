@@ -37,6 +37,7 @@ from hbp_nrp_backend.errors import (
 )
 from hbp_nrp_backend.logs import LogUploader
 from hbp_nrp_backend.registry import FINAL_STATES, RUNNING_STATES, Registry, SimulationRecord
+from hbp_nrp_backend.sandbox import hand_over, sandbox_uid, wrap_command
 from hbp_nrp_backend.simserver_process import (
     KILL_WAIT,
     ProcessExit,
@@ -185,7 +186,21 @@ class Simulation:
                 "PYTHONUNBUFFERED": "1",
             },
         )
-        process = SimulationServerProcess(command, sim_dir, self.id, env, on_exit=self._process_exited)
+        sandbox = manager.config.sandbox
+        uid = sandbox_uid(sandbox, self.id)
+        if uid is not None:
+            hand_over(sim_dir, uid)
+        protected = [settings.data_dir, settings.storage.root, manager.config.state_dir]
+        command = wrap_command(command, sandbox, sim_dir, manager.simserver_module, protected, uid)
+        process = SimulationServerProcess(
+            command,
+            sim_dir,
+            self.id,
+            env,
+            on_exit=self._process_exited,
+            limits=sandbox.limits,
+            sandboxed=sandbox.enabled,
+        )
         process.start()
         self.process = process
         self.record.pid = process.pid
@@ -322,7 +337,7 @@ class Simulation:
             return
         if self.stop_target == "stopped":
             return
-        if self.record.error is None:
+        if self.record.error is None or exit.limit:  # a limit explains whatever the script reported
             self.record.error = exit.error()
             self.save()
         if not self.final_status_seen:

@@ -1,0 +1,239 @@
+"""A second user's main script against the sandbox (``NRP_SANDBOX=bwrap``), with the real Simulation Server.
+
+Each test uploads an experiment whose ``main_script.py`` is the attack, launches it through a real
+REST server and checks what it could do: read the data root's ``nrp-up.env``, another simulation's
+directory, the storage root; allocate 5 GiB; leave a ``start_new_session=True`` grandchild behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backend.conftest import REPO, Backend, BackendFactory, Storage
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+SANDBOXED = {"NRP_SIMSERVER_MODULE": "hbp_nrp_simserver", "NRP_SANDBOX": "bwrap"}
+
+
+def upload(storage: Storage, folder: Path, name: str, script: str, timeout: int = 3600) -> str:
+    """An experiment ``name`` without engines whose main script is ``script``."""
+    source = folder / name
+    source.mkdir()
+    config = {"SimulationName": name, "SimulationTimeout": timeout, "EngineConfigs": []}
+    (source / "simulation_config.json").write_text(json.dumps(config))
+    (source / "main_script.py").write_text(textwrap.dedent(script))
+    storage.client().upload_experiment(storage.alice, name, source)
+    return name
+
+
+def console(backend: Backend, sim_id: int) -> str:
+    """The Simulation Server's console log (``simulation_<id>.log``) while it runs."""
+    files = backend.rest.get(f"/simulation/{sim_id}/logs", params={"name": f"simulation_{sim_id}.log"}).json()
+    return "".join(f["content"] for f in files["files"])
+
+
+def run_to_end(backend: Backend, experiment: str) -> dict[str, Any]:
+    rest = backend.rest
+    sim_id = rest.launch(experiment)["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
+    rest.set_state(sim_id, "started")
+    return rest.wait_for(sim_id, lambda s: s["state"] in ("completed", "failed"), timeout=120)
+
+
+PROBE = """
+import json, os
+found = {}
+def probe(name, action):
+    try:
+        result = action()
+        found[name] = "allowed: " + repr(result)[:80]
+    except OSError as exc:
+        found[name] = "denied: " + type(exc).__name__
+probe("data_env", lambda: open(%(env)r).read())
+probe("data_root", lambda: os.listdir(%(data)r))
+probe("storage_root", lambda: os.listdir(%(storage)r))
+probe("storage_write", lambda: open(os.path.join(%(storage)r, "evil"), "w").write("x"))
+probe("other_simulation", lambda: os.listdir(%(other)r))
+probe("other_file", lambda: open(os.path.join(%(other)r, "main_script.py")).read())
+probe("tmp", lambda: sorted(os.listdir("/tmp")))
+probe("own_dir", lambda: open("mine.txt", "w").write("mine"))
+found["uid"] = os.getuid()
+print("PROBE " + json.dumps(found), flush=True)
+"""
+
+
+def test_a_script_sees_neither_the_data_root_nor_storage_nor_another_simulation(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend(**SANDBOXED)
+    backend.data_dir.mkdir(parents=True, exist_ok=True)
+    env_file = backend.data_dir / "nrp-up.env"
+    env_file.write_text("NRP_TOKEN=nrpuser-secret\n")
+    # another user's simulation, ready (its directory holds its experiment files)
+    waiting = upload(storage, tmp_path, "sandbox_victim", "while True:\n    nrp.run_loop()\n")
+    victim = backend.rest.launch(waiting)["simulationID"]
+    backend.rest.wait_for(victim, lambda s: s["ready"], timeout=60)
+    other = Path(os.readlink(backend.env["NRP_SIMULATION_DIR"]))  # the newest simulation's directory
+    assert (other / "main_script.py").is_file()
+    values = {
+        "env": str(env_file),
+        "data": str(backend.data_dir),
+        "storage": str(storage.root),
+        "other": str(other),
+    }
+    attack = upload(storage, tmp_path, "sandbox_probe", PROBE % values + "while True:\n    nrp.run_loop()\n")
+    rest = backend.rest
+    sim_id = rest.launch(attack)["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
+    rest.set_state(sim_id, "started")
+    rest.wait_for(
+        sim_id, lambda s: "PROBE " in console(backend, sim_id) or s["state"] == "failed", timeout=60
+    )
+    line = next(line for line in console(backend, sim_id).splitlines() if line.startswith("PROBE "))
+    found = json.loads(line[len("PROBE ") :])
+    for name in ("data_env", "data_root", "storage_root", "storage_write", "other_simulation", "other_file"):
+        assert found[name].startswith("denied"), (name, found)
+    own_tmp = f"allowed: ['nrp.{sim_id}."  # a private /tmp that holds only its own directory
+    assert found["tmp"].startswith(own_tmp) and "," not in found["tmp"], found
+    assert found["own_dir"].startswith("allowed"), found
+    if os.geteuid() == 0:
+        assert found["uid"] not in (0, os.getuid()), found
+    assert not (storage.root / "evil").exists()
+    assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
+    assert rest.set_state(victim, "stopped").json()["state"] == "stopped"
+
+
+def test_simulations_run_as_different_uids(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a uid per simulation needs a REST server running as root")
+    backend = start_backend(**SANDBOXED)
+    script = "import os\nprint('UID', os.getuid(), flush=True)\nwhile True:\n    nrp.run_loop()\n"
+    experiment = upload(storage, tmp_path, "sandbox_uid", script)
+    uids = []
+    for _ in range(2):
+        sim_id = backend.rest.launch(experiment)["simulationID"]
+        backend.rest.wait_for(sim_id, lambda s: s["ready"], timeout=60)
+        backend.rest.set_state(sim_id, "started")
+        backend.rest.wait_for(sim_id, lambda s, i=sim_id: "UID " in console(backend, i), timeout=60)
+        uids.append(int(console(backend, sim_id).split("UID ", 1)[1].split()[0]))
+        backend.rest.set_state(sim_id, "stopped")
+    assert 0 not in uids and uids[0] != uids[1], uids
+
+
+def test_five_gib_fail_the_simulation_naming_the_memory_limit(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend(**SANDBOXED, NRP_SANDBOX_MEMORY_MB="400")
+    experiment = upload(
+        storage, tmp_path, "sandbox_memory", "hog = bytearray(5 * 1024**3)\nprint('allocated')\n"
+    )
+    sim = run_to_end(backend, experiment)
+    assert sim["state"] == "failed", sim
+    assert (
+        "memory limit of 400 MiB" in sim["error"]["msg"] and "NRP_SANDBOX_MEMORY_MB" in sim["error"]["msg"]
+    ), sim
+
+
+def test_a_cpu_hog_fails_naming_the_cpu_limit(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend(**SANDBOXED, NRP_SANDBOX_CPU_SECONDS="3")
+    experiment = upload(storage, tmp_path, "sandbox_cpu", "while True:\n    pass\n")
+    sim = run_to_end(backend, experiment)
+    assert sim["state"] == "failed", sim
+    assert "CPU time limit of 3 s" in sim["error"]["msg"], sim
+
+
+def test_a_log_flood_fails_naming_the_log_limit(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend(**SANDBOXED, NRP_SANDBOX_LOG_MB="2")
+    script = "line = 'x' * 1000\nwhile True:\n    print(line)\n"
+    sim = run_to_end(backend, upload(storage, tmp_path, "sandbox_log", script))
+    assert sim["state"] == "failed", sim
+    assert "log size limit of 2 MiB" in sim["error"]["msg"], sim
+
+
+def test_a_file_beyond_the_file_size_limit_cannot_be_written(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend(**SANDBOXED, NRP_SANDBOX_FILE_MB="1")
+    script = """
+    try:
+        with open("big.bin", "wb") as f:
+            f.write(b"x" * (2 * 1024 * 1024))
+        print("FSIZE wrote", flush=True)
+    except OSError as exc:
+        print("FSIZE", exc.errno, flush=True)
+    while True:
+        nrp.run_loop()
+    """
+    rest = backend.rest
+    sim_id = rest.launch(upload(storage, tmp_path, "sandbox_fsize", script))["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"], timeout=60)
+    rest.set_state(sim_id, "started")
+    rest.wait_for(sim_id, lambda s: "FSIZE" in console(backend, sim_id), timeout=60)
+    assert "FSIZE 27" in console(backend, sim_id)  # EFBIG
+    rest.set_state(sim_id, "stopped")
+
+
+def alive_with(marker: str) -> list[int]:
+    """PIDs (host view) of processes whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker in Path(f"/proc/{entry}/cmdline").read_text():
+                    state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+                    if state != "Z":
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_grandchild_in_its_own_session_is_gone_after_stop(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    marker = f"nrp-escapee-{uuid.uuid4().hex}"
+    script = f"""
+    import subprocess, sys
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)", "{marker}"]
+    subprocess.Popen(sleeper, start_new_session=True)
+    print("SPAWNED", flush=True)
+    while True:
+        nrp.run_loop()
+    """
+    backend = start_backend(**SANDBOXED)
+    rest = backend.rest
+    sim_id = rest.launch(upload(storage, tmp_path, "sandbox_escape", script))["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"], timeout=60)
+    rest.set_state(sim_id, "started")
+    rest.wait_for(sim_id, lambda s: "SPAWNED" in console(backend, sim_id), timeout=60)
+    assert alive_with(marker), "the grandchild never started"
+    assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
+    assert alive_with(marker) == []
+
+
+def test_engines_run_in_the_sandbox(start_backend: BackendFactory, storage: Storage) -> None:
+    """tf_exchange (two Python engine processes) and the MuJoCo pendulum complete sandboxed."""
+    client = storage.client()
+    present = {e["name"] for e in client.list_experiments(storage.alice, None)}
+    for name in ("tf_exchange", "mujoco_pendulum"):
+        if name not in present:
+            client.upload_experiment(storage.alice, name, REPO / "experiments" / name)
+    backend = start_backend(**SANDBOXED)
+    for name in ("tf_exchange", "mujoco_pendulum"):
+        sim = run_to_end(backend, name)
+        assert sim["state"] == "completed" and sim["error"] is None, sim
