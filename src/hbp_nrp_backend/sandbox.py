@@ -54,7 +54,7 @@ class Limits:
         tmp_mb: size of its private ``/tmp`` and of its ``/dev/shm`` (``NRP_SANDBOX_TMP_MB``).
     """
 
-    memory_mb: int = 4096
+    memory_mb: int = 2560
     cpu_seconds: int = 86400
     file_mb: int = 2048
     processes: int = 512
