@@ -4,8 +4,12 @@ Starts, in order, the MQTT broker (embedded amqtt in its own process unless
 ``NRP_MQTT_BROKER_ADDRESS`` names an external one), the storage server with the bundled experiments
 and user ``nrpuser``, and the REST server; writes ``nrp-up.env`` in the data root so the other ``nrp``
 commands find the URLs and the token; prints one line per simulation event (the REST server's
-``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); stops everything in reverse order on
-Ctrl-C or SIGTERM.
+``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); restarts a server that exits (with
+backoff, on the same port, saying so); stops everything in reverse order on Ctrl-C or SIGTERM.
+
+Each server runs in a session of its own, so the terminal's Ctrl-C (SIGINT to the foreground process
+group) reaches only ``nrp up``, which then stops them in order: the REST server (it stops the
+simulations and uploads their logs) before storage, storage before the broker.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
 PORT = click.IntRange(0, 65535)
+#: Restart delays: 1 s after the first exit, doubled after each further one, at most 30 s; a server
+#: that ran RESTART_RESET seconds counts as healthy again.
+RESTART_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+RESTART_RESET = 60.0
 
 
 class UpError(click.ClickException):
@@ -142,9 +151,35 @@ def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
         elif name == "backend":
             message = event_message(line)
             if message is not None:
-                click.echo(f"{time.strftime('%H:%M:%SZ', time.gmtime())} {message}")  # UTC, as every time
+                click.echo(f"{_now()} {message}")
 
     return on_line
+
+
+def _now() -> str:
+    """Time of an event line: ``HH:MM:SSZ`` in UTC, as every time."""
+    return time.strftime("%H:%M:%SZ", time.gmtime())
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Supervised:
+    """How to (re)start one server: ``args(port)`` is its command line for a port."""
+
+    name: str
+    args: Callable[[int], list[str]]
+    env: dict[str, str] | None
+    service: ServiceProcess
+    started_at: float
+    crashes: int = 0
 
 
 class Stack:
@@ -165,16 +200,26 @@ class Stack:
         self.storage_port = storage_port
         self.verbose = verbose
         self.broker_port = broker_port
-        self.services: list[tuple[str, ServiceProcess]] = []
+        self.services: list[Supervised] = []
 
-    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None) -> ServiceProcess:
+        return start_service(
+            args,
+            env=env,
+            timeout=60,
+            on_line=_relay_output(name, self.verbose),
+            die_with_parent=True,
+            new_session=True,
+        )
+
+    def _start(
+        self, name: str, args: Callable[[int], list[str]], port: int, env: dict[str, str] | None = None
+    ) -> ServiceProcess:
         try:
-            service = start_service(
-                args, env=env, timeout=60, on_line=_relay_output(name, self.verbose), die_with_parent=True
-            )
+            service = self._spawn(name, args(port), env)
         except ServiceStartError as exc:
             raise UpError(f"{name} did not start: {exc}") from exc
-        self.services.append((name, service))
+        self.services.append(Supervised(name, args, env, service, time.monotonic()))
         return service
 
     def start(self) -> RunningSystem:
@@ -195,7 +240,16 @@ class Stack:
             broker_port = 0 if moved else wanted
             broker = self._start(
                 "broker",
-                [python, "-m", "hbp_nrp_commons.broker", "--host", "127.0.0.1", "--port", str(broker_port)],
+                lambda port: [
+                    python,
+                    "-m",
+                    "hbp_nrp_commons.broker",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                broker_port,
             )
             if moved:
                 click.echo(f"Port {wanted} is busy; the embedded MQTT broker uses port {broker.port}")
@@ -205,7 +259,7 @@ class Stack:
         storage_root = self.settings.storage.root
         storage = self._start(
             "storage",
-            [
+            lambda port: [
                 python,
                 "-m",
                 "nrp_cli.main",
@@ -215,8 +269,9 @@ class Stack:
                 "--host",
                 self.host,
                 "--port",
-                str(self.storage_port),
+                str(port),
             ],
+            self.storage_port,
         )
         storage_url = storage.url
         token = issue_owner_token(storage_root)
@@ -226,7 +281,8 @@ class Stack:
 
         backend = self._start(
             "backend",
-            [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(self.port)],
+            lambda port: [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(port)],
+            self.port,
             env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address},
         )
         return RunningSystem(
@@ -237,20 +293,43 @@ class Stack:
             token=token,
         )
 
-    def first_dead(self) -> str | None:
-        for name, service in self.services:
-            if not service.alive():
-                return name
-        return None
+    def supervise(self, stopping: threading.Event) -> None:
+        """Restart every server that has exited, on its port, until it runs again or ``stopping`` is set.
+
+        The delay before a restart doubles with each exit (1 s, 2 s, ... at most 30 s) unless the
+        server had run for a minute; each exit and each restart is printed.
+        """
+        for supervised in self.services:
+            if supervised.service.alive() or stopping.is_set():
+                continue
+            name, port = supervised.name, supervised.service.port
+            if time.monotonic() - supervised.started_at >= RESTART_RESET:
+                supervised.crashes = 0
+            reason = _describe_exit(supervised.service.proc.returncode)
+            while not stopping.is_set():
+                delay = min(RESTART_MAX_DELAY, RESTART_DELAY * 2**supervised.crashes)
+                supervised.crashes += 1
+                click.echo(f"{_now()} {name} stopped unexpectedly ({reason}); restarting it in {delay:g} s")
+                if stopping.wait(delay):
+                    return
+                try:
+                    service = self._spawn(name, supervised.args(port), supervised.env)
+                except ServiceStartError as exc:
+                    reason = f"restart failed: {str(exc).splitlines()[0]}"
+                    continue
+                supervised.service = service
+                supervised.started_at = time.monotonic()
+                click.echo(f"{_now()} {name} restarted on {service.url}")
+                break
 
     def stop(self) -> None:
         """Stop the REST server first (it stops simulations, uploads logs), then storage, then broker."""
         grace = float(os.environ.get("NRP_STOP_GRACE", "10") or 10)
-        for name, service in reversed(self.services):
-            timeout = grace + 30 if name == "backend" else 10
-            service.stop(timeout=timeout)
+        for supervised in reversed(self.services):
+            timeout = grace + 30 if supervised.name == "backend" else 10
+            supervised.service.stop(timeout=timeout)
             if self.verbose:
-                click.echo(f"Stopped {name}")
+                click.echo(f"Stopped {supervised.name}")
         self.services.clear()
 
 
@@ -307,9 +386,7 @@ def register(cli: click.Group) -> None:
             click.echo("Press Ctrl-C to stop. Simulation events follow.")
             sys.stdout.flush()
             while not stopping.wait(0.5):
-                dead = stack.first_dead()
-                if dead:
-                    raise UpError(f"the {dead} process exited unexpectedly")
+                stack.supervise(stopping)
         finally:
             stack.stop()
             for sig, handler in previous.items():
