@@ -129,6 +129,7 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_SANDBOX_TMP_MB": lambda c: c.sandbox.limits.tmp_mb,
     "NRP_MQTT_BROKER_ADDRESS": lambda c: c.settings.mqtt.address,
     "NRP_MQTT_PREFIX": lambda c: c.settings.mqtt.prefix,
+    "NRP_MQTT_SECRET": lambda c: c.settings.mqtt.secret,
 }
 
 ROWS = readme_settings()

@@ -49,6 +49,8 @@ from hbp_nrp_backend.simserver_process import (
 )
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.lifecycle import REST_TARGETS
+from hbp_nrp_commons.mqtt_identity import PASSWORD_VARIABLE, credential, simulation_user
+from hbp_nrp_commons.settings import MqttSettings
 from hbp_nrp_commons.user_paths import relative_paths
 
 logger = logging.getLogger(__name__)
@@ -72,6 +74,13 @@ class LaunchRequest:
 
 def _targets(state: str) -> str:
     return ", ".join(REST_TARGETS.get(state, ()))
+
+
+def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str]:
+    """The environment that gives a Simulation Server its own MQTT identity (none without a secret)."""
+    if not settings.secret:
+        return {}
+    return {PASSWORD_VARIABLE: credential(settings.secret, simulation_user(settings.prefix, sim_id))}
 
 
 class Simulation:
@@ -184,6 +193,7 @@ class Simulation:
                 "NRP_MQTT_BROKER_ADDRESS": settings.mqtt.address,
                 "NRP_MQTT_PREFIX": settings.mqtt.prefix,
                 "PYTHONUNBUFFERED": "1",
+                **simulation_credentials(settings.mqtt, self.id),
             },
         )
         sandbox = manager.config.sandbox

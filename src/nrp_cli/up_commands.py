@@ -15,6 +15,7 @@ simulations and uploads their logs) before storage, storage before the broker.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -231,6 +232,10 @@ class Stack:
         if self.port == self.storage_port and self.port != 0:
             raise UpError("--port and --storage-port must differ")
 
+        # Only identities derived from this secret publish (docs/security.md); the embedded broker
+        # gets a fresh one, an external broker the one configured for it, if any.
+        secret = self.settings.mqtt.secret or ("" if external else secrets.token_urlsafe(32))
+        mqtt_env = {"NRP_MQTT_SECRET": secret} if secret else {}
         if external:
             broker_address = f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"
             embedded = False
@@ -250,6 +255,7 @@ class Stack:
                     str(port),
                 ],
                 broker_port,
+                env=mqtt_env,
             )
             if moved:
                 click.echo(f"Port {wanted} is busy; the embedded MQTT broker uses port {broker.port}")
@@ -283,7 +289,7 @@ class Stack:
             "backend",
             lambda port: [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(port)],
             self.port,
-            env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address},
+            env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address, **mqtt_env},
         )
         return RunningSystem(
             backend_url=backend.url,
