@@ -31,6 +31,8 @@ SECRET_SUFFIXES = ("TOKEN", "PASSWORD", "SECRET", "KEY")
 KILL_WAIT = 5.0
 #: Seconds between two samples of a simulation's memory and log sizes.
 LIMIT_PERIOD = 0.2
+#: The files of a simulation's directory are checked every FILE_SAMPLES samples.
+FILE_SAMPLES = 5
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -184,7 +186,9 @@ class SimulationServerProcess:
             target=self._watch, name=f"SimServerMonitor-{self.sim_id}", daemon=True
         )
         self._monitor.start()
-        if self.limits is not None and (self.limits.memory_mb or self.limits.log_mb):
+        if self.limits is not None and any(
+            (self.limits.memory_mb, self.limits.processes, self.limits.log_mb, self.limits.file_mb)
+        ):
             threading.Thread(
                 target=self._watch_limits, name=f"SimServerLimits-{self.sim_id}", daemon=True
             ).start()
@@ -212,36 +216,61 @@ class SimulationServerProcess:
                 logger.exception("Exit handler of simulation %s failed", self.sim_id)
 
     def _watch_limits(self) -> None:
-        """Every :data:`LIMIT_PERIOD`: the resident memory of all processes and the size of the logs."""
-        assert self._proc is not None and self.limits is not None
-        memory = self.limits.memory_mb * MIB
-        log_size = self.limits.log_mb * MIB
+        """Every :data:`LIMIT_PERIOD` check the limits (:meth:`limit_crossed`); kill everything beyond one."""
+        assert self._proc is not None
+        samples = 0
         while not self._exited.wait(LIMIT_PERIOD):
-            error = ""
-            if memory:
-                used = sum(resident_memory(pid) for pid in process_tree(self._proc.pid))
-                if used > memory:
-                    error = (
-                        f"Simulation exceeded the memory limit of {self.limits.memory_mb} MiB "
-                        f"(NRP_SANDBOX_MEMORY_MB): {used // MIB} MiB resident"
-                    )
-            if log_size and not error:
-                for log in self.sim_dir.glob("*.log"):
-                    try:
-                        size = log.stat().st_size
-                    except OSError:
-                        continue
-                    if size > log_size:
-                        error = (
-                            f"Simulation exceeded the log size limit of {self.limits.log_mb} MiB "
-                            f"(NRP_SANDBOX_LOG_MB): {log.name} is {size // MIB} MiB"
-                        )
-                        break
+            error = self.limit_crossed(files=samples % FILE_SAMPLES == 0)
+            samples += 1
             if error:
                 logger.warning("Simulation Server %s: %s; killing it", self.sim_id, error)
                 self.limit_error = error
                 self._kill_all()
                 return
+
+    def limit_crossed(self, files: bool = True) -> str:
+        """The error naming the first limit the simulation crossed, or ``""``.
+
+        Memory: resident memory of all its processes; processes: its processes and threads (the
+        kernel refuses the next one at the limit when the simulation has a uid of its own); logs:
+        each top-level ``*.log``; with ``files``, any file of its directory that reached the file
+        size limit (the kernel refused a write beyond it).
+        """
+        assert self._proc is not None and self.limits is not None
+        limits = self.limits
+        tree = process_tree(self._proc.pid)
+        if limits.memory_mb:
+            used = sum(resident_memory(pid) for pid in tree)
+            if used > limits.memory_mb * MIB:
+                return (
+                    f"Simulation exceeded the memory limit of {limits.memory_mb} MiB "
+                    f"(NRP_SANDBOX_MEMORY_MB): {used // MIB} MiB resident"
+                )
+        if limits.processes:
+            tasks = sum(task_count(pid) for pid in tree)
+            if tasks >= limits.processes:
+                return (
+                    f"Simulation reached the process limit of {limits.processes} "
+                    f"(NRP_SANDBOX_PROCESSES): {tasks} processes and threads"
+                )
+        if limits.log_mb:
+            for log in self.sim_dir.glob("*.log"):
+                size = _size(log)
+                if size > limits.log_mb * MIB:
+                    return (
+                        f"Simulation exceeded the log size limit of {limits.log_mb} MiB "
+                        f"(NRP_SANDBOX_LOG_MB): {log.name} is {size // MIB} MiB"
+                    )
+        if files and limits.file_mb:
+            for folder, _dirs, names in os.walk(self.sim_dir):
+                for name in names:
+                    if _size(Path(folder, name)) >= limits.file_mb * MIB:
+                        relative = Path(folder, name).relative_to(self.sim_dir)
+                        return (
+                            f"Simulation reached the file size limit of {limits.file_mb} MiB "
+                            f"(NRP_SANDBOX_FILE_MB): {relative}"
+                        )
+        return ""
 
     def _main_pid(self) -> int | None:
         """The simserver's pid: the child of bwrap's init (the child of the bwrap we started)."""
@@ -323,6 +352,21 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current)
         pending += _children(current)
     return tree
+
+
+def task_count(pid: int) -> int:
+    """Threads of ``pid`` (1 for a single-threaded process, 0 once it has gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[17])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
 
 
 def resident_memory(pid: int) -> int:

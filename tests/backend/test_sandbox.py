@@ -165,7 +165,7 @@ def test_a_log_flood_fails_naming_the_log_limit(
     assert "log size limit of 2 MiB" in sim["error"]["msg"], sim
 
 
-def test_a_file_beyond_the_file_size_limit_cannot_be_written(
+def test_a_file_beyond_the_file_size_limit_fails_naming_it(
     start_backend: BackendFactory, storage: Storage, tmp_path: Path
 ) -> None:
     backend = start_backend(**SANDBOXED, NRP_SANDBOX_FILE_MB="1")
@@ -173,19 +173,31 @@ def test_a_file_beyond_the_file_size_limit_cannot_be_written(
     try:
         with open("big.bin", "wb") as f:
             f.write(b"x" * (2 * 1024 * 1024))
-        print("FSIZE wrote", flush=True)
     except OSError as exc:
-        print("FSIZE", exc.errno, flush=True)
+        print("FSIZE", exc.errno, flush=True)  # EFBIG: the kernel refused the write
     while True:
         nrp.run_loop()
     """
-    rest = backend.rest
-    sim_id = rest.launch(upload(storage, tmp_path, "sandbox_fsize", script))["simulationID"]
-    rest.wait_for(sim_id, lambda s: s["ready"], timeout=60)
-    rest.set_state(sim_id, "started")
-    rest.wait_for(sim_id, lambda s: "FSIZE" in console(backend, sim_id), timeout=60)
-    assert "FSIZE 27" in console(backend, sim_id)  # EFBIG
-    rest.set_state(sim_id, "stopped")
+    sim = run_to_end(backend, upload(storage, tmp_path, "sandbox_fsize", script))
+    assert sim["state"] == "failed", sim
+    assert "file size limit of 1 MiB (NRP_SANDBOX_FILE_MB): big.bin" in sim["error"]["msg"], sim
+
+
+def test_a_thread_bomb_fails_naming_the_process_limit(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    backend = start_backend(**SANDBOXED, NRP_SANDBOX_PROCESSES="64")
+    script = """
+    import threading, time
+    while True:
+        try:
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+        except RuntimeError:
+            time.sleep(0.01)
+    """
+    sim = run_to_end(backend, upload(storage, tmp_path, "sandbox_threads", script))
+    assert sim["state"] == "failed", sim
+    assert "process limit of 64 (NRP_SANDBOX_PROCESSES)" in sim["error"]["msg"], sim
 
 
 def alive_with(marker: str) -> list[int]:
