@@ -130,6 +130,7 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_MQTT_BROKER_ADDRESS": lambda c: c.settings.mqtt.address,
     "NRP_MQTT_PREFIX": lambda c: c.settings.mqtt.prefix,
     "NRP_MQTT_SECRET": lambda c: c.settings.mqtt.secret,
+    "NRP_MQTT_DYNSEC": lambda c: int(c.mqtt_dynsec),
 }
 
 ROWS = readme_settings()

@@ -36,6 +36,7 @@ from hbp_nrp_backend.errors import (
     TransitionError,
 )
 from hbp_nrp_backend.logs import LogUploader
+from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
 from hbp_nrp_backend.registry import FINAL_STATES, RUNNING_STATES, Registry, SimulationRecord
 from hbp_nrp_backend.sandbox import hand_over, sandbox_uid, wrap_command
 from hbp_nrp_backend.simserver_process import (
@@ -196,6 +197,9 @@ class Simulation:
                 **simulation_credentials(settings.mqtt, self.id),
             },
         )
+        if manager.mqtt_accounts is not None:  # mosquitto: the broker must know the identity first
+            username = simulation_user(settings.mqtt.prefix, self.id)
+            manager.mqtt_accounts.create(username, credential(settings.mqtt.secret, username))
         sandbox = manager.config.sandbox
         uid = sandbox_uid(sandbox, self.id)
         if uid is not None:
@@ -244,6 +248,10 @@ class Simulation:
             except Exception:
                 logger.exception("Cleaning up simulation %s failed", self.id)
             finally:
+                if manager.mqtt_accounts is not None:
+                    manager.mqtt_accounts.delete(
+                        simulation_user(manager.config.settings.mqtt.prefix, self.id)
+                    )
                 self.record.token = None
                 self.record.pid = None
                 self.save()
@@ -404,6 +412,9 @@ class SimulationManager:
         )
         self.registry = Registry(config.state_dir)
         self.simserver_module = config.simserver_module
+        self.mqtt_accounts: DynsecAccounts | None = None
+        if config.mqtt_dynsec:
+            self.mqtt_accounts = DynsecAccounts(settings.mqtt, mqtt.client_id(self.node_name, "accounts"))
         self._lock = threading.Lock()
         self._link_lock = threading.Lock()
         self._pending = 0
@@ -436,6 +447,8 @@ class SimulationManager:
             if record.pid and process_carries_id(record.pid, record.id):
                 logger.info("Terminating the surviving Simulation Server %s (pid %s)", record.id, record.pid)
                 terminate_orphan(record.pid, self.config.stop_grace)
+            if self.mqtt_accounts is not None:
+                self.mqtt_accounts.delete(simulation_user(self.config.settings.mqtt.prefix, record.id))
             if sim.sim_dir is not None and sim.sim_dir.is_dir():
                 self.uploader.archive(
                     sim.sim_dir,
@@ -486,6 +499,8 @@ class SimulationManager:
             if sim.lifecycle is not None:
                 sim.cleaned.wait(self.config.stop_grace + 60)
         self.uploader.close()
+        if self.mqtt_accounts is not None:
+            self.mqtt_accounts.close()
         if self._watchdog is not None:
             self._watchdog.join(2)
         self.registry.close()
