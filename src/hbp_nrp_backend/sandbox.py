@@ -13,7 +13,9 @@ With ``bwrap`` (bubblewrap) the command becomes::
   own path, a private ``/tmp`` and ``/dev/shm`` (tmpfs of ``NRP_SANDBOX_TMP_MB`` each), a new
   ``/proc`` and a minimal ``/dev``. Nothing else: no data root, no storage, no other simulation;
 - processes: a PID namespace whose init is bwrap: when the Simulation Server ends, or is killed,
-  the kernel kills every process left in it, whatever session or group it made;
+  the kernel kills every process left in it, whatever session or group it made. ``--die-with-parent``
+  kills the sandbox when the *thread* that started it ends (``PR_SET_PDEATHSIG``): start it from a
+  thread that lives as long as the server (a WSGI worker thread does);
 - network: shared, so the simserver reaches the broker over TCP loopback.
 
 Limits apply in both modes: CPU time and file size per process (``prlimit``), processes per

@@ -401,6 +401,33 @@ def test_a_killed_storage_server_is_restarted_and_says_so(tmp_path: Path) -> Non
         up.kill()
 
 
+def test_a_killed_broker_and_rest_server_come_back_and_simulations_run(tmp_path: Path) -> None:
+    up = UpProcess(tmp_path / "data")
+    try:
+        info = up.wait_ready()
+        for name, word in (("broker", "hbp_nrp_commons.broker"), ("backend", "backend")):
+            os.kill(_server_pid(up, word), signal.SIGKILL)
+            up.wait_line(rf"Z {name} stopped unexpectedly \(killed by SIGKILL\); restarting it in")
+            up.wait_line(rf"Z {name} restarted on ")
+        assert up.proc.poll() is None, "\n".join(up.lines)
+        # The restarted REST server reaches the restarted broker (same address, same secret).
+        headers = {"Authorization": f"Bearer {info['Token']}"}
+        api = info["REST API"]
+        response = requests.post(
+            f"{api}/simulation", json={"experimentID": "tf_exchange"}, headers=headers, timeout=60
+        )
+        assert response.status_code == 201, response.text
+        sim_id = response.json()["simulationID"]
+        deadline = time.monotonic() + 60
+        while not requests.get(f"{api}/simulation/{sim_id}", headers=headers, timeout=10).json()["ready"]:
+            assert time.monotonic() < deadline, "simulation never became ready"
+            time.sleep(0.1)
+        assert up.interrupt() == 0, "\n".join(up.lines)
+        up.wait_line(_event(sim_id, "logs uploaded to storage"), timeout=5)
+    finally:
+        up.kill()
+
+
 def test_ctrl_c_to_the_terminal_group_stops_in_order_and_uploads_the_logs(tmp_path: Path) -> None:
     """SIGINT to the whole foreground process group, as a terminal's Ctrl-C: storage must outlive the
     REST server, which uploads the running simulation's logs instead of spooling them."""
