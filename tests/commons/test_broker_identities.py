@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import secrets
 import sys
@@ -126,3 +127,33 @@ def test_a_wrong_or_borrowed_password_is_refused(broker: ServerProcess) -> None:
 )
 def test_who_may_publish_where(username: str | None, topic: str, allowed: bool) -> None:
     assert may_publish(username, topic) is allowed
+
+
+def test_the_datatransfer_engine_streams_with_its_simulations_identity(
+    broker: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
+    from nrp_core.engines.datatransfer import DataTransferServer
+
+    monkeypatch.setenv("NRP_MQTT_PASSWORD", credential(SECRET, simulation_user("pre", 7)))
+    watcher, received = subscriber(broker, "pre/nrp_simulation/7/data/#")
+    server = DataTransferServer()
+    try:
+        server.initialize(
+            {
+                "EngineName": "datatransfer_engine",
+                "MQTTBroker": f"{broker.host}:{broker.port}",
+                "MQTTPrefix": "pre",
+                "simulationID": "7",
+                "dumps": [{"name": "position", "network": True}],
+            }
+        )
+        topic, announcement = received.get(timeout=10)  # published once connected: it was accepted
+        assert topic == "pre/nrp_simulation/7/data"
+        assert json.loads(announcement) == [{"topic": "pre/nrp_simulation/7/data/position", "type": "json"}]
+        server.set_datapacks({"position": {"engine_name": "e", "type": JSON_DATAPACK_TYPE, "data": {"x": 1}}})
+        assert received.get(timeout=10) == ("pre/nrp_simulation/7/data/position", b'{"x": 1}')
+    finally:
+        server.shutdown()
+        watcher.loop_stop()
+        watcher.disconnect()
