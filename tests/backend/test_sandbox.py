@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import textwrap
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,33 @@ def test_a_grandchild_in_its_own_session_is_gone_after_stop(
     rest.wait_for(sim_id, lambda s: "SPAWNED" in console(backend, sim_id), timeout=60)
     assert alive_with(marker), "the grandchild never started"
     assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
-    assert alive_with(marker) == []
+    gone(marker)
+
+
+def test_a_grandchild_in_its_own_session_is_gone_after_a_crash(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    marker = f"nrp-escapee-{uuid.uuid4().hex}"
+    script = f"""
+    import os, subprocess, sys, time
+    sleeper = [sys.executable, "-c", "import time; time.sleep(3600)", "{marker}"]
+    subprocess.Popen(sleeper, start_new_session=True)
+    print("SPAWNED", flush=True)
+    time.sleep(0.5)
+    os._exit(9)  # the Simulation Server dies with its script
+    """
+    backend = start_backend(**SANDBOXED)
+    sim = run_to_end(backend, upload(storage, tmp_path, "sandbox_crash", script))
+    assert sim["state"] == "failed" and sim["error"]["exit_code"] == 9, sim
+    gone(marker)
+
+
+def gone(marker: str) -> None:
+    """Wait until no process with ``marker`` is left (SIGKILLed with the namespace, reaped just after)."""
+    deadline = time.monotonic() + 10
+    while alive_with(marker):
+        assert time.monotonic() < deadline, f"a grandchild outlived its simulation: {alive_with(marker)}"
+        time.sleep(0.05)
 
 
 def test_engines_run_in_the_sandbox(start_backend: BackendFactory, storage: Storage) -> None:
