@@ -5,7 +5,8 @@ in its own process group (and, sandboxed, wrapped by ``prlimit`` and ``bwrap``: 
 :mod:`hbp_nrp_backend.sandbox`), with stdout and stderr in ``<sim_dir>/simulation_<id>.log``. A
 monitor thread waits for it and classifies its exit: exit 0, or death by a signal we sent, is
 normal; anything else is a failure reported through ``on_exit``. A second thread samples the
-resident memory of all its processes and the size of its logs and kills them all beyond a limit.
+resident memory and the number of all its processes and threads and the size of its logs and
+files, and kills them all beyond a limit (the exit's error then names it).
 """
 
 from __future__ import annotations
