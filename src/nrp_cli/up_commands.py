@@ -143,6 +143,21 @@ def path_hint(environ: Mapping[str, str] | None = None) -> str | None:
     return f"In another terminal, {where} puts nrp on the PATH"
 
 
+def sandbox_summary(environ: Mapping[str, str] | None = None) -> str:
+    """How the REST server will run simulations (``NRP_SANDBOX``), for the start-up lines."""
+    from hbp_nrp_backend.sandbox import load_sandbox_config
+    from hbp_nrp_commons.settings import SettingsError
+
+    try:
+        sandbox = load_sandbox_config(os.environ if environ is None else environ)
+    except SettingsError as exc:
+        return str(exc)
+    if not sandbox.enabled:
+        return "NOT sandboxed: they run as this user (NRP_SANDBOX=none or no bwrap; docs/security.md)"
+    memory = f"{sandbox.limits.memory_mb} MiB each" if sandbox.limits.memory_mb else "no memory limit"
+    return f"sandboxed (bwrap), {memory}"
+
+
 def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
     """Print every line of a server with ``--verbose``; else only the REST server's simulation events."""
 
@@ -385,6 +400,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"API docs: {system.backend_url}/docs")
             click.echo(f"Storage: {system.storage_url}")
             click.echo(f"MQTT broker: {system.broker_address} ({kind})")
+            click.echo(f"Simulations: {sandbox_summary()}")
             click.echo(f"Token: {system.token}")
             hint = path_hint()
             if hint:

@@ -125,6 +125,8 @@ def test_up_runs_a_simulation_and_stops_in_order(up: UpProcess, tmp_path: Path) 
     assert values["NRP_TOKEN"] == info["Token"]
     assert info["API docs"] == info["REST API"] + "/docs"
     assert info["MQTT broker"].endswith(("(embedded)", "(external)"))
+    sandboxed = "sandboxed (bwrap)" if shutil.which("bwrap") else "NOT sandboxed"
+    assert any(line.startswith(f"Simulations: {sandboxed}") for line in up.lines), "\n".join(up.lines)
     children = up.children()
     assert len(children) == 3, "broker, storage and REST server should run as children"
 
