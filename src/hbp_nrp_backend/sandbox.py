@@ -19,8 +19,9 @@ With ``bwrap`` (bubblewrap) the command becomes::
 - network: shared, so the simserver reaches the broker over TCP loopback.
 
 Limits apply in both modes: CPU time and file size per process (``prlimit``), processes per
-simulation (only with a uid of its own), and the resident memory of all its processes together and
-the size of its logs, which :class:`LimitWatch` samples.
+simulation (only with a uid of its own), and what the REST server samples
+(``SimulationServerProcess.limit_crossed``): the resident memory, CPU time and number of all its
+processes together, the size of its logs and files.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class Limits:
 
     Attributes:
         memory_mb: resident memory of all the simulation's processes together (``NRP_SANDBOX_MEMORY_MB``).
-        cpu_seconds: CPU time of each process (``NRP_SANDBOX_CPU_SECONDS``).
+        cpu_seconds: CPU time of all the simulation's processes together, and of each
+            (``NRP_SANDBOX_CPU_SECONDS``).
         file_mb: size of any file a process writes (``NRP_SANDBOX_FILE_MB``).
         processes: processes and threads of the simulation's uid (``NRP_SANDBOX_PROCESSES``).
         log_mb: size of each top-level ``*.log`` file of the simulation directory (``NRP_SANDBOX_LOG_MB``).

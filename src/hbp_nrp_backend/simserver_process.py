@@ -35,6 +35,7 @@ LIMIT_PERIOD = 0.2
 #: The files of a simulation's directory are checked every FILE_SAMPLES samples.
 FILE_SAMPLES = 5
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def child_environment(environ: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -188,7 +189,13 @@ class SimulationServerProcess:
         )
         self._monitor.start()
         if self.limits is not None and any(
-            (self.limits.memory_mb, self.limits.processes, self.limits.log_mb, self.limits.file_mb)
+            (
+                self.limits.memory_mb,
+                self.limits.cpu_seconds,
+                self.limits.processes,
+                self.limits.log_mb,
+                self.limits.file_mb,
+            )
         ):
             threading.Thread(
                 target=self._watch_limits, name=f"SimServerLimits-{self.sim_id}", daemon=True
@@ -232,10 +239,11 @@ class SimulationServerProcess:
     def limit_crossed(self, files: bool = True) -> str:
         """The error naming the first limit the simulation crossed, or ``""``.
 
-        Memory: resident memory of all its processes; processes: its processes and threads (the
-        kernel refuses the next one at the limit when the simulation has a uid of its own); logs:
-        each top-level ``*.log``; with ``files``, any file of its directory that reached the file
-        size limit (the kernel refused a write beyond it).
+        Memory: resident memory of all its processes; CPU time: of all its processes, ended ones
+        included (each process also has it as its own limit: SIGXCPU); processes: its processes and
+        threads (the kernel refuses the next one at the limit when the simulation has a uid of its
+        own); logs: each top-level ``*.log``; with ``files``, any file of its directory that reached
+        the file size limit (the kernel refused a write beyond it).
         """
         assert self._proc is not None and self.limits is not None
         limits = self.limits
@@ -246,6 +254,13 @@ class SimulationServerProcess:
                 return (
                     f"Simulation exceeded the memory limit of {limits.memory_mb} MiB "
                     f"(NRP_SANDBOX_MEMORY_MB): {used // MIB} MiB resident"
+                )
+        if limits.cpu_seconds:
+            cpu = sum(cpu_seconds(pid) for pid in tree)
+            if cpu >= limits.cpu_seconds:
+                return (
+                    f"Simulation exceeded the CPU time limit of {limits.cpu_seconds} s "
+                    f"(NRP_SANDBOX_CPU_SECONDS): {cpu:.0f} s used"
                 )
         if limits.processes:
             tasks = sum(task_count(pid) for pid in tree)
@@ -353,6 +368,15 @@ def process_tree(pid: int) -> list[int]:
         tree.append(current)
         pending += _children(current)
     return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its children it has reaped (user and system), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def task_count(pid: int) -> int:

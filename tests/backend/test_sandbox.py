@@ -156,6 +156,25 @@ def test_a_cpu_hog_fails_naming_the_cpu_limit(
     assert "CPU time limit of 3 s" in sim["error"]["msg"], sim
 
 
+def test_the_cpu_limit_counts_all_processes_together(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    """Three children burning 2 s each: none crosses 4 s alone, together they do."""
+    backend = start_backend(**SANDBOXED, NRP_SANDBOX_CPU_SECONDS="4")
+    script = """
+    import subprocess, sys, time
+    burn = "import time\\nend = time.process_time() + 2\\n"
+    burn += "while time.process_time() < end: pass\\ntime.sleep(3600)"
+    children = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(3)]
+    while True:
+        nrp.run_loop()
+        time.sleep(0.05)
+    """
+    sim = run_to_end(backend, upload(storage, tmp_path, "sandbox_cpu_all", script))
+    assert sim["state"] == "failed", sim
+    assert "CPU time limit of 4 s (NRP_SANDBOX_CPU_SECONDS): " in sim["error"]["msg"], sim
+
+
 def test_a_log_flood_fails_naming_the_log_limit(
     start_backend: BackendFactory, storage: Storage, tmp_path: Path
 ) -> None:
