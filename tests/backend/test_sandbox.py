@@ -281,7 +281,7 @@ def gone(marker: str) -> None:
     deadline = time.monotonic() + 10
     while alive_with(marker):
         assert time.monotonic() < deadline, f"a grandchild outlived its simulation: {alive_with(marker)}"
-        time.sleep(0.05)
+        time.sleep(0.05)  # sleep-ok: poll interval while waiting for the process to go
 
 
 def test_engines_run_in_the_sandbox(start_backend: BackendFactory, storage: Storage) -> None:

@@ -322,7 +322,7 @@ def test_up_prints_one_line_per_simulation_event(tmp_path: Path) -> None:
                     break
                 except OSError:
                     assert time.monotonic() < deadline, "the killed storage server's port stayed busy"
-                    time.sleep(0.01)
+                    time.sleep(0.01)  # sleep-ok: poll interval until the killed server released its port
             up.wait_line(r"Z storage stopped unexpectedly \(killed by SIGKILL\)")
             request_state(last, "stopped")
             spool = data / "backend" / "spool"
@@ -423,7 +423,7 @@ def test_a_killed_broker_and_rest_server_come_back_and_simulations_run(tmp_path:
         deadline = time.monotonic() + 60
         while not requests.get(f"{api}/simulation/{sim_id}", headers=headers, timeout=10).json()["ready"]:
             assert time.monotonic() < deadline, "simulation never became ready"
-            time.sleep(0.1)
+            time.sleep(0.1)  # sleep-ok: poll interval of a wait for readiness
         assert up.interrupt() == 0, "\n".join(up.lines)
         up.wait_line(_event(sim_id, "logs uploaded to storage"), timeout=5)
     finally:
@@ -451,7 +451,7 @@ def test_ctrl_c_to_the_terminal_group_stops_in_order_and_uploads_the_logs(tmp_pa
         url = f"{info['REST API']}/simulation/{sim_id}"
         while not requests.get(url, headers=headers, timeout=10).json()["ready"]:
             assert time.monotonic() < deadline, "simulation never became ready"
-            time.sleep(0.1)
+            time.sleep(0.1)  # sleep-ok: poll interval of a wait for readiness
         os.killpg(up.proc.pid, signal.SIGINT)
         assert up.proc.wait(120) == 0, "\n".join(up.lines)
         up.wait_line(_event(sim_id, "logs uploaded to storage"), timeout=5)
