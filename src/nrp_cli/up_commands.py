@@ -4,12 +4,8 @@ Starts, in order, the MQTT broker (embedded amqtt in its own process unless
 ``NRP_MQTT_BROKER_ADDRESS`` names an external one), the storage server with the bundled experiments
 and user ``nrpuser``, and the REST server; writes ``nrp-up.env`` in the data root so the other ``nrp``
 commands find the URLs and the token; prints one line per simulation event (the REST server's
-``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); restarts a server that exits (with
-backoff, on the same port, saying so); stops everything in reverse order on Ctrl-C or SIGTERM.
-
-Each server runs in a session of its own, so the terminal's Ctrl-C (SIGINT to the foreground process
-group) reaches only ``nrp up``, which then stops them in order: the REST server (it stops the
-simulations and uploads their logs) before storage, storage before the broker.
+``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); stops everything in reverse order on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -121,6 +117,11 @@ def save_up_env(data_dir: Path, system: RunningSystem) -> Path:
     )
 
 
+def _now() -> str:
+    """Time of an event line: ``HH:MM:SSZ`` in UTC, as every time."""
+    return time.strftime("%H:%M:%SZ", time.gmtime())
+
+
 def path_hint(environ: Mapping[str, str] | None = None) -> str | None:
     """How to reach this ``nrp`` from another terminal; ``None`` when ``nrp`` on the PATH is this one.
 
@@ -167,14 +168,9 @@ def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
         elif name == "backend":
             message = event_message(line)
             if message is not None:
-                click.echo(f"{_now()} {message}")
+                click.echo(f"{time.strftime('%H:%M:%SZ', time.gmtime())} {message}")  # UTC, as every time
 
     return on_line
-
-
-def _now() -> str:
-    """Time of an event line: ``HH:MM:SSZ`` in UTC, as every time."""
-    return time.strftime("%H:%M:%SZ", time.gmtime())
 
 
 def _describe_exit(code: int | None) -> str:
@@ -186,20 +182,33 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-@dataclass
-class Supervised:
-    """How to (re)start one server: ``args(port)`` is its command line for a port."""
+def _with_port(args: list[str], port: int) -> list[str]:
+    """``args`` with the value of its (last) ``--port`` option replaced by ``port``."""
+    args = list(args)
+    if "--port" in args:
+        index = len(args) - 1 - args[::-1].index("--port")
+        args[index + 1] = str(port)
+    return args
 
-    name: str
-    args: Callable[[int], list[str]]
+
+@dataclass
+class Restart:
+    """How to start a server again, and how often it has exited lately."""
+
+    args: list[str]
     env: dict[str, str] | None
-    service: ServiceProcess
     started_at: float
     crashes: int = 0
 
 
 class Stack:
-    """The processes of one ``nrp up``, stopped in reverse start order."""
+    """The processes of one ``nrp up``, stopped in reverse start order.
+
+    Each runs in a session of its own, so a terminal's Ctrl-C (SIGINT to the foreground process
+    group) reaches only ``nrp up``, which stops them in order: the REST server (it stops the
+    simulations and uploads their logs) before storage, storage before the broker. One that exits
+    meanwhile is restarted on its port (:meth:`supervise`).
+    """
 
     def __init__(
         self,
@@ -211,14 +220,25 @@ class Stack:
         broker_port: int = DEFAULT_MQTT_PORT,
     ) -> None:
         self.settings = settings
+        self._restarts: dict[str, Restart] = {}
         self.host = host
         self.port = port
         self.storage_port = storage_port
         self.verbose = verbose
         self.broker_port = broker_port
-        self.services: list[Supervised] = []
+        self.services: list[tuple[str, ServiceProcess]] = []
+
+    def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
+        try:
+            service = self._spawn(name, args, env)
+        except ServiceStartError as exc:
+            raise UpError(f"{name} did not start: {exc}") from exc
+        self.services.append((name, service))
+        self._restarts[name] = Restart(list(args), env, time.monotonic())
+        return service
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None) -> ServiceProcess:
+        """Start a server in a session of its own (a terminal's Ctrl-C does not reach it)."""
         return start_service(
             args,
             env=env,
@@ -227,16 +247,6 @@ class Stack:
             die_with_parent=True,
             new_session=True,
         )
-
-    def _start(
-        self, name: str, args: Callable[[int], list[str]], port: int, env: dict[str, str] | None = None
-    ) -> ServiceProcess:
-        try:
-            service = self._spawn(name, args(port), env)
-        except ServiceStartError as exc:
-            raise UpError(f"{name} did not start: {exc}") from exc
-        self.services.append(Supervised(name, args, env, service, time.monotonic()))
-        return service
 
     def start(self) -> RunningSystem:
         python = sys.executable
@@ -260,16 +270,7 @@ class Stack:
             broker_port = 0 if moved else wanted
             broker = self._start(
                 "broker",
-                lambda port: [
-                    python,
-                    "-m",
-                    "hbp_nrp_commons.broker",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                broker_port,
+                [python, "-m", "hbp_nrp_commons.broker", "--host", "127.0.0.1", "--port", str(broker_port)],
                 env=mqtt_env,
             )
             if moved:
@@ -280,7 +281,7 @@ class Stack:
         storage_root = self.settings.storage.root
         storage = self._start(
             "storage",
-            lambda port: [
+            [
                 python,
                 "-m",
                 "nrp_cli.main",
@@ -290,9 +291,8 @@ class Stack:
                 "--host",
                 self.host,
                 "--port",
-                str(port),
+                str(self.storage_port),
             ],
-            self.storage_port,
         )
         storage_url = storage.url
         token = issue_owner_token(storage_root)
@@ -302,8 +302,7 @@ class Stack:
 
         backend = self._start(
             "backend",
-            lambda port: [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(port)],
-            self.port,
+            [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(self.port)],
             env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address, **mqtt_env},
         )
         return RunningSystem(
@@ -314,43 +313,50 @@ class Stack:
             token=token,
         )
 
+    def first_dead(self) -> str | None:
+        for name, service in self.services:
+            if not service.alive():
+                return name
+        return None
+
     def supervise(self, stopping: threading.Event) -> None:
         """Restart every server that has exited, on its port, until it runs again or ``stopping`` is set.
 
         The delay before a restart doubles with each exit (1 s, 2 s, ... at most 30 s) unless the
         server had run for a minute; each exit and each restart is printed.
         """
-        for supervised in self.services:
-            if supervised.service.alive() or stopping.is_set():
+        for index, (name, service) in enumerate(self.services):
+            if service.alive() or stopping.is_set():
                 continue
-            name, port = supervised.name, supervised.service.port
-            if time.monotonic() - supervised.started_at >= RESTART_RESET:
-                supervised.crashes = 0
-            reason = _describe_exit(supervised.service.proc.returncode)
+            restart = self._restarts[name]
+            if time.monotonic() - restart.started_at >= RESTART_RESET:
+                restart.crashes = 0
+            reason = _describe_exit(service.proc.returncode)
+            args = _with_port(restart.args, service.port)
             while not stopping.is_set():
-                delay = min(RESTART_MAX_DELAY, RESTART_DELAY * 2**supervised.crashes)
-                supervised.crashes += 1
+                delay = min(RESTART_MAX_DELAY, RESTART_DELAY * 2**restart.crashes)
+                restart.crashes += 1
                 click.echo(f"{_now()} {name} stopped unexpectedly ({reason}); restarting it in {delay:g} s")
                 if stopping.wait(delay):
                     return
                 try:
-                    service = self._spawn(name, supervised.args(port), supervised.env)
+                    fresh = self._spawn(name, args, restart.env)
                 except ServiceStartError as exc:
                     reason = f"restart failed: {str(exc).splitlines()[0]}"
                     continue
-                supervised.service = service
-                supervised.started_at = time.monotonic()
-                click.echo(f"{_now()} {name} restarted on {service.url}")
+                self.services[index] = (name, fresh)
+                restart.started_at = time.monotonic()
+                click.echo(f"{_now()} {name} restarted on {fresh.url}")
                 break
 
     def stop(self) -> None:
         """Stop the REST server first (it stops simulations, uploads logs), then storage, then broker."""
         grace = float(os.environ.get("NRP_STOP_GRACE", "10") or 10)
-        for supervised in reversed(self.services):
-            timeout = grace + 30 if supervised.name == "backend" else 10
-            supervised.service.stop(timeout=timeout)
+        for name, service in reversed(self.services):
+            timeout = grace + 30 if name == "backend" else 10
+            service.stop(timeout=timeout)
             if self.verbose:
-                click.echo(f"Stopped {supervised.name}")
+                click.echo(f"Stopped {name}")
         self.services.clear()
 
 
