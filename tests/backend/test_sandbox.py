@@ -23,6 +23,8 @@ from tests.backend.conftest import REPO, Backend, BackendFactory, Storage
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 SANDBOXED = {"NRP_SIMSERVER_MODULE": "hbp_nrp_simserver", "NRP_SANDBOX": "bwrap"}
+#: The end of a script that runs until stopped without keeping a core busy.
+UNTIL_STOPPED = "import time\nwhile True:\n    nrp.run_loop()\n    time.sleep(0.02)\n"
 
 
 def upload(storage: Storage, folder: Path, name: str, script: str, timeout: int = 3600) -> str:
@@ -80,7 +82,7 @@ def test_a_script_sees_neither_the_data_root_nor_storage_nor_another_simulation(
     env_file = backend.data_dir / "nrp-up.env"
     env_file.write_text("NRP_TOKEN=nrpuser-secret\n")
     # another user's simulation, ready (its directory holds its experiment files)
-    waiting = upload(storage, tmp_path, "sandbox_victim", "while True:\n    nrp.run_loop()\n")
+    waiting = upload(storage, tmp_path, "sandbox_victim", UNTIL_STOPPED)
     victim = backend.rest.launch(waiting)["simulationID"]
     backend.rest.wait_for(victim, lambda s: s["ready"], timeout=60)
     other = Path(os.readlink(backend.env["NRP_SIMULATION_DIR"]))  # the newest simulation's directory
@@ -91,7 +93,7 @@ def test_a_script_sees_neither_the_data_root_nor_storage_nor_another_simulation(
         "storage": str(storage.root),
         "other": str(other),
     }
-    attack = upload(storage, tmp_path, "sandbox_probe", PROBE % values + "while True:\n    nrp.run_loop()\n")
+    attack = upload(storage, tmp_path, "sandbox_probe", PROBE % values + UNTIL_STOPPED)
     rest = backend.rest
     sim_id = rest.launch(attack)["simulationID"]
     rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
@@ -119,16 +121,21 @@ def test_simulations_run_as_different_uids(
     if os.geteuid() != 0:
         pytest.skip("a uid per simulation needs a REST server running as root")
     backend = start_backend(**SANDBOXED)
-    script = "import os\nprint('UID', os.getuid(), flush=True)\nwhile True:\n    nrp.run_loop()\n"
+    script = "import os\nprint('UID', os.getuid(), flush=True)\n" + UNTIL_STOPPED
     experiment = upload(storage, tmp_path, "sandbox_uid", script)
     uids = []
+    rest = backend.rest
     for _ in range(2):
-        sim_id = backend.rest.launch(experiment)["simulationID"]
-        backend.rest.wait_for(sim_id, lambda s: s["ready"], timeout=60)
-        backend.rest.set_state(sim_id, "started")
-        backend.rest.wait_for(sim_id, lambda s, i=sim_id: "UID " in console(backend, i), timeout=60)
+        sim_id = rest.launch(experiment)["simulationID"]
+        sim = rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
+        assert sim["state"] == "paused", sim
+        assert rest.set_state(sim_id, "started").status_code == 200
+        sim = rest.wait_for(
+            sim_id, lambda s, i=sim_id: s["state"] != "started" or "UID " in console(backend, i), timeout=60
+        )
+        assert sim["state"] == "started", sim
         uids.append(int(console(backend, sim_id).split("UID ", 1)[1].split()[0]))
-        backend.rest.set_state(sim_id, "stopped")
+        assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
     assert 0 not in uids and uids[0] != uids[1], uids
 
 
@@ -190,6 +197,7 @@ def test_a_file_beyond_the_file_size_limit_fails_naming_it(
 ) -> None:
     backend = start_backend(**SANDBOXED, NRP_SANDBOX_FILE_MB="1")
     script = """
+    import time
     try:
         with open("big.bin", "wb") as f:
             f.write(b"x" * (2 * 1024 * 1024))
@@ -197,6 +205,7 @@ def test_a_file_beyond_the_file_size_limit_fails_naming_it(
         print("FSIZE", exc.errno, flush=True)  # EFBIG: the kernel refused the write
     while True:
         nrp.run_loop()
+        time.sleep(0.02)
     """
     sim = run_to_end(backend, upload(storage, tmp_path, "sandbox_fsize", script))
     assert sim["state"] == "failed", sim
@@ -240,12 +249,13 @@ def test_a_grandchild_in_its_own_session_is_gone_after_stop(
 ) -> None:
     marker = f"nrp-escapee-{uuid.uuid4().hex}"
     script = f"""
-    import subprocess, sys
+    import subprocess, sys, time
     sleeper = [sys.executable, "-c", "import time; time.sleep(3600)", "{marker}"]
     subprocess.Popen(sleeper, start_new_session=True)
     print("SPAWNED", flush=True)
     while True:
         nrp.run_loop()
+        time.sleep(0.02)
     """
     backend = start_backend(**SANDBOXED)
     rest = backend.rest
