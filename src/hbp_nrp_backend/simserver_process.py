@@ -211,9 +211,14 @@ class SimulationServerProcess:
             self.exit = ProcessExit(returncode, requested, True, self.limit_error, limit=True)
         else:
             failed = classify_exit(returncode, requested)
-            reason = describe_exit(returncode, self.limits)
-            limit = returncode in (-signal.SIGXCPU, -signal.SIGXFSZ) and self.limits is not None
-            self.exit = ProcessExit(returncode, requested, failed, reason if limit else "", limit)
+            limit = self.limits is not None and returncode in (-signal.SIGXCPU, -signal.SIGXFSZ)
+            if limit:
+                reason = describe_exit(returncode, self.limits)
+            elif failed and self.sandboxed:
+                reason = self._sandbox_error()  # "" when the simserver itself failed
+            else:
+                reason = ""
+            self.exit = ProcessExit(returncode, requested, failed, reason, limit)
         self._exited.set()
         log = logger.warning if self.exit.failed else logger.info
         log("Simulation Server %s: %s", self.sim_id, self.exit.reason or describe_exit(returncode))
@@ -222,6 +227,18 @@ class SimulationServerProcess:
                 self.on_exit(self.exit)
             except Exception:
                 logger.exception("Exit handler of simulation %s failed", self.sim_id)
+
+    def _sandbox_error(self) -> str:
+        """``Sandbox could not start: <bwrap's message>`` when bwrap, not the simserver, failed."""
+        try:
+            with open(self.log_path, "rb") as log:
+                first = log.readline(2000).decode(errors="replace").strip()
+        except OSError:
+            return ""
+        for tool in ("bwrap:", "setpriv:", "prlimit:"):
+            if first.startswith(tool):
+                return f"Sandbox could not start ({first}); see NRP_SANDBOX in docs/security.md"
+        return ""
 
     def _watch_limits(self) -> None:
         """Every :data:`LIMIT_PERIOD` check the limits (:meth:`limit_crossed`); kill everything beyond one."""
