@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import textwrap
 import time
 import uuid
@@ -305,3 +306,69 @@ def test_engines_run_in_the_sandbox(start_backend: BackendFactory, storage: Stor
     for name in ("tf_exchange", "mujoco_pendulum"):
         sim = run_to_end(backend, name)
         assert sim["state"] == "completed" and sim["error"] is None, sim
+
+
+#: Run as nobody: builds the sandbox command as a REST server of that uid would, and runs INSIDE in it.
+UNPRIVILEGED = """
+import json, subprocess, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from hbp_nrp_backend.sandbox import load_sandbox_config, sandbox_uid, wrap_command
+
+config = load_sandbox_config({"NRP_SANDBOX": "bwrap"})
+sim_dir, secret, inside = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+probe = [sys.executable, "-c", inside, str(secret)]
+command = wrap_command(probe, config, sim_dir, "hbp_nrp_simserver", [secret.parent], None)
+result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+report = {"uid": sandbox_uid(config, 3), "rc": result.returncode}
+print(json.dumps({**report, "out": result.stdout, "err": result.stderr}))
+"""
+#: The probe inside the sandbox: can it read the secret, which uid, how many processes it sees.
+INSIDE = """
+import json, os, sys
+try:
+    open(sys.argv[1]).read()
+    seen = "read"
+except OSError as exc:
+    seen = type(exc).__name__
+pids = sum(entry.isdigit() for entry in os.listdir("/proc"))
+print(json.dumps({"secret": seen, "uid": os.getuid(), "pids": pids}))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists(), reason="needs root to act as nobody"
+)
+def test_an_unprivileged_server_still_hides_the_data_root_and_other_processes() -> None:
+    """A REST server that is not root: bwrap in a user namespace, the server's own uid (here nobody)."""
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    outside = Path(tempfile.mkdtemp(prefix="nrp-unprivileged-"))
+    try:
+        outside.chmod(0o755)
+        data = outside / "data"
+        data.mkdir(mode=0o755)
+        secret = data / "nrp-up.env"
+        secret.write_text("NRP_TOKEN=secret\n")
+        secret.chmod(0o644)  # readable by nobody outside the sandbox
+        sim_dir = outside / "sim"
+        sim_dir.mkdir()
+        os.chown(sim_dir, nobody.pw_uid, nobody.pw_gid)
+        src = Path(__file__).resolve().parents[2] / "src"
+        command = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups"]
+        command += ["/usr/bin/python3", "-c", UNPRIVILEGED, str(src), str(sim_dir), str(secret), INSIDE]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=outside)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["uid"] is None and report["rc"] == 0, report  # no uid of its own
+        inside = json.loads(report["out"])
+        assert inside["secret"] == "FileNotFoundError" and inside["uid"] == nobody.pw_uid, inside
+        assert inside["pids"] <= 3, inside  # bwrap's init, (bwrap), the probe: no other process
+        readable = subprocess.run(
+            ["setpriv", f"--reuid={nobody.pw_uid}", "--clear-groups", "cat", str(secret)], capture_output=True
+        )
+        assert readable.returncode == 0  # the file was readable: the sandbox hid it
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
