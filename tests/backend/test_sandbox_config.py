@@ -1,7 +1,9 @@
-"""The sandbox's settings and command line, without starting anything."""
+"""The sandbox's settings and command line, and the error of a sandbox that cannot start."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from hbp_nrp_backend.sandbox import (
     readonly_paths,
     wrap_command,
 )
+from hbp_nrp_backend.simserver_process import ProcessExit, SimulationServerProcess
 from hbp_nrp_commons.settings import SettingsError
 
 
@@ -95,3 +98,16 @@ def test_a_root_server_drops_to_the_simulations_uid_inside_the_sandbox(tmp_path:
     after = command[command.index("--", command.index("bwrap")) + 1 :]
     assert after[0] == "setpriv" and "--reuid=1800000007" in after and "--no-new-privs" in after
     assert after[-1] == "python"
+
+
+def test_a_sandbox_that_cannot_start_says_so(tmp_path: Path) -> None:
+    exits: list[ProcessExit] = []
+    code = "import sys; sys.stderr.write('bwrap: execvp python: No such file\\n'); sys.exit(1)"
+    process = SimulationServerProcess(
+        [sys.executable, "-c", code], tmp_path, 3, dict(os.environ), exits.append, sandboxed=True
+    )
+    process.start()
+    assert process.wait(10)
+    assert process.exit is not None and process.exit.failed, process.exit
+    message = process.exit.error()["msg"]
+    assert message.startswith("Sandbox could not start (bwrap: execvp python: No such file)"), message
