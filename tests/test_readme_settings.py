@@ -128,8 +128,18 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_LOG_SPOOL_RETRY": lambda c: c.spool_retry_interval,
     "NRP_SIMULATION_DIR": lambda c: c.simulation_dir_link,
     "NRP_SIMSERVER_MODULE": lambda c: c.simserver_module,
+    "NRP_SANDBOX": lambda c: c.sandbox.requested,
+    "NRP_SANDBOX_UID_BASE": lambda c: c.sandbox.uid_base,
+    "NRP_SANDBOX_MEMORY_MB": lambda c: c.sandbox.limits.memory_mb,
+    "NRP_SANDBOX_CPU_SECONDS": lambda c: c.sandbox.limits.cpu_seconds,
+    "NRP_SANDBOX_FILE_MB": lambda c: c.sandbox.limits.file_mb,
+    "NRP_SANDBOX_PROCESSES": lambda c: c.sandbox.limits.processes,
+    "NRP_SANDBOX_LOG_MB": lambda c: c.sandbox.limits.log_mb,
+    "NRP_SANDBOX_TMP_MB": lambda c: c.sandbox.limits.tmp_mb,
     "NRP_MQTT_BROKER_ADDRESS": lambda c: c.settings.mqtt.address,
     "NRP_MQTT_PREFIX": lambda c: c.settings.mqtt.prefix,
+    "NRP_MQTT_SECRET": lambda c: c.settings.mqtt.secret,
+    "NRP_MQTT_DYNSEC": lambda c: int(c.mqtt_dynsec),
 }
 
 ROWS = readme_settings()

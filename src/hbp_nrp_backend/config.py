@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hbp_nrp_backend.sandbox import SandboxConfig, load_sandbox_config
 from hbp_nrp_commons.settings import (
     SERVICE_USER,
     Settings,
@@ -48,6 +49,9 @@ class BackendConfig:
         spool_retry_interval: seconds between retries of spooled log uploads.
         verbose: DEBUG logging; the simserver is then started with ``--verbose``.
         simserver_module: the module each simulation runs as ``python -m`` (``NRP_SIMSERVER_MODULE``).
+        sandbox: how Simulation Servers are confined and limited (``NRP_SANDBOX``, ``NRP_SANDBOX_*``).
+        mqtt_dynsec: create each simulation's MQTT client through mosquitto's dynamic security
+            plugin (``NRP_MQTT_DYNSEC``; needs ``NRP_MQTT_SECRET``).
     """
 
     settings: Settings
@@ -67,6 +71,8 @@ class BackendConfig:
     spool_retry_interval: float = 30.0
     verbose: bool = False
     simserver_module: str = "hbp_nrp_simserver"
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    mqtt_dynsec: bool = False
 
     @property
     def threads(self) -> int:
@@ -116,4 +122,15 @@ def load_backend_config(
         auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 60.0, non_negative=True),
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
+        sandbox=load_sandbox_config(env),
+        mqtt_dynsec=_dynsec(env, settings),
     )
+
+
+def _dynsec(env: Mapping[str, str], settings: Settings) -> bool:
+    raw = env.get("NRP_MQTT_DYNSEC", "").strip() or "0"
+    if raw not in ("0", "1"):
+        raise SettingsError(f"NRP_MQTT_DYNSEC must be 0 or 1, got {raw!r}")
+    if raw == "1" and not settings.mqtt.secret:
+        raise SettingsError("NRP_MQTT_DYNSEC=1 needs NRP_MQTT_SECRET (the passwords derive from it)")
+    return raw == "1"

@@ -97,6 +97,8 @@ def serve(
     url_host = f"[{host}]" if ":" in host else host
     url = f"http://{url_host}:{actual_port}"
     logger.info("REST server on %s with %d threads", url, config.threads)
+    if not config.sandbox.enabled:
+        logger.warning("Simulation Servers run unsandboxed, as this server's user (NRP_SANDBOX=none)")
     if announce is not None:
         announce(url)
     try:

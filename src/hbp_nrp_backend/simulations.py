@@ -36,7 +36,9 @@ from hbp_nrp_backend.errors import (
     TransitionError,
 )
 from hbp_nrp_backend.logs import LogUploader
+from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
 from hbp_nrp_backend.registry import FINAL_STATES, RUNNING_STATES, Registry, SimulationRecord
+from hbp_nrp_backend.sandbox import hand_over, sandbox_uid, wrap_command
 from hbp_nrp_backend.simserver_process import (
     KILL_WAIT,
     ProcessExit,
@@ -48,6 +50,8 @@ from hbp_nrp_backend.simserver_process import (
 )
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.lifecycle import REST_TARGETS
+from hbp_nrp_commons.mqtt_identity import PASSWORD_VARIABLE, credential, simulation_user
+from hbp_nrp_commons.settings import MqttSettings
 from hbp_nrp_commons.user_paths import relative_paths
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,13 @@ class LaunchRequest:
 
 def _targets(state: str) -> str:
     return ", ".join(REST_TARGETS.get(state, ()))
+
+
+def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str]:
+    """The environment that gives a Simulation Server its own MQTT identity (none without a secret)."""
+    if not settings.secret:
+        return {}
+    return {PASSWORD_VARIABLE: credential(settings.secret, simulation_user(settings.prefix, sim_id))}
 
 
 class Simulation:
@@ -183,9 +194,27 @@ class Simulation:
                 "NRP_MQTT_BROKER_ADDRESS": settings.mqtt.address,
                 "NRP_MQTT_PREFIX": settings.mqtt.prefix,
                 "PYTHONUNBUFFERED": "1",
+                **simulation_credentials(settings.mqtt, self.id),
             },
         )
-        process = SimulationServerProcess(command, sim_dir, self.id, env, on_exit=self._process_exited)
+        if manager.mqtt_accounts is not None:  # mosquitto: the broker must know the identity first
+            username = simulation_user(settings.mqtt.prefix, self.id)
+            manager.mqtt_accounts.create(username, credential(settings.mqtt.secret, username))
+        sandbox = manager.config.sandbox
+        uid = sandbox_uid(sandbox, self.id)
+        if uid is not None:
+            hand_over(sim_dir, uid)
+        protected = [settings.data_dir, settings.storage.root, manager.config.state_dir]
+        command = wrap_command(command, sandbox, sim_dir, manager.simserver_module, protected, uid)
+        process = SimulationServerProcess(
+            command,
+            sim_dir,
+            self.id,
+            env,
+            on_exit=self._process_exited,
+            limits=sandbox.limits,
+            sandboxed=sandbox.enabled,
+        )
         process.start()
         self.process = process
         self.record.pid = process.pid
@@ -219,6 +248,10 @@ class Simulation:
             except Exception:
                 logger.exception("Cleaning up simulation %s failed", self.id)
             finally:
+                if manager.mqtt_accounts is not None:
+                    manager.mqtt_accounts.delete(
+                        simulation_user(manager.config.settings.mqtt.prefix, self.id)
+                    )
                 self.record.token = None
                 self.record.pid = None
                 self.save()
@@ -322,7 +355,7 @@ class Simulation:
             return
         if self.stop_target == "stopped":
             return
-        if self.record.error is None:
+        if self.record.error is None or exit.limit:  # a limit explains whatever the script reported
             self.record.error = exit.error()
             self.save()
         if not self.final_status_seen:
@@ -379,6 +412,9 @@ class SimulationManager:
         )
         self.registry = Registry(config.state_dir)
         self.simserver_module = config.simserver_module
+        self.mqtt_accounts: DynsecAccounts | None = None
+        if config.mqtt_dynsec:
+            self.mqtt_accounts = DynsecAccounts(settings.mqtt, mqtt.client_id(self.node_name, "accounts"))
         self._lock = threading.Lock()
         self._link_lock = threading.Lock()
         self._pending = 0
@@ -411,6 +447,8 @@ class SimulationManager:
             if record.pid and process_carries_id(record.pid, record.id):
                 logger.info("Terminating the surviving Simulation Server %s (pid %s)", record.id, record.pid)
                 terminate_orphan(record.pid, self.config.stop_grace)
+            if self.mqtt_accounts is not None:
+                self.mqtt_accounts.delete(simulation_user(self.config.settings.mqtt.prefix, record.id))
             if sim.sim_dir is not None and sim.sim_dir.is_dir():
                 self.uploader.archive(
                     sim.sim_dir,
@@ -461,6 +499,8 @@ class SimulationManager:
             if sim.lifecycle is not None:
                 sim.cleaned.wait(self.config.stop_grace + 60)
         self.uploader.close()
+        if self.mqtt_accounts is not None:
+            self.mqtt_accounts.close()
         if self._watchdog is not None:
             self._watchdog.join(2)
         self.registry.close()

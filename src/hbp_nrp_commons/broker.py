@@ -6,8 +6,10 @@ kill and restart it::
     python -m hbp_nrp_commons.broker [--host 127.0.0.1] [--port 1883]
 
 Port 0 picks a free port. Once it accepts connections it prints
-``Listening on mqtt://<host>:<port>`` on stdout. Anonymous clients are allowed, retained messages
-are kept in memory, SIGTERM and SIGINT stop it cleanly (exit code 0).
+``Listening on mqtt://<host>:<port>`` on stdout. With ``NRP_MQTT_SECRET`` in its environment
+(never on its command line) only the identities of :mod:`hbp_nrp_commons.mqtt_identity` may
+publish and anonymous clients may only subscribe; without, anonymous clients may do anything.
+Retained messages are kept in memory, SIGTERM and SIGINT stop it cleanly (exit code 0).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -36,12 +39,15 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _broker_config(host: str, port: int) -> dict[str, Any]:
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        # Only anonymous authentication: no $SYS publisher, no packet logging.
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    }
+def _broker_config(host: str, port: int, secret: str = "") -> dict[str, Any]:
+    plugins: dict[str, Any] = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    if secret:  # identities: anonymous clients only subscribe (hbp_nrp_commons.mqtt_identity)
+        plugins = {
+            "hbp_nrp_commons.broker_access.IdentityAuthPlugin": {"secret": secret},
+            "hbp_nrp_commons.broker_access.IdentityTopicPlugin": {},
+        }
+    # No $SYS publisher, no packet logging.
+    return {"listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}}, "plugins": plugins}
 
 
 def _bound_port(broker: Any, fallback: int) -> int:
@@ -76,7 +82,7 @@ def _broker_class() -> Any:
     return SubscriberOnlyRetainBroker
 
 
-async def serve(host: str, port: int, stop: asyncio.Event, ready: Any = None) -> None:
+async def serve(host: str, port: int, stop: asyncio.Event, ready: Any = None, secret: str = "") -> None:
     """Run the broker until ``stop`` is set.
 
     Args:
@@ -84,8 +90,10 @@ async def serve(host: str, port: int, stop: asyncio.Event, ready: Any = None) ->
         port: port to bind; 0 picks a free one.
         stop: set it to shut the broker down.
         ready: called with the bound port once the broker accepts connections.
+        secret: with a secret, only identities derived from it may publish (anonymous clients
+            subscribe only); without, anyone may publish.
     """
-    broker = _broker_class()(_broker_config(host, port))
+    broker = _broker_class()(_broker_config(host, port, secret))
     await broker.start()
     try:
         if ready is not None:
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.host, args.port, stop, ready)
+        await serve(args.host, args.port, stop, ready, os.environ.get("NRP_MQTT_SECRET", "").strip())
 
     try:
         asyncio.run(run())

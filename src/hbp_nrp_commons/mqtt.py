@@ -150,7 +150,8 @@ class MqttConnection:
     never runs our callbacks anyway).
 
     Args:
-        settings: broker address (``host``, ``port``); the prefix is not used here.
+        settings: broker address (``host``, ``port``) and credentials (``username``, ``password``;
+            anonymous when empty); the prefix is not used here.
         client_id: the MQTT client id; use :func:`client_id` to make a unique one.
     """
 
@@ -163,6 +164,8 @@ class MqttConnection:
             clean_session=True,
             protocol=paho.MQTTv311,
         )
+        if settings.username:
+            self._client.username_pw_set(settings.username, settings.password or None)
         self._client.reconnect_delay_set(_RECONNECT_MIN_DELAY, _RECONNECT_MAX_DELAY)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect

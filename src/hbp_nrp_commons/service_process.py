@@ -88,6 +88,7 @@ def start_service(
     timeout: float = 30.0,
     on_line: Callable[[str], None] | None = None,
     die_with_parent: bool = False,
+    new_session: bool = False,
 ) -> ServiceProcess:
     """Run ``args`` and wait for its ``Listening on`` line.
 
@@ -100,6 +101,8 @@ def start_service(
         die_with_parent: on Linux, the child gets SIGTERM when the thread that started it ends (also when
             the parent is killed with SIGKILL); start such services from a thread that lives as long
             as they should, such as the main thread.
+        new_session: start it in a session (and process group) of its own, so that a terminal's
+            Ctrl-C, sent to the foreground process group, reaches only the parent.
 
     Returns:
         the running process and the URL it announced.
@@ -120,6 +123,7 @@ def start_service(
         env=full_env,
         cwd=cwd,
         preexec_fn=_terminate_with_parent if die_with_parent else None,
+        start_new_session=new_session,
     )
     output: list[str] = []
     announced = threading.Event()

@@ -107,6 +107,12 @@ class MqttSettings:
     host: str = "localhost"
     port: int = DEFAULT_MQTT_PORT
     prefix: str = ""
+    #: MQTT user name and password; empty: anonymous (see :mod:`hbp_nrp_commons.mqtt_identity`).
+    username: str = ""
+    password: str = field(default="", repr=False)
+    #: The broker's secret (``NRP_MQTT_SECRET``): a broker checks every password against it, the
+    #: REST server derives its own and each simulation's from it.
+    secret: str = field(default="", repr=False)
 
     @property
     def address(self) -> str:
@@ -187,7 +193,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
     )
     mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
+    secret = env.get("NRP_MQTT_SECRET", "").strip()
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())
+    if secret:  # the REST server's identity; a simulation's is handed to it (docs/security.md)
+        from hbp_nrp_commons.mqtt_identity import BACKEND_USER, credential
+
+        mqtt = replace(mqtt, username=BACKEND_USER, password=credential(secret, BACKEND_USER), secret=secret)
     storage_url = env.get("NRP_STORAGE_URL", "").strip()
     if not storage_url:
         address = env.get("STORAGE_ADDRESS", "").strip() or "localhost"

@@ -18,11 +18,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
 from hbp_nrp_commons.log_setup import configure_root_logging
+from hbp_nrp_commons.settings import MqttSettings
 from hbp_nrp_simserver.config import ExperimentConfig, load_experiment_config, nrp_core_args
 from hbp_nrp_simserver.errors import ErrorType, ScriptError, ServerProcessExitCodes
 from hbp_nrp_simserver.notifier import SHUTDOWN_TASK, MQTTNotifier, status_payload
@@ -235,6 +237,17 @@ class ParentWatchdog(threading.Thread):
                 return
 
 
+def simulation_mqtt(settings: MqttSettings, sim_id: int | str) -> MqttSettings:
+    """This simulation's MQTT identity: user ``[P/]nrp_simulation/<id>`` with the password the REST
+    server put in ``NRP_MQTT_PASSWORD`` (its engine processes inherit it); anonymous without one."""
+    from hbp_nrp_commons.mqtt_identity import PASSWORD_VARIABLE, simulation_user
+
+    password = os.environ.get(PASSWORD_VARIABLE, "")
+    if not password:
+        return settings
+    return replace(settings, username=simulation_user(settings.prefix, sim_id), password=password)
+
+
 def run_server(server: SimulationServer) -> int:
     """Run an initialized server until its lifecycle ends or a signal arrives, then shut it down.
 
@@ -296,7 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hbp_nrp_commons.settings import load_settings
 
         settings = load_settings()
-        server = SimulationServer(os.getcwd(), args.id, args.script, args.config, settings.mqtt)
+        server = SimulationServer(
+            os.getcwd(), args.id, args.script, args.config, simulation_mqtt(settings.mqtt, args.id)
+        )
         server.initialize()
     except Exception:
         logger.exception("Initialization of the Simulation Server failed")

@@ -13,6 +13,7 @@ Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -34,6 +35,11 @@ from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
 PORT = click.IntRange(0, 65535)
+#: Restart delays: 1 s after the first exit, doubled after each further one, at most 30 s; a server
+#: that ran RESTART_RESET seconds counts as healthy again.
+RESTART_DELAY = 1.0
+RESTART_MAX_DELAY = 30.0
+RESTART_RESET = 60.0
 
 
 class UpError(click.ClickException):
@@ -116,6 +122,11 @@ def save_up_env(data_dir: Path, system: RunningSystem) -> Path:
     )
 
 
+def _now() -> str:
+    """Time of an event line: ``HH:MM:SSZ`` in UTC, as every time."""
+    return time.strftime("%H:%M:%SZ", time.gmtime())
+
+
 def path_hint(environ: Mapping[str, str] | None = None) -> str | None:
     """How to reach this ``nrp`` from another terminal; ``None`` when ``nrp`` on the PATH is this one.
 
@@ -138,6 +149,21 @@ def path_hint(environ: Mapping[str, str] | None = None) -> str | None:
     return f"In another terminal, {where} puts nrp on the PATH"
 
 
+def sandbox_summary(environ: Mapping[str, str] | None = None) -> str:
+    """How the REST server will run simulations (``NRP_SANDBOX``), for the start-up lines."""
+    from hbp_nrp_backend.sandbox import load_sandbox_config
+    from hbp_nrp_commons.settings import SettingsError
+
+    try:
+        sandbox = load_sandbox_config(os.environ if environ is None else environ)
+    except SettingsError as exc:
+        return str(exc)
+    if not sandbox.enabled:
+        return "NOT sandboxed: they run as this user (NRP_SANDBOX=none or no bwrap; docs/security.md)"
+    memory = f"{sandbox.limits.memory_mb} MiB each" if sandbox.limits.memory_mb else "no memory limit"
+    return f"sandboxed (bwrap), {memory}"
+
+
 def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
     """Print every line of a server with ``--verbose``; else only the REST server's simulation events."""
 
@@ -152,8 +178,42 @@ def _relay_output(name: str, verbose: bool) -> Callable[[str], None]:
     return on_line
 
 
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _with_port(args: list[str], port: int) -> list[str]:
+    """``args`` with the value of its (last) ``--port`` option replaced by ``port``."""
+    args = list(args)
+    if "--port" in args:
+        index = len(args) - 1 - args[::-1].index("--port")
+        args[index + 1] = str(port)
+    return args
+
+
+@dataclass
+class Restart:
+    """How to start a server again, and how often it has exited lately."""
+
+    args: list[str]
+    env: dict[str, str] | None
+    started_at: float
+    crashes: int = 0
+
+
 class Stack:
-    """The processes of one ``nrp up``, stopped in reverse start order."""
+    """The processes of one ``nrp up``, stopped in reverse start order.
+
+    Each runs in a session of its own, so a terminal's Ctrl-C (SIGINT to the foreground process
+    group) reaches only ``nrp up``, which stops them in order: the REST server (it stops the
+    simulations and uploads their logs) before storage, storage before the broker. One that exits
+    meanwhile is restarted on its port (:meth:`supervise`).
+    """
 
     def __init__(
         self,
@@ -166,6 +226,7 @@ class Stack:
         frontend: Path | None = None,
     ) -> None:
         self.settings = settings
+        self._restarts: dict[str, Restart] = {}
         self.host = host
         self.port = port
         self.storage_port = storage_port
@@ -176,13 +237,23 @@ class Stack:
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
         try:
-            service = start_service(
-                args, env=env, timeout=60, on_line=_relay_output(name, self.verbose), die_with_parent=True
-            )
+            service = self._spawn(name, args, env)
         except ServiceStartError as exc:
             raise UpError(f"{name} did not start: {exc}") from exc
         self.services.append((name, service))
+        self._restarts[name] = Restart(list(args), env, time.monotonic())
         return service
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None) -> ServiceProcess:
+        """Start a server in a session of its own (a terminal's Ctrl-C does not reach it)."""
+        return start_service(
+            args,
+            env=env,
+            timeout=60,
+            on_line=_relay_output(name, self.verbose),
+            die_with_parent=True,
+            new_session=True,
+        )
 
     def start(self) -> RunningSystem:
         python = sys.executable
@@ -193,6 +264,10 @@ class Stack:
         if self.port == self.storage_port and self.port != 0:
             raise UpError("--port and --storage-port must differ")
 
+        # Only identities derived from this secret publish (docs/security.md); the embedded broker
+        # gets a fresh one, an external broker the one configured for it, if any.
+        secret = self.settings.mqtt.secret or ("" if external else secrets.token_urlsafe(32))
+        mqtt_env = {"NRP_MQTT_SECRET": secret} if secret else {}
         if external:
             broker_address = f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"
             embedded = False
@@ -203,6 +278,7 @@ class Stack:
             broker = self._start(
                 "broker",
                 [python, "-m", "hbp_nrp_commons.broker", "--host", "127.0.0.1", "--port", str(broker_port)],
+                env=mqtt_env,
             )
             if moved:
                 click.echo(f"Port {wanted} is busy; the embedded MQTT broker uses port {broker.port}")
@@ -228,7 +304,7 @@ class Stack:
         backend = self._start(
             "backend",
             [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(self.port)],
-            env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address},
+            env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address, **mqtt_env},
         )
         max_simulations = int(os.environ.get("NRP_MAX_SIMULATIONS", "").strip() or 8)
         frontend_up.write_servers_file(servers_file, backend.url, max_simulations)
@@ -251,6 +327,36 @@ class Stack:
             if not service.alive():
                 return name
         return None
+
+    def supervise(self, stopping: threading.Event) -> None:
+        """Restart every server that has exited, on its port, until it runs again or ``stopping`` is set.
+
+        The delay before a restart doubles with each exit (1 s, 2 s, ... at most 30 s) unless the
+        server had run for a minute; each exit and each restart is printed.
+        """
+        for index, (name, service) in enumerate(self.services):
+            if service.alive() or stopping.is_set():
+                continue
+            restart = self._restarts[name]
+            if time.monotonic() - restart.started_at >= RESTART_RESET:
+                restart.crashes = 0
+            reason = _describe_exit(service.proc.returncode)
+            args = _with_port(restart.args, service.port)
+            while not stopping.is_set():
+                delay = min(RESTART_MAX_DELAY, RESTART_DELAY * 2**restart.crashes)
+                restart.crashes += 1
+                click.echo(f"{_now()} {name} stopped unexpectedly ({reason}); restarting it in {delay:g} s")
+                if stopping.wait(delay):
+                    return
+                try:
+                    fresh = self._spawn(name, args, restart.env)
+                except ServiceStartError as exc:
+                    reason = f"restart failed: {str(exc).splitlines()[0]}"
+                    continue
+                self.services[index] = (name, fresh)
+                restart.started_at = time.monotonic()
+                click.echo(f"{_now()} {name} restarted on {fresh.url}")
+                break
 
     def stop(self) -> None:
         """Stop the REST server first (it stops simulations, uploads logs), then storage, then broker."""
@@ -332,6 +438,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"API docs: {system.backend_url}/docs")
             click.echo(f"Storage: {system.storage_url}")
             click.echo(f"MQTT broker: {system.broker_address} ({kind})")
+            click.echo(f"Simulations: {sandbox_summary()}")
             click.echo(f"Token: {system.token}")
             click.echo(system.login)
             if system.frontend_url:
@@ -342,9 +449,7 @@ def register(cli: click.Group) -> None:
             click.echo("Press Ctrl-C to stop. Simulation events follow.")
             sys.stdout.flush()
             while not stopping.wait(0.5):
-                dead = stack.first_dead()
-                if dead:
-                    raise UpError(f"the {dead} process exited unexpectedly")
+                stack.supervise(stopping)
         finally:
             stack.stop()
             for sig, handler in previous.items():

@@ -246,6 +246,7 @@ class BackendFactory:
             "NRP_SIMULATION_DIR": str(data_dir / "current-simulation"),
             "NRP_STOP_GRACE": "2",
             "NRP_LOG_SPOOL_RETRY": "0.5",
+            "NRP_SANDBOX": "none",  # the fake simserver's tests; tests/backend/test_sandbox.py sandboxes
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **env,
         }

@@ -31,7 +31,7 @@ class UpProcess:
     The embedded broker takes a free port (``--broker-port 0``) unless ``args`` say otherwise.
     """
 
-    def __init__(self, data_dir: Path, *args: str, path: str | None = None) -> None:
+    def __init__(self, data_dir: Path, *args: str, path: str | None = None, own_group: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NRP_")}
         env.update({"NRP_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "NRP_STOP_GRACE": "5"})
         if path is not None:
@@ -42,6 +42,7 @@ class UpProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            start_new_session=own_group,  # a process group as a terminal's foreground job has
         )
         self.lines: list[str] = []
         self._ready = threading.Event()
@@ -126,6 +127,8 @@ def test_up_runs_a_simulation_and_stops_in_order(up: UpProcess, tmp_path: Path) 
     assert values["NRP_TOKEN"] == info["Token"]
     assert info["API docs"] == info["REST API"] + "/docs"
     assert info["MQTT broker"].endswith(("(embedded)", "(external)"))
+    sandboxed = "sandboxed (bwrap)" if shutil.which("bwrap") else "NOT sandboxed"
+    assert any(line.startswith(f"Simulations: {sandboxed}") for line in up.lines), "\n".join(up.lines)
     children = up.children()
     assert len(children) == 4, "broker, storage, REST server and gateway should run as children"
 
@@ -303,17 +306,31 @@ def test_up_prints_one_line_per_simulation_event(tmp_path: Path) -> None:
         failing = launch(mainScript="missing.py")
         up.wait_line(_event(failing, "failed: Error loading main script.*missing\\.py"))
 
-        # Storage dies while a simulation runs: nrp up stops, the logs go to the spool, and it says where.
+        # Storage dies while a simulation runs and its port stays taken (a bound socket that never
+        # listens), so nrp up cannot restart it yet: a stop spools the logs and says where.
         last = launch()
         up.wait_line(_event(last, "launched"))
-        storage = [pid for pid in up.children() if "storage" in Path(f"/proc/{pid}/cmdline").read_text()]
-        assert len(storage) == 1
-        os.kill(storage[0], signal.SIGKILL)
-        spool = data / "backend" / "spool"
-        spooled = up.wait_line(_event(last, f"logs spooled to {re.escape(str(spool))}/.*\\.log\\.zip "))
-        assert (spool / spooled.split(f"{spool}/", 1)[1].split(" ", 1)[0]).is_file()
-        up.wait_line(_event(last, "stopped$"))
-        assert up.proc.wait(60) != 0
+        storage = _server_pid(up, "storage")
+        storage_port = int(info["Storage"].rsplit(":", 1)[1])
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            os.kill(storage, signal.SIGKILL)
+            deadline = time.monotonic() + 10  # its socket closes once the process has gone
+            while True:
+                try:
+                    squatter.bind(("127.0.0.1", storage_port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the killed storage server's port stayed busy"
+                    time.sleep(0.01)  # sleep-ok: poll interval until the killed server released its port
+            up.wait_line(r"Z storage stopped unexpectedly \(killed by SIGKILL\)")
+            request_state(last, "stopped")
+            spool = data / "backend" / "spool"
+            spooled = up.wait_line(_event(last, f"logs spooled to {re.escape(str(spool))}/.*\\.log\\.zip "))
+            assert (spool / spooled.split(f"{spool}/", 1)[1].split(" ", 1)[0]).is_file()
+            up.wait_line(_event(last, "stopped$"))
+        up.wait_line(r"Z storage restarted on ", timeout=90)  # once the port is free again
+        assert up.interrupt() == 0, "\n".join(up.lines)
     finally:
         up.kill()
     events = [line for line in up.lines if re.match(r"^\d\d:\d\d:\d\d simulation ", line)]
@@ -353,5 +370,92 @@ def test_the_readme_tour_works_verbatim(tmp_path: Path) -> None:
         assert "tf_exchange" in result.stdout
         assert list((data / "storage" / "tf_exchange").glob("*_simulation_0.log.zip"))
         up.wait_line(_event(0, "stopped$"))
+    finally:
+        up.kill()
+
+
+def _server_pid(up: UpProcess, word: str) -> int:
+    """The child of ``nrp up`` whose command line holds ``word`` (``storage``, ``backend``, ...)."""
+    for pid in up.children():
+        if word in Path(f"/proc/{pid}/cmdline").read_text().split("\0"):
+            return pid
+    raise AssertionError(f"no {word} child of nrp up")
+
+
+def test_a_killed_storage_server_is_restarted_and_says_so(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = UpProcess(data)
+    try:
+        info = up.wait_ready()
+        storage = _server_pid(up, "storage")
+        os.kill(storage, signal.SIGKILL)
+        up.wait_line(r"^\d\d:\d\d:\d\dZ storage stopped unexpectedly \(killed by SIGKILL\); restarting it in")
+        up.wait_line(rf"^\d\d:\d\d:\d\dZ storage restarted on {re.escape(info['Storage'])}$")
+        assert up.proc.poll() is None, "\n".join(up.lines)
+        assert _server_pid(up, "storage") != storage
+        cli_env = {**os.environ, "NRP_DATA_DIR": str(data)}
+        for key in ("NRP_BACKEND_URL", "NRP_STORAGE_URL", "NRP_TOKEN"):
+            cli_env.pop(key, None)
+        listing = subprocess.run([*NRP, "experiments", "list"], capture_output=True, text=True, env=cli_env)
+        assert listing.returncode == 0 and "tf_exchange" in listing.stdout, listing.stderr
+        assert up.interrupt() == 0, "\n".join(up.lines)
+    finally:
+        up.kill()
+
+
+def test_a_killed_broker_and_rest_server_come_back_and_simulations_run(tmp_path: Path) -> None:
+    up = UpProcess(tmp_path / "data")
+    try:
+        info = up.wait_ready()
+        for name, word in (("broker", "hbp_nrp_commons.broker"), ("backend", "backend")):
+            os.kill(_server_pid(up, word), signal.SIGKILL)
+            up.wait_line(rf"Z {name} stopped unexpectedly \(killed by SIGKILL\); restarting it in")
+            up.wait_line(rf"Z {name} restarted on ")
+        assert up.proc.poll() is None, "\n".join(up.lines)
+        # The restarted REST server reaches the restarted broker (same address, same secret).
+        headers = {"Authorization": f"Bearer {info['Token']}"}
+        api = info["REST API"]
+        response = requests.post(
+            f"{api}/simulation", json={"experimentID": "tf_exchange"}, headers=headers, timeout=60
+        )
+        assert response.status_code == 201, response.text
+        sim_id = response.json()["simulationID"]
+        deadline = time.monotonic() + 60
+        while not requests.get(f"{api}/simulation/{sim_id}", headers=headers, timeout=10).json()["ready"]:
+            assert time.monotonic() < deadline, "simulation never became ready"
+            time.sleep(0.1)  # sleep-ok: poll interval of a wait for readiness
+        assert up.interrupt() == 0, "\n".join(up.lines)
+        up.wait_line(_event(sim_id, "logs uploaded to storage"), timeout=5)
+    finally:
+        up.kill()
+
+
+def test_ctrl_c_to_the_terminal_group_stops_in_order_and_uploads_the_logs(tmp_path: Path) -> None:
+    """SIGINT to the whole foreground process group, as a terminal's Ctrl-C: storage must outlive the
+    REST server, which uploads the running simulation's logs instead of spooling them."""
+    data = tmp_path / "data"
+    up = UpProcess(data, own_group=True)
+    try:
+        info = up.wait_ready()
+        headers = {"Authorization": f"Bearer {info['Token']}"}
+        response = requests.post(
+            f"{info['REST API']}/simulation",
+            json={"experimentID": "tf_exchange"},
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        sim_id = response.json()["simulationID"]
+        up.wait_line(_event(sim_id, "launched"))
+        deadline = time.monotonic() + 60
+        url = f"{info['REST API']}/simulation/{sim_id}"
+        while not requests.get(url, headers=headers, timeout=10).json()["ready"]:
+            assert time.monotonic() < deadline, "simulation never became ready"
+            time.sleep(0.1)  # sleep-ok: poll interval of a wait for readiness
+        os.killpg(up.proc.pid, signal.SIGINT)
+        assert up.proc.wait(120) == 0, "\n".join(up.lines)
+        up.wait_line(_event(sim_id, "logs uploaded to storage"), timeout=5)
+        assert not [line for line in up.lines if "spooled" in line], "\n".join(up.lines)
+        assert list((data / "storage" / "tf_exchange").glob(f"*_simulation_{sim_id}.log.zip"))
     finally:
         up.kill()

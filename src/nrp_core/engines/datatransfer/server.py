@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -114,6 +115,9 @@ class DataTransferServer:
                 self._announce(client)
 
         client.on_connect = on_connect
+        password = os.environ.get("NRP_MQTT_PASSWORD", "")
+        if password:  # the simulation's own MQTT identity: user name = its topic root
+            client.username_pw_set(data_topic(self._prefix, self._simulation_id).rsplit("/", 1)[0], password)
         try:
             client.connect_async(host, int(port))
             client.loop_start()
