@@ -46,6 +46,8 @@ class BackendConfig:
         spool_retry_interval: seconds between retries of spooled log uploads.
         verbose: DEBUG logging; the simserver is then started with ``--verbose``.
         simserver_module: the module each simulation runs as ``python -m`` (``NRP_SIMSERVER_MODULE``).
+        max_body_kb: request body limit in KiB (``NRP_REST_MAX_BODY_KB``; 413 beyond, before the
+            body is read or the token checked).
     """
 
     settings: Settings
@@ -65,6 +67,11 @@ class BackendConfig:
     spool_retry_interval: float = 30.0
     verbose: bool = False
     simserver_module: str = "hbp_nrp_simserver"
+    max_body_kb: int = 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
 
     @property
     def threads(self) -> int:
@@ -112,4 +119,5 @@ def load_backend_config(
         auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 60.0, non_negative=True),
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
+        max_body_kb=env_int(env, "NRP_REST_MAX_BODY_KB", 1024, minimum=1),
     )

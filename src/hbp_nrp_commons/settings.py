@@ -68,6 +68,15 @@ def env_path(env: Mapping[str, str], name: str, default: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP edge of both servers (``hbp_nrp_commons.http_edge``): connections and timeouts."""
+
+    max_connections: int = 500
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Settings of the storage server (``nrp storage``)."""
 
@@ -79,6 +88,7 @@ class StorageSettings:
     zip_max_mb: int = 2000
     zip_max_files: int = 10000
     zip_max_ratio: int = 100
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -109,6 +119,7 @@ class Settings:
     storage_timeout: float = 30.0
     backend_host: str = "127.0.0.1"
     backend_port: int = DEFAULT_BACKEND_PORT
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     @property
     def backend_dir(self) -> Path:
@@ -149,6 +160,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = env_path(env, "NRP_DATA_DIR", Path("~/.local/share/nrp").expanduser())
     templates_raw = env.get("NRP_STORAGE_TEMPLATES", "").strip()
+    http = HttpSettings(
+        max_connections=env_int(env, "NRP_HTTP_MAX_CONNECTIONS", 500, minimum=1),
+        idle_timeout=env_float(env, "NRP_HTTP_IDLE_TIMEOUT", 60.0, non_negative=True),
+        header_timeout=env_float(env, "NRP_HTTP_HEADER_TIMEOUT", 10.0, non_negative=True),
+    )
     storage = StorageSettings(
         root=env_path(env, "STORAGE_PATH", data_dir / "storage"),
         host=env.get("NRP_STORAGE_HOST", "").strip() or "127.0.0.1",
@@ -158,6 +174,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zip_max_mb=env_int(env, "NRP_STORAGE_ZIP_MAX_MB", 2000),
         zip_max_files=env_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
         zip_max_ratio=env_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
+        http=http,
     )
     mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())
@@ -174,4 +191,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         storage_timeout=env_float(env, "NRP_STORAGE_TIMEOUT", 30.0),
         backend_host=env.get("NRP_BACKEND_HOST", "").strip() or "127.0.0.1",
         backend_port=env_int(env, "NRP_BACKEND_PORT", DEFAULT_BACKEND_PORT),
+        http=http,
     )
