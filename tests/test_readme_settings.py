@@ -97,6 +97,7 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_STORAGE_PORT": lambda c: c.settings.storage.port,
     "NRP_STORAGE_TEMPLATES": lambda c: c.settings.storage.templates,
     "NRP_STORAGE_MAX_UPLOAD_MB": lambda c: c.settings.storage.max_upload_mb,
+    "NRP_TOKEN_TTL": lambda c: c.settings.storage.token_ttl,
     "NRP_STORAGE_ZIP_MAX_MB": lambda c: c.settings.storage.zip_max_mb,
     "NRP_STORAGE_ZIP_MAX_FILES": lambda c: c.settings.storage.zip_max_files,
     "NRP_STORAGE_ZIP_MAX_RATIO": lambda c: c.settings.storage.zip_max_ratio,

@@ -63,7 +63,7 @@ class BackendConfig:
     simulation_dir_link: Path = field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "nrp-simulation-dir"
     )
-    auth_cache_ttl: float = 60.0
+    auth_cache_ttl: float = 5.0
     spool_retry_interval: float = 30.0
     verbose: bool = False
     simserver_module: str = "hbp_nrp_simserver"
@@ -116,7 +116,7 @@ def load_backend_config(
         simulation_dir_link=env_path(
             env, "NRP_SIMULATION_DIR", Path(tempfile.gettempdir()) / "nrp-simulation-dir"
         ),
-        auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 60.0, non_negative=True),
+        auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 5.0, non_negative=True),
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
         max_body_kb=env_int(env, "NRP_REST_MAX_BODY_KB", 1024, minimum=1),

@@ -196,3 +196,30 @@ def install_edge(
         edge.edge_limits = limits
         edge.edge_headers = dict(headers or {})
         edge.channel_class = EdgeChannel
+
+
+class MalformedAuthorization(ValueError):
+    """An ``Authorization`` header that is not ``Bearer <one token>``."""
+
+
+def parse_bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, the only form both servers accept.
+
+    The scheme is case-insensitive (RFC 7235); the token is one word of visible ASCII characters.
+
+    Returns:
+        the token, or ``None`` when there is no header (or it is blank).
+
+    Raises:
+        MalformedAuthorization: another scheme (``Basic ...``), no token, or several words
+            (``Bearer a b``).
+    """
+    if authorization is None or not authorization.strip():
+        return None
+    words = authorization.split()
+    if len(words) != 2 or words[0].lower() != "bearer":
+        raise MalformedAuthorization("expected 'Authorization: Bearer <token>'")
+    token = words[1]
+    if not token.isascii() or not token.isprintable():
+        raise MalformedAuthorization("a token is visible ASCII characters")
+    return token

@@ -89,6 +89,7 @@ class StorageSettings:
     zip_max_files: int = 10000
     zip_max_ratio: int = 100
     http: HttpSettings = field(default_factory=HttpSettings)
+    token_ttl: float = 30 * 24 * 3600.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -175,6 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zip_max_files=env_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
         zip_max_ratio=env_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
         http=http,
+        token_ttl=env_float(env, "NRP_TOKEN_TTL", 30 * 24 * 3600.0, non_negative=True),
     )
     mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())

@@ -24,6 +24,14 @@ DB_NAME = ".nrp_storage.sqlite3"
 
 SHARED_OPTIONS = ("Private", "Shared", "Public")
 
+#: Lifetime of a token when none is given (``NRP_TOKEN_TTL``): 30 days; 0 means never expires.
+DEFAULT_TOKEN_TTL = 30 * 24 * 3600.0
+#: Seconds a verified token is trusted without reading the database again: a token revoked or
+#: expired by another process (``nrp user revoke``) stops working within this delay.
+TOKEN_CACHE_SECONDS = 2.0
+#: Characters of a token hash shown as the token's id (``nrp user tokens``, ``nrp user revoke --id``).
+TOKEN_ID_LENGTH = 12
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
@@ -72,6 +80,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class TokenInfo:
+    """One token of a user, as ``nrp user tokens`` shows it (the token itself is never stored)."""
+
+    id: str
+    user: str
+    created: float
+    expires: float | None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires is not None and self.expires <= (time.time() if now is None else now)
+
+
 @dataclass
 class UserStore:
     """The metadata database of one storage root.
@@ -82,7 +103,8 @@ class UserStore:
 
     root: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _cache: dict[str, tuple[str, float | None]] = field(default_factory=dict, init=False, repr=False)
+    #: token hash -> (user, expiry, time it was read from the database)
+    _cache: dict[str, tuple[str, float | None, float]] = field(default_factory=dict, init=False, repr=False)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -131,8 +153,8 @@ class UserStore:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
-    def add_user(self, name: str, ttl: float | None = None) -> str:
-        """Create user ``name`` and return a new token for it.
+    def add_user(self, name: str, ttl: float | None = DEFAULT_TOKEN_TTL) -> str:
+        """Create user ``name`` and return a new token for it (expiring after ``ttl`` s; 0/None: never).
 
         Raises:
             UserError: the user exists already, or the name is empty.
@@ -145,8 +167,8 @@ class UserStore:
             db.execute("INSERT INTO users (name, created) VALUES (?, ?)", (name, time.time()))
             return self._insert_token(db, name, ttl)
 
-    def issue_token(self, name: str, ttl: float | None = None) -> str:
-        """Return a new token for the existing user ``name``; it never expires unless ``ttl`` is given.
+    def issue_token(self, name: str, ttl: float | None = DEFAULT_TOKEN_TTL) -> str:
+        """Return a new token for the existing user ``name``, expiring after ``ttl`` s (0/None: never).
 
         Raises:
             UserError: there is no such user.
@@ -167,28 +189,69 @@ class UserStore:
         )
         return token
 
-    def revoke_tokens(self, name: str) -> None:
-        """Delete every token of ``name``; the cache is cleared so it takes effect at once."""
+    def revoke_tokens(self, name: str, token_id: str | None = None) -> int:
+        """Delete every token of ``name`` (or the one whose id starts with ``token_id``).
+
+        Returns:
+            how many tokens were deleted. Other processes (the server) notice within
+            :data:`TOKEN_CACHE_SECONDS`; this process's cache is cleared at once.
+        """
         with self._connect(write=True) as db:
-            db.execute("DELETE FROM tokens WHERE user = ?", (name,))
+            if token_id:
+                cursor = db.execute(
+                    "DELETE FROM tokens WHERE user = ? AND substr(hash, 1, ?) = ?",
+                    (name, len(token_id), token_id),
+                )
+            else:
+                cursor = db.execute("DELETE FROM tokens WHERE user = ?", (name,))
+            count = cursor.rowcount
         with self._lock:
             self._cache.clear()
+        return count
+
+    def tokens(self, name: str) -> list[TokenInfo]:
+        """The tokens of ``name``, oldest first.
+
+        Raises:
+            UserError: there is no such user.
+        """
+        with self._connect() as db:
+            if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"no user {name!r}")
+            rows = db.execute(
+                "SELECT hash, created, expires FROM tokens WHERE user = ? ORDER BY created", (name,)
+            ).fetchall()
+        return [TokenInfo(row[0][:TOKEN_ID_LENGTH], name, row[1], row[2]) for row in rows]
+
+    def token_info(self, token: str) -> TokenInfo | None:
+        """What the database knows of ``token`` (``None``: unknown); expired tokens included."""
+        digest = hash_token(token)
+        with self._connect() as db:
+            row = db.execute("SELECT user, created, expires FROM tokens WHERE hash = ?", (digest,)).fetchone()
+        return TokenInfo(digest[:TOKEN_ID_LENGTH], row[0], row[1], row[2]) if row else None
 
     def user_for_token(self, token: str) -> str | None:
-        """The user name a valid token belongs to, or ``None`` (unknown or expired)."""
+        """The user name a valid token belongs to, or ``None`` (unknown, revoked or expired).
+
+        A verified token is trusted for :data:`TOKEN_CACHE_SECONDS` before the database is read
+        again, so revocations written by another process take effect within that delay.
+        """
         digest = hash_token(token)
         now = time.time()
         with self._lock:
             cached = self._cache.get(digest)
-        if cached is None:
+        if cached is None or cached[2] + TOKEN_CACHE_SECONDS <= now:
             with self._connect() as db:
                 row = db.execute("SELECT user, expires FROM tokens WHERE hash = ?", (digest,)).fetchone()
-            if row is None:
-                return None
-            cached = (row[0], row[1])
             with self._lock:
+                if row is None:
+                    self._cache.pop(digest, None)
+                    return None
+                if len(self._cache) >= 4096:
+                    self._cache.clear()
+                cached = (row[0], row[1], now)
                 self._cache[digest] = cached
-        user, expires = cached
+        user, expires, _ = cached
         if expires is not None and expires <= now:
             with self._lock:
                 self._cache.pop(digest, None)
