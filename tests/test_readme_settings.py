@@ -122,6 +122,8 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_BACKEND_STATE_DIR": lambda c: c.state_dir,
     "NRP_LOG_SPOOL_DIR": lambda c: c.log_spool_dir,
     "NRP_LOG_SPOOL_RETRY": lambda c: c.spool_retry_interval,
+    "NRP_LOG_MAX_MB": lambda c: c.log_max_mb,
+    "NRP_LOG_FAILED_KEEP": lambda c: c.log_failed_keep,
     "NRP_SIMULATION_DIR": lambda c: c.simulation_dir_link,
     "NRP_SIMSERVER_MODULE": lambda c: c.simserver_module,
     "NRP_MQTT_BROKER_ADDRESS": lambda c: c.settings.mqtt.address,

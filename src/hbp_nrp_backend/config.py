@@ -46,6 +46,8 @@ class BackendConfig:
         spool_retry_interval: seconds between retries of spooled log uploads.
         verbose: DEBUG logging; the simserver is then started with ``--verbose``.
         simserver_module: the module each simulation runs as ``python -m`` (``NRP_SIMSERVER_MODULE``).
+        log_max_mb: file content one log archive holds at most (``NRP_LOG_MAX_MB``; cut beyond).
+        log_failed_keep: seconds logs storage refused for good are kept (``NRP_LOG_FAILED_KEEP``).
         max_body_kb: request body limit in KiB (``NRP_REST_MAX_BODY_KB``; 413 beyond, before the
             body is read or the token checked).
     """
@@ -68,6 +70,12 @@ class BackendConfig:
     verbose: bool = False
     simserver_module: str = "hbp_nrp_simserver"
     max_body_kb: int = 1024
+    log_max_mb: int = 100
+    log_failed_keep: float = 604800.0
+
+    @property
+    def log_max_bytes(self) -> int:
+        return self.log_max_mb * 1024 * 1024
 
     @property
     def max_body_bytes(self) -> int:
@@ -120,4 +128,6 @@ def load_backend_config(
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
         max_body_kb=env_int(env, "NRP_REST_MAX_BODY_KB", 1024, minimum=1),
+        log_max_mb=env_int(env, "NRP_LOG_MAX_MB", 100, minimum=1),
+        log_failed_keep=env_float(env, "NRP_LOG_FAILED_KEEP", 604800.0, non_negative=True),
     )

@@ -375,7 +375,13 @@ class SimulationManager:
         self.auth = Authenticator(config.auth, self.storage, config.admin_users, ttl=config.auth_cache_ttl)
         upload_client = storage or StorageClient(settings.storage_url, settings.storage_timeout, backoff=())
         self.uploader = LogUploader(
-            upload_client, config.log_spool_dir, config.spool_retry_interval, self.auth.newest_token
+            upload_client,
+            config.log_spool_dir,
+            config.spool_retry_interval,
+            self.auth.newest_token,
+            max_bytes=config.log_max_bytes,
+            failed_keep=config.log_failed_keep,
+            on_failure=self._logs_refused,
         )
         self.registry = Registry(config.state_dir)
         self.simserver_module = config.simserver_module
@@ -468,6 +474,18 @@ class SimulationManager:
     @property
     def node_name(self) -> str:
         return mqtt.node_name(self.config.settings.mqtt.prefix, mqtt.BACKEND_NODE)
+
+    def _logs_refused(self, sim_id: int, message: str) -> None:
+        """Storage refused a simulation's logs for good: say so in its ``error`` (kept if any)."""
+        sim = self._simulations.get(sim_id)
+        if sim is None:
+            return
+        record = sim.record
+        if record.error is None:
+            record.error = {"msg": message, "error_type": "Logs"}
+        else:
+            record.error = {**record.error, "logs": message}
+        sim.save()
 
     # -- lookup and permissions ------------------------------------------------------------------
     def find(self, sim_id: int) -> Simulation:

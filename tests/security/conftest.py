@@ -15,6 +15,7 @@ from tests.backend.conftest import (  # noqa: F401  # fixtures used by the tests
     BackendFactory,
     Storage,
     broker,
+    own_storage,
     start_backend,
     storage,
 )
