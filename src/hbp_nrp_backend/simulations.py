@@ -48,6 +48,7 @@ from hbp_nrp_backend.simserver_process import (
 )
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.lifecycle import REST_TARGETS
+from hbp_nrp_commons.runtime_error_file import read_runtime_error
 from hbp_nrp_commons.user_paths import relative_paths
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,7 @@ class Simulation:
             try:
                 if self.process is not None:
                     self.process.terminate(manager.config.stop_grace)
+                    self._merge_runtime_report()
                     if self.sim_dir is not None:
                         manager.uploader.archive(
                             self.sim_dir,
@@ -297,12 +299,44 @@ class Simulation:
         if not isinstance(error, dict):
             return
         error.setdefault("traceback", "")
+        self._complete_error(error)
         for key in ("msg", "fileName", "line_text", "traceback"):
             if isinstance(error.get(key), str):
                 error[key] = self.user_text(error[key])
         self.record.error = error
         self.save()
         events.runtime_error(self.id, error)
+
+    def _complete_error(self, error: dict[str, Any]) -> None:
+        """Add the traceback and exit code of the simserver's private report to ``error`` (same msg)."""
+        if self.sim_dir is None:
+            return
+        report = read_runtime_error(self.sim_dir)
+        if report is None or report.get("msg") != error.get("msg"):
+            return
+        for key in ("traceback", "exit_code"):
+            if key in report and not error.get(key):
+                error[key] = report[key]
+
+    def _merge_runtime_report(self) -> None:
+        """Before the folder goes: a report whose message was lost (or raced the ``failed``) still
+        reaches ``error``; an error of the same message gets its traceback and exit code."""
+        if self.sim_dir is None:
+            return
+        report = read_runtime_error(self.sim_dir)
+        if report is None:
+            return
+        current = self.record.error
+        if current is None or current.get("error_type") == "Process":
+            merged = {**report, "traceback": self.user_text(report.get("traceback", ""))}
+            merged["msg"] = self.user_text(merged.get("msg", ""))
+            if current is not None and "exit_code" in current and "exit_code" not in merged:
+                merged["exit_code"] = current["exit_code"]
+            self.record.error = merged
+        elif current.get("msg") == report.get("msg") and not current.get("traceback"):
+            self.record.error = {**current, "traceback": self.user_text(report.get("traceback", ""))}
+            if "exit_code" in report:
+                self.record.error["exit_code"] = report["exit_code"]
 
     # -- process supervision -----------------------------------------------------------------
     def _process_exited(self, exit: ProcessExit) -> None:
