@@ -177,7 +177,7 @@ class Authenticator:
         except StorageUnauthorized:
             return False
         except (StorageError, ConnectionError) as exc:
-            if getattr(exc, "status_code", None) == 404:
+            if getattr(exc, "status_code", None) in (400, 404):  # 400: a name storage refuses
                 return False
             logger.exception("Could not list experiments on the storage server")
             raise ServiceUnavailable(STORAGE_UNAVAILABLE) from exc

@@ -131,3 +131,23 @@ def test_transient_failures_are_retried_with_a_growing_backoff(tmp_path: Path) -
     gaps = [later - earlier for earlier, later in zip(tries, tries[1:], strict=False)]
     assert gaps[:4] == [20, 40, 80, 160] and all(gap == 160 for gap in gaps[4:])
     assert len(uploader.spooled()) == 1 and os.stat(uploader.spooled()[0]).st_mode & 0o077 == 0
+
+
+def test_the_logs_route_never_follows_a_symlinked_log(
+    start_backend: BackendFactory, storage: Storage, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("another user's secret\n")
+    backend = start_backend()
+    rest = backend.rest
+    sim_id = rest.launch()["simulationID"]
+    rest.wait_for(sim_id, lambda s: s["ready"], timeout=DEADLINE)
+    sim_dir = (backend.data_dir / "current-simulation").resolve()  # NRP_SIMULATION_DIR: the newest
+    assert sim_dir.name.startswith(f"nrp.{sim_id}.")
+    (sim_dir / "stolen.log").symlink_to(secret)
+    listing = rest.get(f"/simulation/{sim_id}/logs").json()
+    assert "stolen.log" not in [entry["name"] for entry in listing["files"]]
+    assert "secret" not in json.dumps(listing)
+    one = rest.get(f"/simulation/{sim_id}/logs", params={"name": "stolen.log"})
+    assert one.status_code in (400, 404) and "secret" not in one.text
+    assert rest.set_state(sim_id, "stopped").status_code == 200

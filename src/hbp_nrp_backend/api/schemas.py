@@ -16,7 +16,7 @@ from hbp_nrp_backend.simulations import REQUESTABLE_STATES
 
 DEFAULT_CONFIGURATION = "simulation_config.json"
 DEFAULT_SCRIPT = "main_script.py"
-#: Longest experiment or file name accepted (bytes, as storage counts them).
+#: Longest experiment name accepted (characters; storage also refuses more than 255 bytes).
 MAX_NAME_BYTES = 255
 
 
@@ -39,28 +39,27 @@ def load_body(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
         raise ClientError("Invalid request body") from exc
 
 
-def _experiment_id(value: str) -> None:
-    if not value.strip():
-        raise ValidationError("experimentID not given.")
-    if (
-        "/" in value
-        or value in (".", "..")
-        or "\0" in value
-        or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
-    ):
-        raise ValidationError(f"Invalid experimentID: {value}")
+#: An experiment (storage folder) name: no ``/`` or NUL, not starting with ``.`` or a space.
+EXPERIMENT_ID_PATTERN = r"^[^./\x00\s][^/\x00]*$"
+#: One segment of a file path: no ``/``, ``\\`` or NUL, not starting with ``.`` or a space (so no
+#: ``..`` and no hidden files).
+_SEGMENT = r"[^./\\\x00\s][^/\\\x00]*"
+#: A file of the experiment: relative, ``/``-separated segments (never absolute, never ``..``).
+FILE_NAME_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+MAX_FILE_NAME = 1000
 
 
-def _file_name(value: str) -> None:
-    parts = value.replace("\\", "/").split("/")
-    if (
-        not value.strip()
-        or value.startswith(("/", "\\"))
-        or ".." in parts
-        or "\0" in value
-        or len(value.encode("utf-8", "surrogatepass")) > 4000
-    ):
-        raise ValidationError(f"Invalid file name: {value}")
+def _file_name_field(default: str) -> fields.String:
+    return fields.String(
+        allow_none=True,
+        load_default=default,
+        validate=[
+            validate.Length(min=1, max=MAX_FILE_NAME, error="Invalid file name: {input}"),
+            validate.Regexp(FILE_NAME_PATTERN, error="Invalid file name: {input}"),
+        ],
+        metadata={"description": f"file in the experiment, relative (null: {default})"},
+        error_messages={"invalid": "Invalid file name"},
+    )
 
 
 class ApiErrorSchema(Schema):
@@ -86,7 +85,11 @@ class SimulationRequestSchema(Schema):
 
     experimentID = fields.String(
         required=True,
-        validate=_experiment_id,
+        validate=[
+            validate.Length(min=1, error="experimentID not given."),
+            validate.Length(max=MAX_NAME_BYTES, error="Invalid experimentID: too long"),
+            validate.Regexp(EXPERIMENT_ID_PATTERN, error="Invalid experimentID: {input}"),
+        ],
         metadata={"description": "storage experiment (folder) name"},
         error_messages={
             "required": "experimentID not given.",
@@ -101,22 +104,18 @@ class SimulationRequestSchema(Schema):
         error_messages={"invalid": "Invalid state requested"},
     )
     ctxId = fields.String(
-        allow_none=True, load_default=None, error_messages={"invalid": "ctxId must be a string or null"}
-    )
-    experimentConfiguration = fields.String(
         allow_none=True,
-        load_default=DEFAULT_CONFIGURATION,
-        validate=_file_name,
-        metadata={"description": "file in the experiment, relative"},
-        error_messages={"invalid": "Invalid file name"},
+        load_default=None,
+        # it travels to storage in an HTTP header: visible ASCII only
+        validate=[
+            validate.Length(max=256, error="Invalid ctxId: too long"),
+            validate.Regexp(r"^[!-~]*$", error="Invalid ctxId: visible ASCII characters only"),
+        ],
+        metadata={"description": "collaboration context id (visible ASCII)"},
+        error_messages={"invalid": "ctxId must be a string or null"},
     )
-    mainScript = fields.String(
-        allow_none=True,
-        load_default=DEFAULT_SCRIPT,
-        validate=_file_name,
-        metadata={"description": "file in the experiment, relative"},
-        error_messages={"invalid": "Invalid file name"},
-    )
+    experimentConfiguration = _file_name_field(DEFAULT_CONFIGURATION)
+    mainScript = _file_name_field(DEFAULT_SCRIPT)
 
     @post_load
     def _defaults(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
