@@ -287,7 +287,7 @@ class Simulation:
 
     def _apply_remote(self, remote: str) -> None:
         try:
-            self.lifecycle.apply_remote_state(remote)
+            self.lifecycle.apply_peer_state(remote)
         except Exception:
             logger.debug("Simulation %s: could not follow remote state %s", self.id, remote, exc_info=True)
 
@@ -470,17 +470,11 @@ class SimulationManager:
         """Clear retained lifecycle messages a crashed run left on the broker (new simulations get them)."""
         settings = self.config.settings.mqtt
         connection = mqtt.MqttConnection(settings, mqtt.client_id(self.node_name, "cleanup"))
-        stale: set[str] = set()
         try:
             connection.connect(BROKER_TIMEOUT)
-            connection.subscribe(
-                mqtt.simulation_topic(settings.prefix, "+", "lifecycle"),
-                lambda topic, payload: stale.add(topic) if payload else None,
+            mqtt.clear_retained_matching(
+                connection, mqtt.lifecycle_topic(settings.prefix, "+"), settle=listen
             )
-            time.sleep(listen)
-            for topic in sorted(stale):
-                logger.info("Clearing the stale retained message on %s", topic)
-                connection.clear_retained(topic)
         except mqtt.BrokerUnreachable as exc:
             logger.warning("Could not clear stale lifecycle messages: %s", exc)
         finally:
