@@ -1,7 +1,7 @@
 """The backend's side of the simulation lifecycle: the callbacks it runs on each transition.
 
 :class:`BackendSimulationLifecycle` binds the shared state machine to one
-:class:`~hbp_nrp_backend.simulations.Simulation`: ``initialize`` clones and spawns, ``stop`` and
+:class:`~hbp_nrp_backend.simulation.Simulation`: ``initialize`` clones and spawns, ``stop`` and
 ``fail`` terminate, upload the logs and delete the directory. It publishes only its transitions
 to ``paused`` and ``started``; stop and failure reach the simserver through process signals. A
 ``completed``/``failed`` seen in a simserver status is followed with the shared
@@ -24,7 +24,7 @@ from hbp_nrp_commons.lifecycle import (
 from hbp_nrp_commons.mqtt import MqttConnection
 
 if TYPE_CHECKING:
-    from hbp_nrp_backend.simulations import Simulation
+    from hbp_nrp_backend.simulation import Simulation
 
 __all__ = ["BackendSimulationLifecycle", "InvalidTransitionError", "LifecycleBusyError"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
 from hbp_nrp_backend.errors import ClientError
-from hbp_nrp_backend.simulations import REQUESTABLE_STATES
+from hbp_nrp_backend.simulation import REQUESTABLE_STATES
 
 DEFAULT_CONFIGURATION = "simulation_config.json"
 DEFAULT_SCRIPT = "main_script.py"
