@@ -20,6 +20,9 @@ DEFAULT_STORAGE_PORT = 9000
 DEFAULT_BACKEND_PORT = 8090
 DEFAULT_MQTT_PORT = 1883
 
+#: The storage server's own user, sent when it polls the REST servers; they treat it as an admin.
+SERVICE_USER = "nrp-service"
+
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
@@ -89,7 +92,19 @@ class StorageSettings:
     zip_max_files: int = 10000
     zip_max_ratio: int = 100
     http: HttpSettings = field(default_factory=HttpSettings)
-    token_ttl: float = 30 * 24 * 3600.0
+    #: NRP frontend build served at ``/`` (``NRP_FRONTEND_DIR``, ``--frontend``).
+    frontend: Path | None = None
+    #: lifetime of new tokens (login, ``nrp user``, ``nrp up``) in seconds; 0: they never expire
+    #: (``NRP_TOKEN_TTL``).
+    token_ttl: float = 7 * 24 * 3600.0
+    #: REST servers as ``[id=]url`` entries (``NRP_BACKENDS``).
+    backends: str = ""
+    #: servers files of the registry (``NRP_BACKENDS_FILE``, ``--backends-file``).
+    backends_files: tuple[Path, ...] = ()
+    #: seconds between polls of the REST servers (``NRP_BACKENDS_POLL_INTERVAL``).
+    poll_interval: float = 3.0
+    #: origins besides the login page's own that may receive a login token (``NRP_LOGIN_ORIGINS``).
+    login_origins: tuple[str, ...] = ()
 
     @property
     def max_upload_bytes(self) -> int:
@@ -176,7 +191,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zip_max_files=env_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
         zip_max_ratio=env_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
         http=http,
-        token_ttl=env_float(env, "NRP_TOKEN_TTL", 30 * 24 * 3600.0, non_negative=True),
+        frontend=env_path(env, "NRP_FRONTEND_DIR", Path())
+        if env.get("NRP_FRONTEND_DIR", "").strip()
+        else None,
+        token_ttl=env_float(env, "NRP_TOKEN_TTL", 7 * 24 * 3600.0, non_negative=True),
+        backends=env.get("NRP_BACKENDS", "").strip(),
+        backends_files=tuple(
+            Path(p).expanduser() for p in env.get("NRP_BACKENDS_FILE", "").split(os.pathsep) if p.strip()
+        ),
+        poll_interval=env_float(env, "NRP_BACKENDS_POLL_INTERVAL", 3.0, non_negative=True),
+        login_origins=tuple(
+            o.strip().rstrip("/") for o in env.get("NRP_LOGIN_ORIGINS", "").split(",") if o.strip()
+        ),
     )
     mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())

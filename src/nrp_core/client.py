@@ -258,7 +258,7 @@ class NrpCore:
             initialization (engine config order, then datapack name order), as Python values.
         """
         from nrp_core.config import complete_engine_config
-        from nrp_core.loop import FTILoop
+        from nrp_core.event_loop.runtime import create_runtime
 
         self._check("initialize")  # fail fast, e.g. while another thread runs the loop
         with self._lock:
@@ -269,7 +269,7 @@ class NrpCore:
                 engines = [
                     complete_engine_config(engine) for engine in self.config.get("EngineConfigs") or []
                 ]
-                self._loop = FTILoop.create(self.config, self.experiment_dir, engines, output)
+                self._loop = create_runtime(self.config, self.experiment_dir, engines, output)
                 trajectory = self._loop.initialize()
                 self._loop.take_trajectory()
             except Exception as exc:
@@ -279,10 +279,6 @@ class NrpCore:
 
     def _check_supported(self) -> None:
         config = self.config
-        if config.get("SimulationLoop", "FTILoop") != "FTILoop":
-            raise NotImplementedError("SimulationLoop 'EventLoop' is not supported yet: use 'FTILoop'")
-        if config.get("DataPackProcessor", "tf") != "tf":
-            raise NotImplementedError("DataPackProcessor 'cg' (computational graph) is not supported yet")
         if "ROSNode" in config:
             logger.info("ROSNode is configured but ROS is not supported: no ROS node is started")
 

@@ -133,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.logconfig:
             logger.debug("configuration: %s", client.config)
-        if client.config.get("SimulationTimeout", 0) == 0:
+        event_loop = client.config.get("SimulationLoop") == "EventLoop"  # runs for EventLoop.Timeout
+        if client.config.get("SimulationTimeout", 0) == 0 and not event_loop:
             logger.warning("SimulationTimeout is 0: the simulation runs no step")
         client.initialize()
         if not stop_requested.is_set():

@@ -1,4 +1,4 @@
-"""Loading, overriding and validating simulation_config.json (core contract 2, 3.2)."""
+"""Loading, overriding (``-o key=value``) and validating simulation_config.json against its schema."""
 
 import json
 import logging
@@ -86,7 +86,8 @@ def test_nested_defaults_in_sub_schemas(tmp_path):
         "LaunchCommand": {"LaunchType": "BasicFork"},
     }
     assert config["StatusFunction"]["IsActive"] is True
-    assert config["MQTTNode"] == {"MQTTBroker": "localhost:1883", "ClientName": "NRP-core-client"}
+    # No MQTTBroker default: absent means NRP_MQTT_BROKER_ADDRESS, else localhost:1883 (event_loop.mqtt).
+    assert config["MQTTNode"] == {"ClientName": "NRP-core-client"}
     assert config["ROSNode"] == {"NodeName": "nrp_core"}
     assert config["EventLoop"] == {
         "Timeout": 0,

@@ -39,11 +39,12 @@ def load_body(schema: Schema, body: dict[str, Any]) -> dict[str, Any]:
         raise ClientError("Invalid request body") from exc
 
 
-#: An experiment (storage folder) name: no ``/`` or NUL, not starting with ``.`` or a space.
-EXPERIMENT_ID_PATTERN = r"^[^./\x00\s][^/\x00]*$"
+#: An experiment (storage folder) name: no ``/`` or NUL, not starting with ``.`` or a space (the
+#: whitespace is spelled out: ``\s`` means more in Python than in JSON Schema's regexes).
+EXPERIMENT_ID_PATTERN = r"^[^./\x00 \t\n\r\f\v][^/\x00]*$"
 #: One segment of a file path: no ``/``, ``\\`` or NUL, not starting with ``.`` or a space (so no
 #: ``..`` and no hidden files).
-_SEGMENT = r"[^./\\\x00\s][^/\\\x00]*"
+_SEGMENT = r"[^./\\\x00 \t\n\r\f\v][^/\\\x00]*"
 #: A file of the experiment: relative, ``/``-separated segments (never absolute, never ``..``).
 FILE_NAME_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
 MAX_FILE_NAME = 1000

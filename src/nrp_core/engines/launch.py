@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -657,6 +658,12 @@ class ExternalProcess:
         args = shlex.split(str(self.config["ProcCmd"]))
         for param in self.config.get("ProcStartParams") or []:
             args.extend(shlex.split(str(param)))
+        # Our own console scripts (async_python_json_engine.py, ...) live beside this interpreter,
+        # which need not be on PATH (e.g. `.venv/bin/nrp up` without an activated environment).
+        if args and os.sep not in args[0] and shutil.which(args[0]) is None:
+            sibling = Path(sys.executable).parent / args[0]
+            if sibling.is_file():
+                args[0] = str(sibling)
         return args
 
     def start(self) -> None:
