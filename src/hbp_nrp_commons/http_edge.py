@@ -147,11 +147,14 @@ class EdgeServerMixin:
         )
         for channel in idle[:excess]:
             channel.handle_close()
-        if idle[:excess]:
+        self._evicted = getattr(self, "_evicted", 0) + min(excess, len(idle))
+        now = time.monotonic()
+        if now >= getattr(self, "_next_cap_warning", 0.0):  # one line per 10 s under attack
+            self._next_cap_warning = now + 10.0
             logger.warning(
-                "connection limit %d reached: closed %d idle connections",
+                "connection limit %d reached: %d idle connections closed so far",
                 self.edge_limits.max_connections,
-                min(excess, len(idle)),
+                self._evicted,
             )
 
     def maintenance(self, now: float) -> None:
