@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hbp_nrp_backend.errors import STORAGE_UNAVAILABLE, ServiceUnavailable, Unauthorized
+from hbp_nrp_commons.http_edge import MalformedAuthorization, parse_bearer
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +44,18 @@ class User:
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization`` header: its second whitespace-separated word.
+    """The token of an ``Authorization: Bearer <token>`` header (the only form accepted).
 
     Returns:
         the token, or ``None`` when there is no header.
 
     Raises:
-        Unauthorized: the header has no second word (e.g. ``Authorization: aaa``).
+        Unauthorized: another scheme (``Basic``), no token or several (``Bearer a b``).
     """
-    if authorization is None or not authorization.strip():
-        return None
-    words = authorization.split()
-    if len(words) < 2:
-        raise Unauthorized()
-    return words[1]
+    try:
+        return parse_bearer(authorization)
+    except MalformedAuthorization as exc:
+        raise Unauthorized() from exc
 
 
 def experiment_listed(listing: Any, experiment_id: str) -> bool:
@@ -82,7 +81,7 @@ class Authenticator:
         mode: str,
         storage: IdentityStorage,
         admin_users: frozenset[str] = frozenset(),
-        ttl: float = 60.0,
+        ttl: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.mode = mode
@@ -178,7 +177,7 @@ class Authenticator:
         except StorageUnauthorized:
             return False
         except (StorageError, ConnectionError) as exc:
-            if getattr(exc, "status_code", None) == 404:
+            if getattr(exc, "status_code", None) in (400, 404):  # 400: a name storage refuses
                 return False
             logger.exception("Could not list experiments on the storage server")
             raise ServiceUnavailable(STORAGE_UNAVAILABLE) from exc

@@ -52,6 +52,10 @@ class BackendConfig:
         sandbox: how Simulation Servers are confined and limited (``NRP_SANDBOX``, ``NRP_SANDBOX_*``).
         mqtt_dynsec: create each simulation's MQTT client through mosquitto's dynamic security
             plugin (``NRP_MQTT_DYNSEC``; needs ``NRP_MQTT_SECRET``).
+        log_max_mb: file content one log archive holds at most (``NRP_LOG_MAX_MB``; cut beyond).
+        log_failed_keep: seconds logs storage refused for good are kept (``NRP_LOG_FAILED_KEEP``).
+        max_body_kb: request body limit in KiB (``NRP_REST_MAX_BODY_KB``; 413 beyond, before the
+            body is read or the token checked).
     """
 
     settings: Settings
@@ -67,12 +71,23 @@ class BackendConfig:
     simulation_dir_link: Path = field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "nrp-simulation-dir"
     )
-    auth_cache_ttl: float = 60.0
+    auth_cache_ttl: float = 5.0
     spool_retry_interval: float = 30.0
     verbose: bool = False
     simserver_module: str = "hbp_nrp_simserver"
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     mqtt_dynsec: bool = False
+    max_body_kb: int = 1024
+    log_max_mb: int = 100
+    log_failed_keep: float = 604800.0
+
+    @property
+    def log_max_bytes(self) -> int:
+        return self.log_max_mb * 1024 * 1024
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_kb * 1024
 
     @property
     def threads(self) -> int:
@@ -119,11 +134,14 @@ def load_backend_config(
         simulation_dir_link=env_path(
             env, "NRP_SIMULATION_DIR", Path(tempfile.gettempdir()) / "nrp-simulation-dir"
         ),
-        auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 60.0, non_negative=True),
+        auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 5.0, non_negative=True),
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
         sandbox=load_sandbox_config(env),
         mqtt_dynsec=_dynsec(env, settings),
+        max_body_kb=env_int(env, "NRP_REST_MAX_BODY_KB", 1024, minimum=1),
+        log_max_mb=env_int(env, "NRP_LOG_MAX_MB", 100, minimum=1),
+        log_failed_keep=env_float(env, "NRP_LOG_FAILED_KEEP", 604800.0, non_negative=True),
     )
 
 

@@ -31,6 +31,8 @@ BROKER_UNREACHABLE = "MQTT broker unreachable"
 
 ALLOWED_METHODS = "GET, POST, PUT, OPTIONS"
 ALLOWED_HEADERS = "Authorization, Content-Type, X-User-Name, Context-Id"
+#: Headers of the errors the WSGI server answers itself (413, malformed requests).
+CORS_ERROR_HEADERS = {"Access-Control-Allow-Origin": "*"}
 
 
 class ApiError(Exception):

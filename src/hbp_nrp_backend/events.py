@@ -77,3 +77,13 @@ def logs_spooled(sim_id: int, path: Path, reason: object, retry_interval: float)
         one_line(reason, 120),
         retry_interval,
     )
+
+
+def logs_refused(sim_id: int, path: Path, reason: object) -> None:
+    """Log a log archive storage refused for good, kept at ``path`` (never retried)."""
+    events.warning(
+        "simulation %s logs refused by storage (%s); kept at %s, not retried",
+        sim_id,
+        one_line(reason, 160),
+        path,
+    )

@@ -1,30 +1,30 @@
 """The backend's side of the simulation lifecycle: the callbacks it runs on each transition.
 
 :class:`BackendSimulationLifecycle` binds the shared state machine to one
-:class:`~hbp_nrp_backend.simulations.Simulation`: ``initialize`` clones and spawns, ``stop`` and
+:class:`~hbp_nrp_backend.simulation.Simulation`: ``initialize`` clones and spawns, ``stop`` and
 ``fail`` terminate, upload the logs and delete the directory. It publishes only its transitions
-to ``paused`` and ``started``; stop and failure reach the simserver through process signals.
+to ``paused`` and ``started``; stop and failure reach the simserver through process signals. A
+``completed``/``failed`` seen in a simserver status is followed with the shared
+``SimulationLifecycle.apply_peer_state``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from hbp_nrp_commons.lifecycle import (
     BACKEND_NODE,
     BACKEND_PROPAGATED,
     FINAL_STATES,
-    SIMSERVER_NODE,
     InvalidTransitionError,
     LifecycleBusyError,
     SimulationLifecycle,
     TransitionEvent,
 )
-from hbp_nrp_commons.mqtt import MqttConnection, node_name
+from hbp_nrp_commons.mqtt import MqttConnection
 
 if TYPE_CHECKING:
-    from hbp_nrp_backend.simulations import Simulation
+    from hbp_nrp_backend.simulation import Simulation
 
 __all__ = ["BackendSimulationLifecycle", "InvalidTransitionError", "LifecycleBusyError"]
 
@@ -48,7 +48,6 @@ class BackendSimulationLifecycle(SimulationLifecycle):
             clear_topic_on_connect=True,
         )
         self.simulation = simulation
-        self._peer = node_name(prefix, SIMSERVER_NODE)
 
     # -- callbacks ---------------------------------------------------------------------------
     def initialize(self, event: TransitionEvent) -> None:
@@ -91,11 +90,3 @@ class BackendSimulationLifecycle(SimulationLifecycle):
             self.accept_command("failed")
         except InvalidTransitionError:
             pass  # a stop or another failure got there first
-
-    def apply_remote_state(self, state: str) -> None:
-        """Apply a simserver-side ``completed`` or ``failed`` seen in a status, silently."""
-        current = self.state
-        if current in FINAL_STATES or current == state:
-            return
-        message = {"source_node": self._peer, "source_state": current, "event": state, "target_state": state}
-        self.handle_message(json.dumps(message))

@@ -14,8 +14,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from hbp_nrp_backend.config import BackendConfig
+from hbp_nrp_commons.http_edge import HttpLimits, install_edge
 from hbp_nrp_commons.log_setup import configure_root_logging
 
 logger = logging.getLogger(__name__)
@@ -72,19 +74,29 @@ def serve(
 
     from hbp_nrp_backend.api.common import EXTENSION
     from hbp_nrp_backend.app import create_app
+    from hbp_nrp_backend.errors import CORS_ERROR_HEADERS
 
     sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]
     app = create_app(config)
     manager = app.extensions[EXTENSION]
+    http = config.settings.http
+    limits = HttpLimits(
+        max_body_bytes=config.max_body_bytes,
+        max_connections=http.max_connections,
+        idle_timeout=http.idle_timeout,
+        header_timeout=http.header_timeout,
+    )
+    listeners: dict[int, Any] = {}
     server = create_server(
         app,
+        map=listeners,
         sockets=[sock],
         threads=config.threads,
         ident="nrp-backend",
-        channel_timeout=600,
-        clear_untrusted_proxy_headers=True,
+        **limits.waitress_options(),
     )
+    install_edge(server, listeners, limits, CORS_ERROR_HEADERS)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,26 +1,26 @@
-"""Simulations of one REST server: launch, transitions, supervision, clean-up, restart recovery.
+"""Simulations of one REST server: launch, transitions, supervision, shutdown.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
-uploader and every :class:`Simulation`. Locking: the manager's lock covers only
-ID allocation and the capacity check; each simulation's transitions are serialised by its own
-lifecycle lock; reading a simulation never takes a lock, so GET requests never wait for a
+uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the manager's lock
+covers only ID allocation and the capacity check; each simulation's transitions are serialised by
+its own lifecycle lock; reading a simulation never takes a lock, so GET requests never wait for a
 transition (a stop can take seconds).
+
+Where the rest lives: ``simulation.py`` (one simulation: record, directory, process, clean-up),
+``simulation_sync.py`` (its MQTT status and runtime errors), ``reconcile.py`` (restart recovery,
+stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hbp_nrp_backend import events
+from hbp_nrp_backend import events, reconcile
 from hbp_nrp_backend.auth import Authenticator, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
@@ -37,358 +37,27 @@ from hbp_nrp_backend.errors import (
 )
 from hbp_nrp_backend.logs import LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
-from hbp_nrp_backend.registry import FINAL_STATES, RUNNING_STATES, Registry, SimulationRecord
-from hbp_nrp_backend.sandbox import hand_over, sandbox_uid, wrap_command
-from hbp_nrp_backend.simserver_process import (
-    KILL_WAIT,
-    ProcessExit,
-    SimulationServerProcess,
-    child_environment,
-    process_carries_id,
-    simserver_command,
-    terminate_orphan,
+from hbp_nrp_backend.registry import FINAL_STATES, Registry, SimulationRecord
+from hbp_nrp_backend.simserver_process import KILL_WAIT
+from hbp_nrp_backend.simulation import (
+    BROKER_TIMEOUT,
+    FINALIZED_MESSAGE,
+    REQUESTABLE_STATES,
+    LaunchRequest,
+    Simulation,
 )
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.lifecycle import REST_TARGETS
-from hbp_nrp_commons.mqtt_identity import PASSWORD_VARIABLE, credential, simulation_user
-from hbp_nrp_commons.settings import MqttSettings
-from hbp_nrp_commons.user_paths import relative_paths
 
 logger = logging.getLogger(__name__)
 
-REQUESTABLE_STATES = ("started", "paused", "stopped")
-FINALIZED_MESSAGE = "The state transition is invalid (The simulation requested is finalized)"
-BACKEND_RESTARTED = {"msg": "Backend restarted", "error_type": "Process"}
-BROKER_TIMEOUT = 5.0
+__all__ = ["FINALIZED_MESSAGE", "REQUESTABLE_STATES", "LaunchRequest", "Simulation", "SimulationManager"]
+
 WATCHDOG_PERIOD = 0.5
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    """A checked ``POST /simulation`` body."""
-
-    experiment_id: str
-    experiment_configuration: str = "simulation_config.json"
-    main_script: str = "main_script.py"
-    ctx_id: str | None = None
 
 
 def _targets(state: str) -> str:
     return ", ".join(REST_TARGETS.get(state, ()))
-
-
-def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str]:
-    """The environment that gives a Simulation Server its own MQTT identity (none without a secret)."""
-    if not settings.secret:
-        return {}
-    return {PASSWORD_VARIABLE: credential(settings.secret, simulation_user(settings.prefix, sim_id))}
-
-
-class Simulation:
-    """One simulation: its registry record and, while it runs, its lifecycle, MQTT link and process.
-
-    Reading attributes never blocks. Transitions go through :attr:`lifecycle`, whose callbacks
-    (:meth:`initialize`, :meth:`cleanup`) do the work.
-    """
-
-    def __init__(self, manager: SimulationManager, record: SimulationRecord) -> None:
-        self.manager = manager
-        self.record = record
-        self.lifecycle: Any = None
-        self.connection: mqtt.MqttConnection | None = None
-        self.process: SimulationServerProcess | None = None
-        self.sim_dir: Path | None = Path(record.sim_dir) if record.sim_dir else None
-        self.cleaned = threading.Event()
-        self.stop_target: str | None = None
-        self.started_at = time.monotonic()
-        self.completed_at: float | None = None
-        self.last_status: dict[str, Any] | None = None
-        self.final_status_seen = False
-        self._disagreements = 0
-        self._cleanup_lock = threading.Lock()
-        if record.state in FINAL_STATES:
-            self.cleaned.set()
-
-    # -- reading ---------------------------------------------------------------------------
-    @property
-    def id(self) -> int:
-        return self.record.id
-
-    @property
-    def state(self) -> str:
-        return self.record.state
-
-    @property
-    def active(self) -> bool:
-        """Counts against ``NRP_MAX_SIMULATIONS``: not final, or final while still cleaning up."""
-        return not self.cleaned.is_set()
-
-    def representation(self) -> dict[str, Any]:
-        return self.record.representation(self.manager.config.settings.mqtt.prefix)
-
-    def state_representation(self) -> dict[str, Any]:
-        return {"state": self.record.state, "ready": self.record.ready, "error": self.record.error}
-
-    def user_text(self, text: str) -> str:
-        """``text`` with paths in the simulation directory made relative to it (users know only
-        their experiment, not the server's temporary folder)."""
-        return relative_paths(text, self.sim_dir) if self.sim_dir is not None else text
-
-    def loading_error(self, message: str) -> dict[str, Any]:
-        """The REST ``error`` of a failed start: the fields of a ``runtime_error`` message, ``traceback``."""
-        return {
-            "sim_id": str(self.id),
-            "msg": self.user_text(message),
-            "error_type": "Loading",
-            "fileName": self.record.main_script,
-            "line_number": -1,
-            "offset": -1,
-            "line_text": "",
-            "traceback": "",
-        }
-
-    def reject_if_final(self) -> None:
-        """Raise the 400 ``finalized`` error when the simulation has ended."""
-        if self.record.state in FINAL_STATES or self.lifecycle is None:
-            raise TransitionError(FINALIZED_MESSAGE)
-
-    def save(self) -> None:
-        self.manager.registry.save(self.record)
-
-    # -- lifecycle callbacks -----------------------------------------------------------------
-    def state_changed(self, source: str, target: str) -> None:
-        """Record the lifecycle's new state (called by the lifecycle after each change)."""
-        self.record.state = target
-        if target == "completed" and source != "completed":
-            self.completed_at = time.monotonic()
-        self.save()
-        record = self.record
-        events.state_changed(self.id, source, target, record.experiment_id, record.owner, record.error)
-
-    def initialize(self) -> None:
-        """Create the directory, clone the experiment, spawn the Simulation Server.
-
-        Raises:
-            ApiError: the symlink could not be created (500, its own message).
-            Exception: cloning or spawning failed; the caller wraps it.
-        """
-        manager = self.manager
-        sim_dir = Path(tempfile.mkdtemp(prefix=f"nrp.{self.id}."))
-        self.sim_dir = sim_dir
-        self.record.sim_dir = str(sim_dir)
-        self.save()
-        manager.link_simulation_dir(sim_dir)
-        manager.storage.clone_experiment(self.record.token or "", self.record.experiment_id, sim_dir)
-        settings = manager.config.settings
-        command = simserver_command(
-            sim_dir,
-            self.id,
-            self.record.main_script,
-            self.record.experiment_configuration,
-            verbose=manager.config.verbose,
-            module=manager.simserver_module,
-        )
-        env = child_environment(
-            os.environ,
-            {
-                "NRP_MQTT_BROKER_ADDRESS": settings.mqtt.address,
-                "NRP_MQTT_PREFIX": settings.mqtt.prefix,
-                "PYTHONUNBUFFERED": "1",
-                **simulation_credentials(settings.mqtt, self.id),
-            },
-        )
-        if manager.mqtt_accounts is not None:  # mosquitto: the broker must know the identity first
-            username = simulation_user(settings.mqtt.prefix, self.id)
-            manager.mqtt_accounts.create(username, credential(settings.mqtt.secret, username))
-        sandbox = manager.config.sandbox
-        uid = sandbox_uid(sandbox, self.id)
-        if uid is not None:
-            hand_over(sim_dir, uid)
-        protected = [settings.data_dir, settings.storage.root, manager.config.state_dir]
-        command = wrap_command(command, sandbox, sim_dir, manager.simserver_module, protected, uid)
-        process = SimulationServerProcess(
-            command,
-            sim_dir,
-            self.id,
-            env,
-            on_exit=self._process_exited,
-            limits=sandbox.limits,
-            sandboxed=sandbox.enabled,
-        )
-        process.start()
-        self.process = process
-        self.record.pid = process.pid
-        self.save()
-
-    def cleanup(self, target: str) -> None:
-        """Stop logic of ``stop`` and ``fail``: terminate, upload logs, delete the directory.
-
-        Idempotent and never raises; runs inside the lifecycle's transition.
-        """
-        with self._cleanup_lock:
-            if self.cleaned.is_set():
-                return
-            self.stop_target = self.stop_target or target
-            manager = self.manager
-            try:
-                if self.process is not None:
-                    self.process.terminate(manager.config.stop_grace)
-                    if self.sim_dir is not None:
-                        manager.uploader.archive(
-                            self.sim_dir,
-                            self.id,
-                            self.record.experiment_configuration,
-                            self.record.experiment_id,
-                            self.record.owner,
-                            self.record.token,
-                        )
-                if self.sim_dir is not None:
-                    manager.unlink_simulation_dir(self.sim_dir)
-                    shutil.rmtree(self.sim_dir, ignore_errors=True)
-            except Exception:
-                logger.exception("Cleaning up simulation %s failed", self.id)
-            finally:
-                if manager.mqtt_accounts is not None:
-                    manager.mqtt_accounts.delete(
-                        simulation_user(manager.config.settings.mqtt.prefix, self.id)
-                    )
-                self.record.token = None
-                self.record.pid = None
-                self.save()
-                self.cleaned.set()
-
-    def shutdown(self) -> None:
-        """The lifecycle reached a final state: close the MQTT connection."""
-        if self.connection is not None:
-            self.connection.close()
-
-    # -- MQTT input --------------------------------------------------------------------------
-    def subscribe(self, connection: mqtt.MqttConnection) -> None:
-        prefix = self.manager.config.settings.mqtt.prefix
-        connection.subscribe(mqtt.status_topic(prefix, self.id), self._on_status, qos=0)
-        connection.subscribe(mqtt.runtime_error_topic(prefix, self.id), self._on_runtime_error, qos=0)
-
-    def _on_status(self, topic: str, payload: bytes) -> None:
-        try:
-            status = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(status, dict) or not isinstance(status.get("state"), str):
-            return  # progress messages carry no state
-        self.last_status = status
-        remote = status["state"]
-        if remote in FINAL_STATES:
-            self.final_status_seen = True
-        if remote != "created" and not self.record.ready:
-            self.record.ready = True
-            self.save()
-        if self.lifecycle is not None and remote in ("completed", "failed"):
-            self.lifecycle_apply_remote(remote)
-        self._resynchronize(remote)
-
-    def _resynchronize(self, remote: str) -> None:
-        """Two statuses in a row disagreeing on started/paused: re-publish our last command (it was lost)."""
-        local = self.record.state
-        if (
-            self.lifecycle is None
-            or self.stop_target
-            or local == remote
-            or {local, remote} != {"started", "paused"}
-        ):
-            self._disagreements = 0
-            return
-        self._disagreements += 1
-        if self._disagreements >= 2:
-            self._disagreements = 0
-            logger.warning(
-                "Simulation %s: simserver reports %s, we are %s; re-publishing", self.id, remote, local
-            )
-            self.lifecycle.republish_last()
-
-    def lifecycle_apply_remote(self, remote: str) -> None:
-        """Follow a simserver-side ``completed``/``failed`` seen in a status (if its message was lost)."""
-        local = self.record.state
-        if local in FINAL_STATES or local == remote or self.stop_target:
-            return
-        if remote == "completed" and local != "started":
-            return
-        threading.Thread(
-            target=self._apply_remote, args=(remote,), name=f"SimStatusSync-{self.id}", daemon=True
-        ).start()
-
-    def _apply_remote(self, remote: str) -> None:
-        try:
-            self.lifecycle.apply_remote_state(remote)
-        except Exception:
-            logger.debug("Simulation %s: could not follow remote state %s", self.id, remote, exc_info=True)
-
-    def _on_runtime_error(self, topic: str, payload: bytes) -> None:
-        try:
-            error = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(error, dict):
-            return
-        error.setdefault("traceback", "")
-        for key in ("msg", "fileName", "line_text", "traceback"):
-            if isinstance(error.get(key), str):
-                error[key] = self.user_text(error[key])
-        self.record.error = error
-        self.save()
-        events.runtime_error(self.id, error)
-
-    # -- process supervision -----------------------------------------------------------------
-    def _process_exited(self, exit: ProcessExit) -> None:
-        """Monitor thread: a failure fires ``failed`` from another thread (never blocks here).
-
-        A clean exit we did not ask for (someone else sent SIGTERM) stops the simulation, so its
-        logs are uploaded and its slot freed instead of it staying ``started`` with no process.
-        """
-        if not exit.failed:
-            if not exit.requested and self.stop_target is None:
-                threading.Thread(
-                    target=self.manager._stop_quietly,
-                    args=(self, "Simulation Server exited on its own"),
-                    name=f"SimExited-{self.id}",
-                    daemon=True,
-                ).start()
-            return
-        if self.stop_target == "stopped":
-            return
-        if self.record.error is None or exit.limit:  # a limit explains whatever the script reported
-            self.record.error = exit.error()
-            self.save()
-        if not self.final_status_seen:
-            self._publish_fallback_status()
-        if self.stop_target is None:
-            threading.Thread(target=self._fail, name=f"SimFail-{self.id}", daemon=True).start()
-
-    def _publish_fallback_status(self) -> None:
-        """The simserver ended without a final status: publish a ``failed`` status for it to MQTT clients."""
-        last = self.last_status or {}
-        status = {
-            "realTime": float(last.get("realTime") or 0.0),
-            "simulationTime": float(last.get("simulationTime") or 0.0),
-            "state": "failed",
-            "simulationTimeLeft": float(last.get("simulationTimeLeft") or 0.0),
-        }
-        connection = self.connection
-        if connection is None:
-            return
-        try:
-            prefix = self.manager.config.settings.mqtt.prefix
-            connection.publish(mqtt.status_topic(prefix, self.id), status, qos=0)
-        except Exception:
-            logger.warning("Simulation %s: could not publish the fallback status", self.id, exc_info=True)
-
-    def _fail(self) -> None:
-        lifecycle = self.lifecycle
-        if lifecycle is None or self.record.state in FINAL_STATES:
-            return
-        try:
-            lifecycle.fail_from_process()
-        except Exception:
-            logger.exception("Simulation %s: firing 'failed' raised", self.id)
 
 
 class SimulationManager:
@@ -408,7 +77,13 @@ class SimulationManager:
         self.auth = Authenticator(config.auth, self.storage, config.admin_users, ttl=config.auth_cache_ttl)
         upload_client = storage or StorageClient(settings.storage_url, settings.storage_timeout, backoff=())
         self.uploader = LogUploader(
-            upload_client, config.log_spool_dir, config.spool_retry_interval, self.auth.newest_token
+            upload_client,
+            config.log_spool_dir,
+            config.spool_retry_interval,
+            self.auth.newest_token,
+            max_bytes=config.log_max_bytes,
+            failed_keep=config.log_failed_keep,
+            on_failure=self._logs_refused,
         )
         self.registry = Registry(config.state_dir)
         self.simserver_module = config.simserver_module
@@ -435,54 +110,12 @@ class SimulationManager:
         self._watchdog.start()
 
     def reconcile(self) -> None:
-        """Fail every simulation a previous run left unfinished, kill its simserver, save its logs."""
-        for sim in list(self._simulations.values()):
-            record = sim.record
-            if record.state not in RUNNING_STATES or sim.lifecycle is not None:
-                continue
-            logger.warning("Simulation %s was left %s by a previous run; failing it", record.id, record.state)
-            record.state = "failed"
-            record.error = dict(BACKEND_RESTARTED)
-            sim.save()
-            if record.pid and process_carries_id(record.pid, record.id):
-                logger.info("Terminating the surviving Simulation Server %s (pid %s)", record.id, record.pid)
-                terminate_orphan(record.pid, self.config.stop_grace)
-            if self.mqtt_accounts is not None:
-                self.mqtt_accounts.delete(simulation_user(self.config.settings.mqtt.prefix, record.id))
-            if sim.sim_dir is not None and sim.sim_dir.is_dir():
-                self.uploader.archive(
-                    sim.sim_dir,
-                    record.id,
-                    record.experiment_configuration,
-                    record.experiment_id,
-                    record.owner,
-                    record.token,
-                )
-                shutil.rmtree(sim.sim_dir, ignore_errors=True)
-            record.token = None
-            record.pid = None
-            sim.save()
-            sim.cleaned.set()
+        """Fail every simulation a previous run left unfinished (see :mod:`hbp_nrp_backend.reconcile`)."""
+        reconcile.reconcile_leftovers(self)
 
     def clear_stale_retained(self, listen: float = 0.5) -> None:
         """Clear retained lifecycle messages a crashed run left on the broker (new simulations get them)."""
-        settings = self.config.settings.mqtt
-        connection = mqtt.MqttConnection(settings, mqtt.client_id(self.node_name, "cleanup"))
-        stale: set[str] = set()
-        try:
-            connection.connect(BROKER_TIMEOUT)
-            connection.subscribe(
-                mqtt.simulation_topic(settings.prefix, "+", "lifecycle"),
-                lambda topic, payload: stale.add(topic) if payload else None,
-            )
-            time.sleep(listen)
-            for topic in sorted(stale):
-                logger.info("Clearing the stale retained message on %s", topic)
-                connection.clear_retained(topic)
-        except mqtt.BrokerUnreachable as exc:
-            logger.warning("Could not clear stale lifecycle messages: %s", exc)
-        finally:
-            connection.close()
+        reconcile.clear_stale_retained(self.config.settings.mqtt, self.node_name, listen)
 
     def shutdown(self) -> None:
         """Stop every active simulation as a user stop would (logs uploaded or spooled)."""
@@ -490,7 +123,7 @@ class SimulationManager:
         threads = []
         for sim in list(self._simulations.values()):
             if sim.lifecycle is not None and sim.state not in FINAL_STATES:
-                thread = threading.Thread(target=self._stop_quietly, args=(sim, "server shutdown"))
+                thread = threading.Thread(target=self.stop_quietly, args=(sim, "server shutdown"))
                 thread.start()
                 threads.append(thread)
         for thread in threads:
@@ -508,6 +141,18 @@ class SimulationManager:
     @property
     def node_name(self) -> str:
         return mqtt.node_name(self.config.settings.mqtt.prefix, mqtt.BACKEND_NODE)
+
+    def _logs_refused(self, sim_id: int, message: str) -> None:
+        """Storage refused a simulation's logs for good: say so in its ``error`` (kept if any)."""
+        sim = self._simulations.get(sim_id)
+        if sim is None:
+            return
+        record = sim.record
+        if record.error is None:
+            record.error = {"msg": message, "error_type": "Logs"}
+        else:
+            record.error = {**record.error, "logs": message}
+        sim.save()
 
     # -- lookup and permissions ------------------------------------------------------------------
     def find(self, sim_id: int) -> Simulation:
@@ -576,7 +221,7 @@ class SimulationManager:
             sim = Simulation(self, record)
             sim.connection = connection
             try:
-                sim.subscribe(connection)
+                sim.sync.subscribe(connection)
                 lifecycle = BackendSimulationLifecycle(sim, connection, prefix)
                 lifecycle.connect(BROKER_TIMEOUT)
             except mqtt.BrokerUnreachable as exc:
@@ -649,7 +294,8 @@ class SimulationManager:
         # ``done_event`` follows the state change, which follows the cleanup.
         return lifecycle is not None and lifecycle.done_event.wait(bound) and sim.state in FINAL_STATES
 
-    def _stop_quietly(self, sim: Simulation, reason: str) -> None:
+    def stop_quietly(self, sim: Simulation, reason: str) -> None:
+        """Stop ``sim`` if it still runs; a refused stop is only logged (watchdog, unexpected exits)."""
         try:
             if sim.lifecycle is not None and sim.state not in FINAL_STATES:
                 logger.info("Stopping simulation %s (%s)", sim.id, reason)
@@ -680,7 +326,7 @@ class SimulationManager:
                         continue
                     self._auto_stopping.add(sim.id)
                 threading.Thread(
-                    target=self._stop_quietly, args=(sim, reason), name=f"SimAutoStop-{sim.id}", daemon=True
+                    target=self.stop_quietly, args=(sim, reason), name=f"SimAutoStop-{sim.id}", daemon=True
                 ).start()
 
     # -- NRP_SIMULATION_DIR ------------------------------------------------------------------------

@@ -240,6 +240,9 @@ class SimulationLifecycle:
             auto_transitions=False,
             send_event=True,
             machine_context=[self._lock],
+            # after every trigger, whether its callbacks raised or not: publish, on_state_changed,
+            # final shutdown (transitions runs it before an exception propagates)
+            finalize_event=self._finalize_event,
         )
 
     # -- public state ----------------------------------------------------------------------
@@ -548,17 +551,30 @@ class SimulationLifecycle:
         if not self._machine.get_transitions(trigger=event, source=source):
             raise InvalidTransitionError(source, event, self.allowed_targets(source))
         kwargs = {**data, "_remote": remote, "_error": error}
-        try:
-            self._machine.events[event].trigger(self._model, **kwargs)
-        except Exception:
-            if self.state == source and event == "failed":
-                # ``stop`` raised while failing from created: the lifecycle fails all the same.
-                self._force("failed")
-            if self.state != source:
-                self._after_transition(TransitionEvent(event, source, target, remote, dict(data), error))
-            raise
-        self._after_transition(TransitionEvent(event, source, target, remote, dict(data), error))
+        self._machine.events[event].trigger(self._model, **kwargs)  # then _finalize_event
         return True
+
+    def _finalize_event(self, event_data: Any) -> None:
+        """transitions' ``finalize_event`` hook: runs after every trigger, also when a callback raised.
+
+        A transition that changed the state (even if a later callback raised) gets its
+        :meth:`_after_transition`; a ``failed`` whose ``stop`` raised from ``created`` fails all
+        the same.
+        """
+        transition = event_data.transition
+        if transition is None:  # no transition ran (refused before the trigger)
+            return
+        name = event_data.event.name
+        source = transition.source
+        if event_data.error is not None and self.state == source and name == "failed":
+            # ``stop`` raised while failing from created: the lifecycle fails all the same.
+            self._force("failed")
+        if self.state == source:
+            return
+        kwargs = dict(event_data.kwargs)
+        remote = bool(kwargs.pop("_remote", False))
+        error = kwargs.pop("_error", None)
+        self._after_transition(TransitionEvent(name, source, transition.dest, remote, kwargs, error))
 
     def _after_transition(self, event: TransitionEvent) -> None:
         logger.info(

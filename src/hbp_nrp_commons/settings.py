@@ -71,6 +71,15 @@ def env_path(env: Mapping[str, str], name: str, default: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """The HTTP edge of both servers (``hbp_nrp_commons.http_edge``): connections and timeouts."""
+
+    max_connections: int = 500
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """Settings of the storage server (``nrp storage``)."""
 
@@ -82,9 +91,11 @@ class StorageSettings:
     zip_max_mb: int = 2000
     zip_max_files: int = 10000
     zip_max_ratio: int = 100
+    http: HttpSettings = field(default_factory=HttpSettings)
     #: NRP frontend build served at ``/`` (``NRP_FRONTEND_DIR``, ``--frontend``).
     frontend: Path | None = None
-    #: lifetime of login tokens in seconds (``NRP_TOKEN_TTL``).
+    #: lifetime of new tokens (login, ``nrp user``, ``nrp up``) in seconds; 0: they never expire
+    #: (``NRP_TOKEN_TTL``).
     token_ttl: float = 7 * 24 * 3600.0
     #: REST servers as ``[id=]url`` entries (``NRP_BACKENDS``).
     backends: str = ""
@@ -130,6 +141,7 @@ class Settings:
     storage_timeout: float = 30.0
     backend_host: str = "127.0.0.1"
     backend_port: int = DEFAULT_BACKEND_PORT
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     @property
     def backend_dir(self) -> Path:
@@ -170,6 +182,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_dir = env_path(env, "NRP_DATA_DIR", Path("~/.local/share/nrp").expanduser())
     templates_raw = env.get("NRP_STORAGE_TEMPLATES", "").strip()
+    http = HttpSettings(
+        max_connections=env_int(env, "NRP_HTTP_MAX_CONNECTIONS", 500, minimum=1),
+        idle_timeout=env_float(env, "NRP_HTTP_IDLE_TIMEOUT", 60.0, non_negative=True),
+        header_timeout=env_float(env, "NRP_HTTP_HEADER_TIMEOUT", 10.0, non_negative=True),
+    )
     storage = StorageSettings(
         root=env_path(env, "STORAGE_PATH", data_dir / "storage"),
         host=env.get("NRP_STORAGE_HOST", "").strip() or "127.0.0.1",
@@ -179,6 +196,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zip_max_mb=env_int(env, "NRP_STORAGE_ZIP_MAX_MB", 2000),
         zip_max_files=env_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
         zip_max_ratio=env_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
+        http=http,
         frontend=env_path(env, "NRP_FRONTEND_DIR", Path())
         if env.get("NRP_FRONTEND_DIR", "").strip()
         else None,
@@ -212,4 +230,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         storage_timeout=env_float(env, "NRP_STORAGE_TIMEOUT", 30.0),
         backend_host=env.get("NRP_BACKEND_HOST", "").strip() or "127.0.0.1",
         backend_port=env_int(env, "NRP_BACKEND_PORT", DEFAULT_BACKEND_PORT),
+        http=http,
     )

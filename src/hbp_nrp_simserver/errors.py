@@ -35,7 +35,9 @@ class ScriptError:
     """One error to report on the ``runtime_error`` topic.
 
     ``file_name``, ``line_number``, ``offset`` and ``line_text`` locate the error in the main script;
-    -1 and ``""`` mean unknown. ``traceback`` is kept for logs and REST only, never published.
+    -1 and ``""`` mean unknown. ``traceback`` is kept for logs and REST only, never published
+    (the REST server reads it from the simulation folder, ``hbp_nrp_commons.runtime_error_file``).
+    ``exit_code`` is the code of a ``sys.exit(n)`` with n != 0 (``None`` otherwise).
     """
 
     msg: str
@@ -45,6 +47,7 @@ class ScriptError:
     offset: int = -1
     line_text: str = ""
     traceback: str = ""
+    exit_code: int | None = None
 
     def relative_to(self, directory: str | Path) -> ScriptError:
         """A copy whose texts name files relative to ``directory`` (the simulation directory)."""
@@ -66,7 +69,12 @@ class ScriptError:
             "line_number": self.line_number,
             "offset": self.offset,
             "line_text": self.line_text,
+            **({"exit_code": self.exit_code} if self.exit_code is not None else {}),
         }
+
+    def report(self, sim_id: str) -> dict[str, Any]:
+        """What the REST server shows: the published fields and the traceback."""
+        return {**self.payload(sim_id), "traceback": self.traceback}
 
 
 class SimulationServerError(Exception):

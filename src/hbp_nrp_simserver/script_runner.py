@@ -19,6 +19,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, NoReturn
 
+from hbp_nrp_commons.runtime_error_file import write_runtime_error
 from hbp_nrp_simserver.config import ExperimentConfig
 from hbp_nrp_simserver.errors import ErrorType, NrpCoreRunError, ScriptError, ScriptLoadError
 from hbp_nrp_simserver.notifier import Notifier
@@ -317,17 +318,41 @@ class NRPScriptRunner:
             logger.info("Exiting main script thread")
         except SystemExit as exc:
             logger.info("Main script called exit(%s)", exc.code)
+            error = self.describe_exit(exc)
         except BaseException as exc:  # every other way out is reported, then the thread ends
             error = self.describe_error(exc).relative_to(self.sim_dir)
             logger.error("Main script error:\n%s", error.traceback)
         if error is not None:
             self.error = error
+            try:  # before publishing: the REST server reads it when the message arrives
+                write_runtime_error(self.sim_dir, error.report(self.sim_id))
+            except OSError:
+                logger.exception("Could not write the runtime error report")
             self.notifier.publish_error(error)
         if on_finished is not None:
             try:
                 on_finished(error)
             except Exception:
                 logger.exception("Error in the script completion callback")
+
+    def describe_exit(self, exc: SystemExit) -> ScriptError | None:
+        """``sys.exit(n)``: ``None`` for n = 0 or ``None`` (a normal end), else an error with its code.
+
+        ``sys.exit("text")`` is code 1 with the text as message, as for the Python interpreter.
+        """
+        code = exc.code
+        if code is None or code == 0:
+            return None
+        if isinstance(code, int):
+            msg, exit_code = f"The main script called sys.exit({code})", code
+        else:
+            msg, exit_code = f"The main script called sys.exit: {code}", 1
+        line, offset, line_text = self._script_location(exc)
+        text = "".join(traceback.format_exception(exc))
+        error = ScriptError(
+            msg, ErrorType.RUNTIME, self.script_name, line, offset, line_text, text, exit_code
+        )
+        return error.relative_to(self.sim_dir)
 
     def describe_error(self, exc: BaseException) -> ScriptError:
         """Turn an exception that ended the script into its ``runtime_error`` report (type, file, line)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from flask import Flask, Response, jsonify, request
@@ -126,6 +127,8 @@ def create_app(settings: StorageSettings) -> Flask:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a name no check caught
+            return jsonify(error_body(400, "Invalid path: a name is too long")), 400
         log.exception("unexpected error in %s %s", request.method, request.path)
         return jsonify(error_body(500, f"Internal error: {type(exc).__name__}")), 500
 

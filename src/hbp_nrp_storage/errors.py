@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hbp_nrp_commons.http_edge import error_body  # the JSON error body, shared with waitress's errors
+
 
 class StorageServerError(Exception):
     """An error answered to the client with ``status`` and a JSON body.
@@ -100,9 +102,3 @@ class NotImplementedYet(StorageServerError):
     """A route of the original that we answer but do not implement (501)."""
 
     status = 501
-
-
-def error_body(status: int, message: str, data: Any = None) -> dict[str, Any]:
-    """The JSON error body ``{message, type, data}``; ``type``: ``Client error`` (4xx) or ``Server Error``."""
-    kind = "Client error" if 400 <= status < 500 else "Server Error"
-    return {"message": message, "type": kind, "data": data}

@@ -78,6 +78,11 @@ def strip_prefix(segments: list[str]) -> list[str]:
     return segments
 
 
+#: Longest file or folder name (bytes, as the filesystem counts them) and longest relative path.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4000
+
+
 def relative_parts(path: str) -> list[str]:
     """Split a decoded relative path into checked components.
 
@@ -86,10 +91,14 @@ def relative_parts(path: str) -> list[str]:
     """
     if not path or path.startswith("/") or path.startswith("\\"):
         raise BadRequest(f"Invalid path {path!r}: absolute or empty paths are not allowed")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise BadRequest(f"Invalid path: longer than {MAX_PATH_BYTES} bytes")
     parts = path.split("/")
     for part in parts:
         if part in ("", ".", "..") or "\0" in part or "\\" in part:
             raise BadRequest(f"Invalid path {path!r}")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise BadRequest(f"Invalid path: a name is longer than {MAX_NAME_BYTES} bytes")
         if part.startswith(TMP_PREFIX):
             raise BadRequest(f"Invalid path {path!r}: reserved name {part!r}")
     return parts

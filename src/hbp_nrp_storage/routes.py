@@ -25,6 +25,8 @@ from urllib.parse import quote, unquote
 
 from flask import Request, Response, jsonify, send_file
 
+from hbp_nrp_commons.http_edge import MalformedAuthorization, parse_bearer
+
 from .errors import (
     BadRequest,
     Conflict,
@@ -304,15 +306,19 @@ class StorageApi:
     # authentication and access
 
     def authenticate(self, request: Request) -> str:
-        """The user name of the request's Bearer token (any scheme word is accepted).
+        """The user name of the request's token: only ``Authorization: Bearer <one token>``.
 
         Raises:
-            Unauthorized: missing, empty or single-word header, unknown or expired token.
+            Unauthorized: missing header, another scheme (``Basic``), no or several tokens,
+                unknown, revoked or expired token.
         """
-        words = request.headers.get("Authorization", "").split(None, 1)
-        if len(words) < 2 or not words[1].strip():
+        try:
+            token = parse_bearer(request.headers.get("Authorization"))
+        except MalformedAuthorization as exc:
+            raise Unauthorized() from exc
+        if token is None:
             raise Unauthorized()
-        user = self.users.user_for_token(words[1].strip())
+        user = self.users.user_for_token(token)
         if user is None:
             raise Unauthorized()
         return user
@@ -710,6 +716,8 @@ class StorageApi:
             return json.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"Malformed JSON body: {exc}") from exc
+        except RecursionError as exc:  # nested deeper than the parser's recursion limit
+            raise BadRequest("Malformed JSON body: nested too deeply") from exc
 
 
 ARCHIVE_SKIP_DIRS = frozenset({"logs", "__pycache__"})

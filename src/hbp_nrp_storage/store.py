@@ -373,7 +373,7 @@ class ExperimentStore:
             config = json.loads(path.read_bytes())
             if not isinstance(config, dict):
                 raise ValueError("not an object")
-        except (ValueError, OSError) as exc:  # OSError: e.g. a folder of that name
+        except (ValueError, OSError, RecursionError) as exc:  # OSError: e.g. a folder of that name
             self._config_cache[name] = (key, None)
             raise ValueError(str(exc)) from exc
         self._config_cache[name] = (key, config)
@@ -399,6 +399,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise BadRequest(f"{path.name} cannot be read: {exc.strerror}") from exc
     except ValueError as exc:
         raise BadRequest(f"{path.name} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadRequest(f"{path.name} is nested too deeply") from exc
     if not isinstance(config, dict):
         raise BadRequest(f"{path.name} is not a JSON object")
     return config

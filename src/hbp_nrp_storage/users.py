@@ -26,6 +26,14 @@ DB_NAME = ".nrp_storage.sqlite3"
 
 SHARED_OPTIONS = ("Private", "Shared", "Public")
 
+#: Lifetime of a token when none is given (``NRP_TOKEN_TTL``): 7 days; 0 means never expires.
+DEFAULT_TOKEN_TTL = 7 * 24 * 3600.0
+#: Seconds a verified token is trusted without reading the database again: a token revoked or
+#: expired by another process (``nrp user revoke``) stops working within this delay.
+TOKEN_CACHE_SECONDS = 2.0
+#: Characters of a token hash shown as the token's id (``nrp user tokens``, ``nrp user revoke --id``).
+TOKEN_ID_LENGTH = 12
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
@@ -78,6 +86,19 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class TokenInfo:
+    """One token of a user, as ``nrp user tokens`` shows it (the token itself is never stored)."""
+
+    id: str
+    user: str
+    created: float
+    expires: float | None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires is not None and self.expires <= (time.time() if now is None else now)
+
+
 #: scrypt cost: 2**15 x 8 x 128 bytes = 32 MiB and a few tenths of a second per hash.
 SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 15, 8, 1
 MAX_PASSWORD_BYTES = 1024
@@ -124,7 +145,8 @@ class UserStore:
 
     root: Path
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _cache: dict[str, tuple[str, float | None]] = field(default_factory=dict, init=False, repr=False)
+    #: token hash -> (user, expiry, time it was read from the database)
+    _cache: dict[str, tuple[str, float | None, float]] = field(default_factory=dict, init=False, repr=False)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,8 +198,8 @@ class UserStore:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
-    def add_user(self, name: str, ttl: float | None = None) -> str:
-        """Create user ``name`` and return a new token for it.
+    def add_user(self, name: str, ttl: float | None = DEFAULT_TOKEN_TTL) -> str:
+        """Create user ``name`` and return a new token for it (expiring after ``ttl`` s; 0/None: never).
 
         Raises:
             UserError: the user exists already, or the name is empty.
@@ -190,8 +212,8 @@ class UserStore:
             db.execute("INSERT INTO users (name, created) VALUES (?, ?)", (name, time.time()))
             return self._insert_token(db, name, ttl)
 
-    def issue_token(self, name: str, ttl: float | None = None) -> str:
-        """Return a new token for the existing user ``name``; it never expires unless ``ttl`` is given.
+    def issue_token(self, name: str, ttl: float | None = DEFAULT_TOKEN_TTL) -> str:
+        """Return a new token for the existing user ``name``, expiring after ``ttl`` s (0/None: never).
 
         Raises:
             UserError: there is no such user.
@@ -212,15 +234,47 @@ class UserStore:
         )
         return token
 
-    def revoke_tokens(self, name: str, kind: str | None = None) -> None:
-        """Delete the tokens of ``name`` (only those of ``kind`` if given); effective at once."""
+    def revoke_tokens(self, name: str, token_id: str | None = None, kind: str | None = None) -> int:
+        """Delete the tokens of ``name``: all, the one whose id starts with ``token_id``, or ``kind``'s.
+
+        Returns:
+            how many tokens were deleted. Other processes (the server) notice within
+            :data:`TOKEN_CACHE_SECONDS`; this process's cache is cleared at once.
+        """
+        query = "DELETE FROM tokens WHERE user = ?"
+        args: list[object] = [name]
+        if token_id:
+            query += " AND substr(hash, 1, ?) = ?"
+            args += [len(token_id), token_id]
+        if kind is not None:
+            query += " AND kind = ?"
+            args.append(kind)
         with self._connect(write=True) as db:
-            if kind is None:
-                db.execute("DELETE FROM tokens WHERE user = ?", (name,))
-            else:
-                db.execute("DELETE FROM tokens WHERE user = ? AND kind = ?", (name, kind))
+            count = db.execute(query, args).rowcount
         with self._lock:
             self._cache.clear()
+        return count
+
+    def tokens(self, name: str) -> list[TokenInfo]:
+        """The tokens of ``name``, oldest first.
+
+        Raises:
+            UserError: there is no such user.
+        """
+        with self._connect() as db:
+            if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"no user {name!r}")
+            rows = db.execute(
+                "SELECT hash, created, expires FROM tokens WHERE user = ? ORDER BY created", (name,)
+            ).fetchall()
+        return [TokenInfo(row[0][:TOKEN_ID_LENGTH], name, row[1], row[2]) for row in rows]
+
+    def token_info(self, token: str) -> TokenInfo | None:
+        """What the database knows of ``token`` (``None``: unknown); expired tokens included."""
+        digest = hash_token(token)
+        with self._connect() as db:
+            row = db.execute("SELECT user, created, expires FROM tokens WHERE hash = ?", (digest,)).fetchone()
+        return TokenInfo(digest[:TOKEN_ID_LENGTH], row[0], row[1], row[2]) if row else None
 
     # passwords and logins
 
@@ -281,20 +335,27 @@ class UserStore:
             db.execute("INSERT OR REPLACE INTO gdpr (user, accepted) VALUES (?, ?)", (name, time.time()))
 
     def user_for_token(self, token: str) -> str | None:
-        """The user name a valid token belongs to, or ``None`` (unknown or expired)."""
+        """The user name a valid token belongs to, or ``None`` (unknown, revoked or expired).
+
+        A verified token is trusted for :data:`TOKEN_CACHE_SECONDS` before the database is read
+        again, so revocations written by another process take effect within that delay.
+        """
         digest = hash_token(token)
         now = time.time()
         with self._lock:
             cached = self._cache.get(digest)
-        if cached is None:
+        if cached is None or cached[2] + TOKEN_CACHE_SECONDS <= now:
             with self._connect() as db:
                 row = db.execute("SELECT user, expires FROM tokens WHERE hash = ?", (digest,)).fetchone()
-            if row is None:
-                return None
-            cached = (row[0], row[1])
             with self._lock:
+                if row is None:
+                    self._cache.pop(digest, None)
+                    return None
+                if len(self._cache) >= 4096:
+                    self._cache.clear()
+                cached = (row[0], row[1], now)
                 self._cache[digest] = cached
-        user, expires = cached
+        user, expires, _ = cached
         if expires is not None and expires <= now:
             with self._lock:
                 self._cache.pop(digest, None)

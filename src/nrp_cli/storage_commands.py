@@ -132,7 +132,10 @@ _root_option = click.option(
     "--root", type=click.Path(file_okay=False, path_type=Path), help="Storage root [STORAGE_PATH]."
 )
 _ttl_option = click.option(
-    "--ttl", type=float, default=None, help="Token lifetime in seconds (default: never)."
+    "--ttl",
+    type=float,
+    default=None,
+    help="Token lifetime in seconds, 0 = never expires [NRP_TOKEN_TTL, default 7 days].",
 )
 
 
@@ -140,6 +143,10 @@ def _new_token(root: Path | None, name: str, ttl: float | None, existing: bool) 
     """A new token for user ``name``, who is created first unless ``existing``."""
     from hbp_nrp_storage.users import UserError, UserStore
 
+    if ttl is None:
+        ttl = _settings().storage.token_ttl
+    if ttl < 0:
+        raise click.BadParameter("must not be negative", param_hint="--ttl")
     try:
         store = UserStore(_storage_root(root))
         return store.issue_token(name, ttl) if existing else store.add_user(name, ttl)
@@ -167,6 +174,47 @@ def user_token(name: str, root: Path | None, ttl: float | None) -> None:
     token = _new_token(root, name, ttl, existing=True)
     err.print(f"New token for [bold]{name}[/bold]:")
     click.echo(token)
+
+
+def _utc(seconds: float | None) -> str:
+    from hbp_nrp_commons.timestamps import iso_utc
+
+    return "never" if seconds is None else iso_utc(seconds, timespec="seconds")
+
+
+@user_group.command("tokens")
+@click.argument("name")
+@_root_option
+def user_tokens(name: str, root: Path | None) -> None:
+    """List the tokens of user NAME: id, created, expires, state (tokens themselves are never stored)."""
+    from hbp_nrp_storage.users import UserError, UserStore
+
+    try:
+        tokens = UserStore(_storage_root(root)).tokens(name)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    table = Table("id", "created", "expires", "state")
+    for info in tokens:
+        table.add_row(
+            info.id, _utc(info.created), _utc(info.expires), "expired" if info.expired() else "valid"
+        )
+    Console(width=200).print(table)
+
+
+@user_group.command("revoke")
+@click.argument("name")
+@click.option("--id", "token_id", default=None, help="Revoke only this token (an id from `nrp user tokens`).")
+@_root_option
+def user_revoke(name: str, token_id: str | None, root: Path | None) -> None:
+    """Revoke every token of user NAME (or one, with --id); running servers notice within seconds."""
+    from hbp_nrp_storage.users import UserStore
+
+    if token_id is not None and len(token_id) < 6:
+        raise click.BadParameter("give at least 6 characters of the id", param_hint="--id")
+    count = UserStore(_storage_root(root)).revoke_tokens(name, token_id)
+    if token_id is not None and count == 0:
+        raise click.ClickException(f"user {name!r} has no token with id {token_id}")
+    err.print(f"Revoked {count} token{'s' if count != 1 else ''} of [bold]{name}[/bold]")
 
 
 @user_group.command("passwd")

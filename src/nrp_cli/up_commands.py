@@ -31,7 +31,7 @@ from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
 from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
 from nrp_cli import frontend_up
-from nrp_cli.up_env import write_up_env
+from nrp_cli.up_env import owner_token, write_up_env
 
 BUNDLED_OWNER = "nrpuser"
 PORT = click.IntRange(0, 65535)
@@ -97,16 +97,6 @@ def import_bundled_experiments(storage_url: str, token: str, storage_root: Path)
     finally:
         client.close()
     return created
-
-
-def issue_owner_token(storage_root: Path) -> str:
-    """Create ``nrpuser`` on first start; return a fresh token for it at every start."""
-    from hbp_nrp_storage.users import UserStore
-
-    store = UserStore(storage_root)
-    if not store.user_exists(BUNDLED_OWNER):
-        return store.add_user(BUNDLED_OWNER)
-    return store.issue_token(BUNDLED_OWNER)
 
 
 def save_up_env(data_dir: Path, system: RunningSystem) -> Path:
@@ -295,7 +285,7 @@ class Stack:
             storage_args += ["--frontend", str(self.frontend)]
         storage = self._start("storage", storage_args)
         storage_url = storage.url
-        token = issue_owner_token(storage_root)
+        token = owner_token(storage_root, self.settings.data_dir, BUNDLED_OWNER)
         login = frontend_up.ensure_login(storage_root, BUNDLED_OWNER)
         created = import_bundled_experiments(storage_url, token, storage_root)
         if created:

@@ -7,10 +7,13 @@ mode 0600 because it carries a token.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 UP_ENV_FILE = "nrp-up.env"
+#: A saved token is reused only while it has at least this many seconds left (one day).
+REUSE_MIN_REMAINING = 24 * 3600.0
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -45,3 +48,33 @@ def write_up_env(data_dir: Path, values: Mapping[str, str]) -> Path:
     os.chmod(temporary, 0o600)
     os.replace(temporary, path)
     return path
+
+
+def owner_token(
+    storage_root: Path,
+    data_dir: Path,
+    user: str = "nrpuser",
+    ttl: float | None = None,
+    min_remaining: float = REUSE_MIN_REMAINING,
+) -> str:
+    """The token ``nrp up`` announces for ``user``: the one it saved last time while still good.
+
+    Creates ``user`` on the first start. Later starts reuse the ``NRP_TOKEN`` of ``nrp-up.env``
+    when storage knows it as ``user``'s and it expires in more than ``min_remaining`` seconds (or
+    never); otherwise a new token is issued with lifetime ``ttl`` (``NRP_TOKEN_TTL`` when ``None``).
+    So restarts no longer pile up tokens, and none of them lives forever.
+    """
+    from hbp_nrp_commons.settings import load_settings
+    from hbp_nrp_storage.users import UserStore
+
+    if ttl is None:
+        ttl = load_settings().storage.token_ttl
+    store = UserStore(storage_root)
+    if not store.user_exists(user):
+        return store.add_user(user, ttl)
+    saved = read_up_env(data_dir).get("NRP_TOKEN", "")
+    info = store.token_info(saved) if saved else None
+    if info is not None and info.user == user:
+        if info.expires is None or info.expires - time.time() > min_remaining:
+            return saved
+    return store.issue_token(user, ttl)

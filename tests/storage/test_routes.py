@@ -75,9 +75,12 @@ def test_missing_or_bad_token_is_401_json(storage: Storage, header: str | None) 
         }
 
 
-def test_any_scheme_word_is_accepted(storage: Storage) -> None:
+def test_only_the_bearer_scheme_is_accepted(storage: Storage) -> None:
+    for scheme in ("Bearer", "bearer"):
+        headers = {"Authorization": f"{scheme} {storage.alice}"}
+        assert requests.get(f"{storage.url}/identity/me", headers=headers).json()["id"] == "alice"
     response = requests.get(f"{storage.url}/identity/me", headers={"Authorization": f"Token {storage.alice}"})
-    assert response.json()["id"] == "alice"
+    assert response.status_code == 401
 
 
 def test_options_preflight_and_cors(storage: Storage, alice: requests.Session) -> None:

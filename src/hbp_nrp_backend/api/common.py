@@ -31,7 +31,10 @@ def json_body() -> dict[str, Any]:
     """
     if not request.get_data(cache=True):
         return {}
-    body = request.get_json(force=True, silent=True)
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError as exc:  # nested deeper than the parser's recursion limit
+        raise ClientError("Malformed JSON body: nested too deeply") from exc
     if not isinstance(body, dict):
         raise ClientError("Malformed JSON body")
     return body

@@ -6,6 +6,8 @@ the stop uploaded to the experiment's storage folder (``nrp sim logs`` fetches i
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,10 @@ def read_log(path: Path, tail: int, offset: int = 0) -> dict[str, Any]:
     ``content`` is the file from byte ``offset`` on, but at most its last ``tail`` bytes
     (``truncated`` then); ``offset`` in the answer is where ``content`` starts.
     """
-    with path.open("rb") as handle:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never a link's target
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
         size = handle.seek(0, 2)
         start = max(min(offset, size), size - tail)
         handle.seek(start)
@@ -67,9 +72,17 @@ def read_log(path: Path, tail: int, offset: int = 0) -> dict[str, Any]:
     }
 
 
+def _is_regular(path: Path) -> bool:
+    """A regular file, not a symlink: a ``*.log`` link is never followed."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def log_files(sim_dir: Path) -> list[Path]:
     """The top-level ``*.log`` files of a simulation directory: console log first, then by name."""
-    found = sorted(p for p in sim_dir.iterdir() if p.is_file() and p.name.endswith(".log"))
+    found = sorted(p for p in sim_dir.iterdir() if p.name.endswith(".log") and _is_regular(p))
     return sorted(found, key=lambda p: not p.name.startswith("simulation_"))
 
 

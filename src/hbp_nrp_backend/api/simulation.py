@@ -8,54 +8,26 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from hbp_nrp_backend.api.common import caller, json_body, manager
-from hbp_nrp_backend.api.schemas import ApiErrorSchema, SimulationRequestSchema, SimulationSchema
-from hbp_nrp_backend.errors import ClientError
-from hbp_nrp_backend.simulations import LaunchRequest
+from hbp_nrp_backend.api.schemas import ApiErrorSchema, SimulationRequestSchema, SimulationSchema, load_body
+from hbp_nrp_backend.simulation import LaunchRequest
 
 blp = Blueprint("simulation", __name__, description="Simulations of this server")
 
-DEFAULT_CONFIGURATION = "simulation_config.json"
-DEFAULT_SCRIPT = "main_script.py"
-
-
-def _file_name(body: dict[str, Any], field: str, default: str) -> str:
-    value = body.get(field)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ClientError(f"Invalid file name: {value}")
-    parts = value.replace("\\", "/").split("/")
-    if not value.strip() or value.startswith(("/", "\\")) or ".." in parts or "\0" in value:
-        raise ClientError(f"Invalid file name: {value}")
-    return value
-
 
 def parse_launch_request(body: dict[str, Any]) -> LaunchRequest:
-    """Check a ``POST /simulation`` body and turn it into a :class:`LaunchRequest`.
+    """Check a ``POST /simulation`` body with :class:`SimulationRequestSchema` (the schema of the
+    OpenAPI document) and turn it into a :class:`LaunchRequest`.
 
     Raises:
         ClientError: a required field is missing, a value has the wrong type, a file name is
             absolute or climbs out of the experiment.
     """
-    missing = [name for name in ("experimentID",) if body.get(name) in (None, "")]
-    if missing:
-        raise ClientError(f"{' '.join(missing)} not given.")
-    experiment_id = body["experimentID"]
-    if not isinstance(experiment_id, str) or not experiment_id.strip():
-        raise ClientError("experimentID must be a non-empty string")
-    if "/" in experiment_id or experiment_id in (".", ".."):
-        raise ClientError(f"Invalid experimentID: {experiment_id}")
-    state = body.get("state", "created")
-    if state != "created":
-        raise ClientError(f"Invalid state requested: ({state})")
-    ctx_id = body.get("ctxId")
-    if ctx_id is not None and not isinstance(ctx_id, str):
-        raise ClientError("ctxId must be a string or null")
+    data = load_body(SimulationRequestSchema(), body)
     return LaunchRequest(
-        experiment_id=experiment_id,
-        experiment_configuration=_file_name(body, "experimentConfiguration", DEFAULT_CONFIGURATION),
-        main_script=_file_name(body, "mainScript", DEFAULT_SCRIPT),
-        ctx_id=ctx_id,
+        experiment_id=data["experimentID"],
+        experiment_configuration=data["experimentConfiguration"],
+        main_script=data["mainScript"],
+        ctx_id=data["ctxId"],
     )
 
 

@@ -8,8 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from hbp_nrp_backend.api.common import caller, json_body, manager
-from hbp_nrp_backend.api.schemas import ApiErrorSchema, StateRequestSchema, StateSchema
-from hbp_nrp_backend.errors import ClientError
+from hbp_nrp_backend.api.schemas import ApiErrorSchema, StateRequestSchema, StateSchema, load_body
 
 blp = Blueprint("state", __name__, description="Lifecycle state of a simulation")
 
@@ -46,7 +45,5 @@ class SimulationState(MethodView):
         user = caller()
         sims.check_modify(user, sim)
         sim.reject_if_final()
-        body = json_body()
-        if body.get("state") is None:
-            raise ClientError("state not given.")
+        body = load_body(StateRequestSchema(), json_body())
         return sims.request_state(sim, body["state"], user)
