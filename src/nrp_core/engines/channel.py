@@ -105,6 +105,10 @@ class Channel:
             pass
 
 
+def _is_brief(exc: BaseException) -> bool:
+    return bool(getattr(exc, "brief", False) or getattr(exc.__cause__, "brief", False))
+
+
 def error_details(op: str, exc: BaseException) -> dict[str, Any]:
     """Describe an exception for an ``("error", details)`` reply."""
     file, line = user_location(exc)
@@ -112,7 +116,8 @@ def error_details(op: str, exc: BaseException) -> dict[str, Any]:
         "op": op,
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        # Errors whose message says it all (``brief``, e.g. a world file that does not load) have none.
+        "traceback": "" if _is_brief(exc) else "".join(traceback.format_exception(exc)),
         "file": file,
         "line": line,
     }
