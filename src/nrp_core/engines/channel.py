@@ -126,6 +126,7 @@ def error_details(op: str, exc: BaseException) -> dict[str, Any]:
 def serve(channel: Channel, server: Any) -> None:
     """Answer requests from ``channel`` with ``server`` until end of file or ``shutdown``."""
     get_request: dict[str, Any] | None = None
+    reply: Any
     while True:
         try:
             message = channel.recv()
@@ -134,7 +135,11 @@ def serve(channel: Channel, server: Any) -> None:
         op = message[0]
         phase = op
         try:
-            if op == "step":
+            if op == "step" and hasattr(server, "step"):
+                # a server that sets, advances and reads in one go (nest_server: one request to NEST Server)
+                phase = "run_loop"
+                reply = server.step(message[1], message[2], get_request)
+            elif op == "step":
                 set_request, time_step = message[1], message[2]
                 phase = "set_datapacks"
                 if set_request:
@@ -145,7 +150,7 @@ def serve(channel: Channel, server: Any) -> None:
                     time = server.run_loop({"time_step": time_step})["time"]
                 phase = "get_datapacks"
                 fetched = server.get_datapacks(get_request) if get_request else {}
-                reply: Any = (time, fetched)
+                reply = (time, fetched)
             elif op == "init":
                 phase = "initialize"
                 server.initialize(message[1])

@@ -66,6 +66,7 @@ ENGINE_TYPES: dict[str, tuple[str, str]] = {
         "nrp_core.engines.datatransfer.worker",
         "nrp_core.engines.datatransfer.server:make_server",
     ),
+    "nest_server": ("nrp_core.engines.nest_server.worker", "nrp_core.engines.nest_server.server:make_server"),
 }
 
 
@@ -731,6 +732,8 @@ def create_engine(
         return InProcessEngine(config, experiment_dir)
     if launch == "BasicFork":
         return EngineProcess(config, experiment_dir, output)
+    if launch == "EmptyLaunchCommand" and engine_type == "nest_server":
+        return EngineProcess(config, experiment_dir, output)  # it connects to the running NEST Server
     if launch == "EmptyLaunchCommand":
         return HttpEngine(config, experiment_dir)
     raise EngineError(name, "launch", f"EngineLaunchCommand LaunchType '{launch}' is not supported yet")

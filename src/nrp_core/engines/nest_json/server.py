@@ -94,11 +94,16 @@ class NestEngineServer:
         self._resolution_ns = 100_000
         self._time_ns = 0
         self._initialized = False
+        self.engine_type = "nest_json"
+        self.brain_source: str | None = None
+        """The brain script's text when it comes with the request (``nest_server``), else read from file."""
+        self.brain_globals: dict[str, Any] = {}
+        """Names the brain script finds defined (``nest_server`` brains use ``nrp_core`` unimported)."""
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"nest_json engine '{self._name}'"
+        return f"{self.engine_type} engine '{self._name}'"
 
     def _kernel_setup(self) -> None:
         nest = self.nest
@@ -124,15 +129,18 @@ class NestEngineServer:
         nest_json._devices.clear()
         self._kernel_setup()
         path = experiment_path(self._config, self._brain_file)
-        if not path.is_file():
+        if self.brain_source is not None:
+            source = self.brain_source
+        elif not path.is_file():
             raise NestEngineError(
                 f"{self._where()}: brain script (NestInitFileName) '{self._brain_file}' not found ({path})"
             )
-        source = path.read_text()
+        else:
+            source = path.read_text()
         directory = str(path.parent)
-        if directory not in sys.path:
+        if directory not in sys.path and path.parent.is_dir():
             sys.path.insert(0, directory)
-        namespace = {"__name__": "__nest_brain__", "__file__": str(path)}
+        namespace = {**self.brain_globals, "__name__": "__nest_brain__", "__file__": str(path)}
         try:
             code = compile(source, str(path), "exec")
             exec(code, namespace)
@@ -148,6 +156,7 @@ class NestEngineServer:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+        self._register_populations(namespace.get("populations"))
         nest = self.nest
         # A brain script usually calls nest.ResetKernel() itself, which drops our seed; the seed may
         # be set again after nodes exist, the resolution may not, so that one is checked instead.
@@ -164,6 +173,24 @@ class NestEngineServer:
         self._resolution_ms = resolution
         self._resolution_ns = round(resolution * _NS_PER_MS)
         self._time_ns = round(float(nest.GetKernelStatus("biological_time")) * _NS_PER_MS)
+
+    def _register_populations(self, populations: Any) -> None:
+        """Register the brain's ``populations`` dict (nrp-core's ``nest_server`` brains name devices so)."""
+        if populations is None:
+            return
+        if not isinstance(populations, dict):
+            raise NestEngineError(
+                f"{self._where()}: 'populations' in '{self._brain_file}' must be a dict of datapack name to "
+                f"node collection, got {type(populations).__name__}"
+            )
+        for name, nodes in populations.items():
+            if nest_json._devices.get(name) is not nodes:
+                try:
+                    nest_json.RegisterDataPack(str(name), nodes)
+                except ValueError as exc:
+                    raise NestEngineError(
+                        f"{self._where()}: populations of '{self._brain_file}': {exc}"
+                    ) from exc
 
     # -- engine operations ---------------------------------------------------------------------------
 
