@@ -10,15 +10,44 @@ in ``NRP_NEST_SERVER_TOKEN``. The server exits when its standard input closes (i
 from __future__ import annotations
 
 import argparse
+import hmac
 import os
+import socket
 import sys
 import threading
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, make_server
+
+
+class _KeepAliveHandler(ServerHandler):
+    http_version = "1.1"  # wsgiref answers HTTP/1.0 by default, which closes every connection
 
 
 class _QuietHandler(WSGIRequestHandler):
+    """Keeps the connection open for the next request (HTTP/1.1), silently."""
+
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small replies, no delay
+
+    def handle(self) -> None:
+        while True:  # one request at a time until the client closes or asks to
+            self.raw_requestline = self.rfile.readline(65537)
+            if not self.raw_requestline or len(self.raw_requestline) > 65536 or not self.parse_request():
+                return
+            handler = _KeepAliveHandler(
+                self.rfile,
+                self.wfile,  # type: ignore[arg-type]
+                self.get_stderr(),
+                self.get_environ(),
+                multithread=False,
+            )
+            handler.request_handler = self  # type: ignore[attr-defined]
+            handler.run(self.server.get_app())  # type: ignore[attr-defined]
+            if self.close_connection:
+                return
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # no line per request
@@ -49,7 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
+    from flask import request
     from nest.server import app
+
+    # NEST Server's own access check walks the garbage collector's referrers on every request (some
+    # milliseconds with NEST loaded); this server checks the same header against its token directly.
+    def check_token() -> Any:
+        if not hmac.compare_digest(request.headers.get("NESTServerAuth", ""), token):
+            return ("Unauthorized", 403)
+        return None
+
+    app.before_request_funcs[None] = [check_token]
 
     # NEST must run in the main thread (it crashes in a server's worker thread): a single-threaded
     # WSGI server, keeping connections alive (HTTP/1.1) as the engine sends one request per step.
