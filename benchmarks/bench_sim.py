@@ -107,6 +107,37 @@ class _SimulatorClock:
                 setattr(owner, name, original)
 
 
+class _NoSimulate:
+    """``nest`` with a ``Simulate`` that does nothing: what remains of a step is all but NEST's work."""
+
+    def __init__(self, nest: Any) -> None:
+        self._nest = nest
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._nest, name)
+
+    def Simulate(self, _time_ms: float) -> None:  # noqa: N802 - NEST's name
+        pass
+
+
+@contextlib.contextmanager
+def _without_simulate() -> Iterator[None]:
+    """In-process NEST engines created meanwhile skip ``nest.Simulate``."""
+    from nrp_core.engines.nest_json.server import NestEngineServer
+
+    original = NestEngineServer.__init__
+
+    def init(self: NestEngineServer) -> None:
+        original(self)
+        self.nest = _NoSimulate(self.nest)
+
+    NestEngineServer.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        NestEngineServer.__init__ = original  # type: ignore[method-assign]
+
+
 def _run(neurons: int, overrides: list[str], clock: _SimulatorClock | None) -> tuple[float, float]:
     """Wall and CPU seconds (this process) per step of ``STEPS`` steps, after a warm-up step."""
     from nrp_core import NrpCore
@@ -181,21 +212,25 @@ def _brain_devices(neurons: int) -> dict[str, Any]:
     return dict(nest_json.GetDevMap())
 
 
-def _alone(neurons: int, with_body: bool) -> float:
-    """Seconds per step of the experiment's work in a plain loop, on the simulators' own APIs.
+def _alone(neurons: int, with_body: bool, simulate: bool = True) -> tuple[float, float]:
+    """Wall and CPU seconds per step of the experiment's work in a plain loop, on the simulators' APIs.
 
     NEST alone: per step, set the eyes' rates, ``nest.Simulate(20)``, read both spike recorders
-    (``nest.GetStatus``, whole status as a datapack carries) and empty them. With the body, also what
-    the vehicle script and the functions do: MuJoCo's controls, its four 5 ms steps, the eyes computed
-    from the body and light positions, and the record line written and flushed. No framework at all.
+    (whole status, as a datapack carries) and empty them, through NEST's low-level status calls.
+    With the body, also what the vehicle script and the functions do: MuJoCo's controls, its four
+    5 ms steps, the eyes computed from the body and light positions, and the record line written and
+    flushed. No framework at all.
     """
     import math
     import warnings
 
     import mujoco
     import nest
+    from nest import nestkernel_api
 
     warnings.filterwarnings("ignore")
+    # NEST's fastest way to the devices, what NodeCollection.get/set end in (the engine uses it too)
+    get_status, set_status = nestkernel_api.llapi_get_nc_status, nestkernel_api.llapi_set_nc_status
     devices = _brain_devices(neurons)
     eyes, left, right = devices["eyes"], devices["left_motor_spikes"], devices["right_motor_spikes"]
     model = mujoco.MjModel.from_xml_path(str(EXPERIMENT / "model" / "vehicle.xml"))
@@ -208,11 +243,12 @@ def _alone(neurons: int, with_body: bool) -> float:
 
         def step(index: int) -> None:
             nonlocal wheels, seen
-            nest.SetStatus(eyes, [{"rate": 12000.0 * seen[0]}, {"rate": 12000.0 * seen[1]}])
-            nest.Simulate(STEP_S * 1e3)
-            counts = [nest.GetStatus(left)[0]["n_events"], nest.GetStatus(right)[0]["n_events"]]
-            nest.SetStatus(left, [{"n_events": 0}])
-            nest.SetStatus(right, [{"n_events": 0}])
+            set_status(eyes._datum, [{"rate": 12000.0 * seen[0]}, {"rate": 12000.0 * seen[1]}])
+            if simulate:
+                nest.Simulate(STEP_S * 1e3)
+            counts = [get_status(left._datum)["n_events"][0], get_status(right._datum)["n_events"][0]]
+            set_status(left._datum, [{"n_events": 0}])
+            set_status(right._datum, [{"n_events": 0}])
             if not with_body:
                 return
             wheels = [0.04 * count / (20 * STEP_S) for count in counts]
@@ -229,10 +265,10 @@ def _alone(neurons: int, with_body: bool) -> float:
             record.flush()
 
         step(0)
-        wall = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for index in range(1, STEPS + 1):
             step(index)
-        return (time.perf_counter() - wall) / STEPS
+        return (time.perf_counter() - wall) / STEPS, (time.process_time() - cpu) / STEPS
 
 
 def _process_framework(figures: dict[str, float]) -> str:
@@ -244,16 +280,28 @@ def _process_framework(figures: dict[str, float]) -> str:
 def measure_overhead(neurons: int) -> dict[str, float]:
     """NEST alone, NEST + MuJoCo alone and the full loop (in-process and engine processes), alternating.
 
-    The framework's share is what the full loop costs beyond the same work done by a plain loop. Each
-    figure is the best of ``REPEATS`` runs: on a shared machine the load only ever adds time.
+    The framework's share is what the full loop costs beyond the same work done by a plain loop. As
+    NEST's step varies by more than the framework costs on a loaded machine, the framework's cost is
+    measured on both loops with ``nest.Simulate`` skipped (``alone_bare``, ``loop_bare``: every other
+    call the same) and set against the real in-process step. Each
+    figure is the best of ``REPEATS`` runs: on a shared machine the load only ever adds time. For the
+    in-process runs (all work in this process) CPU time is reported too, which the load inflates less.
     """
     runs: dict[str, list[float]] = {}
     for _ in range(REPEATS):
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            runs.setdefault("nest", []).append(_alone(neurons, with_body=False))
-            runs.setdefault("alone", []).append(_alone(neurons, with_body=True))
-            runs.setdefault("loop", []).append(_run(neurons, IN_PROCESS, None)[0])
+            for key, (wall, cpu) in (
+                ("nest", _alone(neurons, with_body=False)),
+                ("alone", _alone(neurons, with_body=True)),
+                ("loop", _run(neurons, IN_PROCESS, None)),
+            ):
+                runs.setdefault(key, []).append(wall)
+                runs.setdefault(f"{key}_cpu", []).append(cpu)
             runs.setdefault("processes", []).append(_run(neurons, [], None)[0])
+            # the same without NEST's own work: short, so the machine's load hardly blurs the difference
+            runs.setdefault("alone_bare", []).append(_alone(neurons, with_body=True, simulate=False)[0])
+            with _without_simulate():
+                runs.setdefault("loop_bare", []).append(_run(neurons, IN_PROCESS, None)[0])
     return {key: min(values) for key, values in runs.items()}
 
 
@@ -312,13 +360,25 @@ def main() -> None:
     )
     for neurons in BRAIN_SIZES:
         o = measure_overhead(neurons)
+        framework = o["loop_bare"] - o["alone_bare"]
+        print(
+            f"  {neurons:4d} neurons/population: framework {framework * 1e6:.0f} us/step = "
+            f"{framework / o['loop']:.1%} of the in-process step "
+            f"(plain loop {o['alone_bare'] * 1e6:.0f} us/step, "
+            f"full loop {o['loop_bare'] * 1e6:.0f} us/step, both without NEST's Simulate)"
+        )
         loop_framework, process_framework = o["loop"] - o["alone"], o["processes"] - o["alone"]
+        cpu_framework = o["loop_cpu"] - o["alone_cpu"]
         print(
             f"  {neurons:4d} neurons/population, same run (best of {REPEATS}): NEST alone "
             f"{o['nest'] * 1e3:.2f} ms/step, NEST + MuJoCo alone {o['alone'] * 1e3:.2f} ms/step\n"
             f"    full loop, in-process engines: {o['loop'] * 1e3:.2f} ms/step, "
             f"RTF {STEP_S / o['loop']:.2f}; "
-            f"framework {loop_framework * 1e6:.0f} us/step = {loop_framework / o['loop']:.1%} of the step\n"
+            f"framework {loop_framework * 1e6:.0f} us/step = {loop_framework / o['loop']:.1%} of the step "
+            f"(CPU time: NEST alone {o['nest_cpu'] * 1e3:.2f}, "
+            f"NEST + MuJoCo alone {o['alone_cpu'] * 1e3:.2f}, "
+            f"loop {o['loop_cpu'] * 1e3:.2f} ms/step, framework {cpu_framework * 1e6:.0f} us/step = "
+            f"{cpu_framework / o['loop_cpu']:.1%})\n"
             f"    full loop, engine processes:   {o['processes'] * 1e3:.2f} ms/step, "
             f"RTF {STEP_S / o['processes']:.2f}; framework {process_framework * 1e6:.0f} us/step = "
             f"{process_framework / o['processes']:.1%} of the step"

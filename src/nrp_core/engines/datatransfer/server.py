@@ -132,12 +132,15 @@ class DataTransferServer:
                 )
             data = entry["data"]
             streamed = False
+            text = None  # the datapack as JSON, made once for the broker and the file
             if name in self._network and self._mqtt is not None:
-                topic = data_topic(self._prefix, self._simulation_id, name)
-                self._mqtt.publish(topic, json.dumps(data), qos=0)
+                if self._mqtt.is_connected():  # nothing to encode while no broker is reachable
+                    text = json.dumps(data, separators=(",", ":"))
+                    topic = data_topic(self._prefix, self._simulation_id, name)
+                    self._mqtt.publish(topic, text, qos=0)
                 streamed = True
             if name in self._file:
-                self._write(name, data)
+                self._write(name, data, text)
                 streamed = written = True
             if streamed or name in self._network:
                 self._last[name] = data
@@ -150,14 +153,15 @@ class DataTransferServer:
             # One flush per step: what a step recorded is on disk before the next step starts.
             self._flush()
 
-    def _write(self, name: str, data: Any) -> None:
+    def _write(self, name: str, data: Any, text: str | None = None) -> None:
         handle = self._files.get(name)
         if handle is None:
             assert self._directory is not None
             handle = open(self._directory / f"{name}.data", "a", encoding="utf-8")  # noqa: SIM115
             self._files[name] = handle
-        handle.write(json.dumps({"time_ns": self._time_ns, "data": data}, separators=(",", ":")))
-        handle.write("\n")
+        if text is None:
+            text = json.dumps(data, separators=(",", ":"))
+        handle.write(f'{{"time_ns":{self._time_ns},"data":{text}}}\n')
 
     def get_datapacks(self, request: dict[str, Any] | None) -> dict[str, Any]:
         """The last datapack received under each requested name (JSON null if none yet)."""
