@@ -87,6 +87,7 @@ class _SimulatorClock:
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         import nest
+        from nest import nestkernel_api
 
         from nrp_core.engines.nest_json.server import NestEngineServer
         from nrp_core.engines.py_sim.SimManager import SimulatorManager
@@ -96,6 +97,8 @@ class _SimulatorClock:
             (SimulatorManager, "run_step", "mujoco"),
             (nest.NodeCollection, "get", "devices"),
             (nest.NodeCollection, "set", "devices"),
+            (nestkernel_api, "llapi_get_nc_status", "devices"),  # what the engine calls
+            (nestkernel_api, "llapi_set_nc_status", "devices"),
         ]
         originals = [getattr(owner, name) for owner, name, _ in patches]
         for (owner, name, category), original in zip(patches, originals, strict=True):
