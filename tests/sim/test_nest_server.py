@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -54,16 +53,16 @@ def running_nest_server(tmp_path: Path):
     """A NEST Server started beforehand (port 0: a free port), as ``EmptyLaunchCommand`` expects."""
     _require_nest_server()
     token = secrets.token_hex(16)
-    env = dict(os.environ, NRP_NEST_SERVER_TOKEN=token)
     process = subprocess.Popen(
         [sys.executable, "-m", "nrp_core.engines.nest_server.serve", "--port", "0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
     )
-    assert process.stdout is not None
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(token + "\n")  # its access token, first line of its input
+    process.stdin.flush()
     for line in process.stdout:
         if line.startswith("Listening on "):
             break

@@ -3,8 +3,9 @@
 NEST's own Flask application (``nest.server``) served in the main thread (NEST crashes when called
 from a server's worker thread), on ``--host`` and ``--port`` (0: a free port). It prints ``Listening on
 http://<host>:<port>`` once it accepts requests. ``/exec`` is enabled without RestrictedPython, as
-nrp-core runs it (brain scripts are arbitrary Python), so requests must carry the access token given
-in ``NRP_NEST_SERVER_TOKEN``. The server exits when its standard input closes (its engine is gone).
+nrp-core runs it (brain scripts are arbitrary Python), so requests must carry the access token, which
+the engine writes as the first line of the server's standard input. The server exits when its
+standard input closes (its engine is gone).
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
 
-    token = os.environ.pop("NRP_NEST_SERVER_TOKEN", "")
+    token = sys.stdin.readline().strip()  # the first line of standard input, never the environment
     if not token:
-        print("NRP_NEST_SERVER_TOKEN is not set: refusing to serve /exec without an access token", flush=True)
+        print("no access token on standard input: refusing to serve /exec without one", flush=True)
         return 2
     os.environ.update(
         {

@@ -64,7 +64,7 @@ class NestServerEngine:
 
     def _start(self, host: str, port: int) -> tuple[str, int]:
         token = secrets.token_hex(24)
-        env = dict(os.environ, NRP_NEST_SERVER_TOKEN=token, PYNEST_QUIET="1")
+        env = dict(os.environ, PYNEST_QUIET="1")
         command = [
             sys.executable,
             "-m",
@@ -85,8 +85,12 @@ class NestServerEngine:
             )
         except OSError as exc:
             raise NestEngineError(f"{self._where()}: cannot start NEST Server: {exc}") from exc
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(
+            token + "\n"
+        )  # the token: first line of its input, kept out of argv and env
+        self._process.stdin.flush()
         lines: queue.Queue[str | None] = queue.Queue()
-        assert self._process.stdout is not None
         threading.Thread(
             target=_forward, args=(self._process.stdout, lines, token), name="nest-server-output", daemon=True
         ).start()
