@@ -124,3 +124,21 @@ def test_template_opensim_tvb_through_nrp_run(tmp_path: Path, tvb_path: None):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Completed" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "proc_cmd, warned",
+    [
+        ("/usr/xpra-entrypoint.sh python_json_engine.py", False),  # nrp-core's Xpra wrapper
+        ("/usr/local/bin/python_json_engine.py", False),
+        ("my_own_engine --fast", True),
+    ],
+)
+def test_engine_proc_cmd_naming_nrp_core_programs(tmp_path: Path, caplog, proc_cmd: str, warned: bool):
+    from nrp_core.engines.launch import create_engine
+
+    config = {"EngineType": "py_sim", "EngineName": "arm", "EngineProcCmd": proc_cmd}
+    with caplog.at_level("INFO", logger="nrp_core.engines.launch"):
+        create_engine(config, tmp_path)
+    assert ("is not supported yet and is ignored" in caplog.text) == warned
+    assert ("runs this runtime's py_sim engine" in caplog.text) != warned
