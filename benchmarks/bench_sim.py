@@ -39,7 +39,7 @@ from typing import Any
 
 EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "braitenberg_vehicle"
 UPSTREAM = Path(__file__).resolve().parents[2] / "shared" / "upstream" / "nrp-core"  # nrp-core's examples
-OSIM_STEPS = 300
+OSIM_STEPS = 100
 EYE_ANGLE = 1.0471975511965976  # 60 degrees, as in vehicle.py
 STEPS = 200
 STEP_S = 0.02
@@ -322,26 +322,30 @@ def opensim_arm() -> tuple[float, float] | None:
     action = [0.0, 0.0, 0.0, 0.2, 0.2, 0.2]
     config = {"EngineName": "arm", "Simulator": "Opensim", "WorldFileName": str(arm), "EngineTimestep": 0.01}
     sim = SimulatorManager(config)
-    wall = time.perf_counter()
-    for _ in range(OSIM_STEPS):
-        sim.run_step(action, 10_000_000)
-        sim.get_model_property("r_elbow_flex", "Joint")
-    managed = (time.perf_counter() - wall) / OSIM_STEPS
     backend: Any = sim.sim_interface
     model, constants = backend.model, backend._excitations
-    state = model.initializeState()
-    integrator = osim.Manager(model)
-    integrator.setIntegratorAccuracy(5e-5)
-    integrator.initialize(state)
     elbow = model.getCoordinateSet().get("r_elbow_flex")
-    wall = time.perf_counter()
-    for index in range(1, OSIM_STEPS + 1):
-        for constant, value in zip(constants, action, strict=True):
-            constant.setValue(value)
-        state = integrator.integrate(index * 0.01)
-        elbow.getValue(state)
-    direct = (time.perf_counter() - wall) / OSIM_STEPS
-    return managed, direct
+    managed, direct = [], []
+    for _ in range(REPEATS):  # alternating, best of each: the same trajectory from the initial state
+        sim.reset()
+        wall = time.perf_counter()
+        for _ in range(OSIM_STEPS):
+            sim.run_step(action, 10_000_000)
+            sim.get_model_property("r_elbow_flex", "Joint")
+        managed.append((time.perf_counter() - wall) / OSIM_STEPS)
+        state = model.initializeState()
+        integrator = osim.Manager(model)
+        integrator.setIntegratorAccuracy(5e-5)
+        integrator.initialize(state)
+        wall = time.perf_counter()
+        for index in range(1, OSIM_STEPS + 1):
+            for constant, value in zip(constants, action, strict=True):
+                constant.setValue(value)
+            state = integrator.integrate(index * 0.01)
+            model.realizeDynamics(state)  # as the engine does after each step
+            elbow.getValue(state)
+        direct.append((time.perf_counter() - wall) / OSIM_STEPS)
+    return min(managed), min(direct)
 
 
 def nest_server_against_nest_json(neurons: int) -> dict[str, float]:
