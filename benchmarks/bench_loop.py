@@ -7,7 +7,12 @@ Measured in ``REPEATS`` interleaved repetitions of ``STEPS`` steps (best and med
   the same loop calling the two ``Script`` objects directly, without engine servers;
 - in-process: ``NrpCore.run_loop(STEPS)`` with both engines ``InProcess``;
 - processes: the same with each engine in its own process (the default);
-- ``initialize()`` wall time with two engine processes.
+- ``initialize()`` wall time with two engine processes;
+- stop latency (median of ``STOPS`` stops): ``NrpCore.stop()`` from another thread until a running
+  ``run_loop(0)`` returns, in-process and with engine processes, and a stop request until a paused
+  ``nrp.run_loop`` of the Simulation Server's wrapper raises ``NRPStopExecution``; baseline: waking
+  a thread blocked on a ``threading.Event``. The tests check that stops end the loop; this says how
+  fast (the REST-level stop is in ``bench_backend``).
 
 Engine ``print`` output goes to a null sink in every run: an in-memory sink for the baseline and
 in-process engines, ``/dev/null`` for engine processes. Targets: in-process <= 2x baseline and
@@ -20,6 +25,7 @@ import contextlib
 import io
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +39,7 @@ EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "tf_exchan
 STEPS = 10_000
 REPEATS = 5
 TIMESTEP_NS = 10_000_000
+STOPS = 20
 
 
 class _NullSink(io.TextIOBase):
@@ -147,6 +154,94 @@ def loop_per_step(in_process: bool, steps: int = STEPS) -> tuple[float, float, f
     return wall, cpu, init_time
 
 
+def _blocked_thread(wait: Callable[[], object]) -> tuple[threading.Thread, list[float]]:
+    """A thread that calls ``wait`` and records when it returned (or raised); started and blocked."""
+    ended: list[float] = []
+
+    def body() -> None:
+        with contextlib.suppress(BaseException):
+            wait()
+        ended.append(time.perf_counter())
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    time.sleep(0.01)  # let it block
+    return thread, ended
+
+
+def event_wakeup_latency(runs: int = STOPS) -> list[float]:
+    """Baseline: ``Event.set()`` until the thread blocked in ``Event.wait()`` runs again."""
+    latencies = []
+    for _ in range(runs):
+        event = threading.Event()
+        thread, ended = _blocked_thread(event.wait)
+        start = time.perf_counter()
+        event.set()
+        thread.join()
+        latencies.append(ended[0] - start)
+    return latencies
+
+
+def client_stop_latency(in_process: bool, runs: int = STOPS) -> list[float]:
+    """``NrpCore.stop()`` until a running ``run_loop(0)`` returns."""
+    overrides = ["SimulationTimeout=1000000"]
+    if in_process:
+        overrides += [f'EngineConfigs.{i}.EngineLaunchCommand={{"LaunchType":"InProcess"}}' for i in (0, 1)]
+    client = NrpCore(
+        "localhost:5345",
+        experiment_folder=str(EXPERIMENT),
+        args="--logoutput=silent",
+        log_output=None,
+        overrides=overrides,
+    )
+    latencies = []
+    with _null_stdout():
+        client.initialize()
+        try:
+            for _ in range(runs):
+                before = client.simulation_time_ns
+                thread = client.run_loop(0, run_async=True, response=[])
+                while client.simulation_time_ns == before:  # running
+                    time.sleep(0.001)
+                start = time.perf_counter()
+                client.stop()
+                thread.join()
+                latencies.append(time.perf_counter() - start)
+        finally:
+            client.shutdown()
+    return latencies
+
+
+def paused_wrapper_stop_latency(runs: int = STOPS) -> list[float]:
+    """A stop request until a paused ``nrp.run_loop`` (the Simulation Server's wrapper) raises."""
+    from hbp_nrp_simserver.wrapper import NrpCoreWrapper, SimulationControl
+
+    latencies = []
+    for _ in range(runs):
+        control = SimulationControl()  # not started: paused
+        wrapper = NrpCoreWrapper(object(), "0", 1.0, 0.01, control=control)  # type: ignore[arg-type]
+        thread, ended = _blocked_thread(wrapper.run_loop)
+        start = time.perf_counter()
+        control.request_stop()
+        thread.join()
+        latencies.append(ended[0] - start)
+    return latencies
+
+
+def print_stop_latencies() -> None:
+    baseline = statistics.median(event_wakeup_latency())
+    rows = {
+        "Event wake-up (baseline)": [baseline],
+        "paused nrp.run_loop, stop request": paused_wrapper_stop_latency(),
+        "run_loop(0), stop(), in-process": client_stop_latency(True),
+        "run_loop(0), stop(), engine processes": client_stop_latency(False),
+    }
+    print(f"stop latency, median of {STOPS} stops, ms (ratio to the Event wake-up of the same run)")
+    for label, values in rows.items():
+        median = statistics.median(values)
+        print(f"  {label:<40} {median * 1e3:8.3f} ({median / baseline:7.1f}x)")
+
+
 def main() -> None:
     # Interleave the runs so that machine load drifts affect all variants alike; report the best
     # run of each (the least disturbed one) and the median. For the baseline and in-process runs,
@@ -196,6 +291,7 @@ def main() -> None:
     print(f"  initialize with 2 engine processes: {init_best:.1f} ms ({init_median:.1f}) (target < 500 ms)")
     print("  baseline: the same EngineServer objects and TF without the framework; bare scripts: the")
     print("  Script objects called directly, without engine servers")
+    print_stop_latencies()
     sys.stdout.flush()
 
 

@@ -7,6 +7,7 @@ default of the table is what the loaders produce from an environment without tha
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,7 @@ import pytest
 
 from hbp_nrp_backend.config import BackendConfig, load_backend_config
 from hbp_nrp_backend.simserver_process import SECRET_NAMES
+from hbp_nrp_commons.settings import SERVICE_USER
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = re.compile(r"^(?:NRP|STORAGE)_[A-Z0-9_]+$")
@@ -100,6 +102,12 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_STORAGE_ZIP_MAX_MB": lambda c: c.settings.storage.zip_max_mb,
     "NRP_STORAGE_ZIP_MAX_FILES": lambda c: c.settings.storage.zip_max_files,
     "NRP_STORAGE_ZIP_MAX_RATIO": lambda c: c.settings.storage.zip_max_ratio,
+    "NRP_FRONTEND_DIR": lambda c: c.settings.storage.frontend or "",
+    "NRP_TOKEN_TTL": lambda c: c.settings.storage.token_ttl,
+    "NRP_BACKENDS": lambda c: c.settings.storage.backends,
+    "NRP_BACKENDS_FILE": lambda c: os.pathsep.join(map(str, c.settings.storage.backends_files)),
+    "NRP_BACKENDS_POLL_INTERVAL": lambda c: c.settings.storage.poll_interval,
+    "NRP_LOGIN_ORIGINS": lambda c: ",".join(c.settings.storage.login_origins),
     "NRP_BACKEND_HOST": lambda c: c.settings.backend_host,
     "NRP_BACKEND_PORT": lambda c: c.settings.backend_port,
     "NRP_STORAGE_URL": lambda c: c.settings.storage_url,
@@ -108,7 +116,8 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_STORAGE_TIMEOUT": lambda c: c.settings.storage_timeout,
     "NRP_AUTH": lambda c: c.auth,
     "NRP_AUTH_CACHE_TTL": lambda c: c.auth_cache_ttl,
-    "NRP_ADMIN_USERS": lambda c: ",".join(sorted(c.admin_users)),
+    # the storage registry's poller is an admin whatever the variable says (the README says so)
+    "NRP_ADMIN_USERS": lambda c: ",".join(sorted(c.admin_users - {SERVICE_USER})),
     "NRP_MAX_SIMULATIONS": lambda c: c.max_simulations,
     "NRP_REST_THREADS": lambda c: c.rest_threads,
     "NRP_STOP_GRACE": lambda c: c.stop_grace,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hbp_nrp_commons.settings import (
+    SERVICE_USER,
     Settings,
     SettingsError,
     env_float,
@@ -37,7 +38,8 @@ class BackendConfig:
         stop_grace: SIGTERM-to-SIGKILL delay in seconds (``NRP_STOP_GRACE``).
         rest_threads: WSGI threads, at least ``max_simulations + 4`` (``NRP_REST_THREADS``).
         state_dir: folder of the SQLite registry (``NRP_BACKEND_STATE_DIR``).
-        admin_users: user ids that see every simulation (``NRP_ADMIN_USERS``).
+        admin_users: user ids that see every simulation (``NRP_ADMIN_USERS``, plus the storage
+            server's service user ``nrp-service``, which polls ``GET /simulation`` for its registry).
         completed_idle_stop: seconds after which a ``completed`` simulation is stopped.
         log_spool_dir: failed log uploads wait here for a retry (``NRP_LOG_SPOOL_DIR``, default
             ``state_dir/spool``: a REST server with its own state folder has its own spool).
@@ -95,6 +97,8 @@ def load_backend_config(
         raise SettingsError(f"NRP_AUTH must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
     state_dir = env_path(env, "NRP_BACKEND_STATE_DIR", settings.backend_dir)
     admins = frozenset(name.strip() for name in env.get("NRP_ADMIN_USERS", "").split(",") if name.strip())
+    # the storage server's registry polls GET /simulation as this user and must see every simulation
+    admins |= {SERVICE_USER}
     return BackendConfig(
         settings=settings,
         auth=auth,

@@ -13,8 +13,10 @@ backend never imports the storage server.
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 from collections import deque
@@ -63,6 +65,10 @@ class StorageUnavailable(StorageError, ConnectionError):
     """No answer (connection error, timeout) or 5xx after retries."""
 
 
+class ArchiveUnsupported(StorageNotFound):
+    """The server has no archive route; the caller falls back to one request per file."""
+
+
 def _quote(segment: str) -> str:
     return quote(segment, safe="")
 
@@ -81,6 +87,114 @@ def _detail(response: requests.Response) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
     return None
+
+
+def _read_exact(stream: Any, count: int) -> bytes:
+    """Exactly ``count`` bytes of ``stream``.
+
+    Raises:
+        EOFError: the stream ended first.
+    """
+    data = stream.read(count)
+    while len(data) < count:
+        more = stream.read(count - len(data))
+        if not more:
+            raise EOFError(f"the archive ended {count - len(data)} bytes early")
+        data += more
+    return data
+
+
+def _copy_exact(stream: Any, out: IO[bytes] | None, size: int) -> None:
+    """Copy a member's ``size`` bytes and the padding to its 512-byte block to ``out`` (None: skip)."""
+    left = size
+    while left > 0:
+        chunk = stream.read(min(left, CHUNK))
+        if not chunk:
+            raise EOFError(f"the archive ended {left} bytes early")
+        left -= len(chunk)
+        if out is not None:
+            out.write(chunk)
+    if size % tarfile.BLOCKSIZE:
+        _read_exact(stream, tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+
+
+def _tar_members(stream: Any) -> Iterable[tuple[str, str, int, Any]]:
+    """``(name, "dir" | "file", size, stream)`` per member of an uncompressed tar stream.
+
+    Reads the tar itself (``tarfile``'s stream mode copies every byte several times over): ustar
+    headers, and pax headers for their ``path`` only. The caller must consume each file's bytes
+    (:func:`_copy_exact`) before the next member. Any other member type is an error.
+
+    Raises:
+        tarfile.TarError: a bad header or a member that is neither a folder nor a regular file.
+        EOFError: the stream ended early.
+    """
+    pax_path: str | None = None
+    while True:
+        block = _read_exact(stream, tarfile.BLOCKSIZE)
+        if block == tarfile.NUL * tarfile.BLOCKSIZE:
+            return
+        info = _parse_header(block)
+        if info.type == tarfile.XHDTYPE:
+            if info.size > 64 * 1024:
+                raise tarfile.TarError("pax header over 64 KiB")
+            records = _read_exact(stream, info.size)
+            if info.size % tarfile.BLOCKSIZE:
+                _read_exact(stream, tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+            pax_path = _pax_path(records)
+            continue
+        name = pax_path if pax_path is not None else info.name
+        pax_path = None
+        if info.type == tarfile.DIRTYPE:
+            yield name, "dir", 0, stream
+        elif info.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            yield name, "file", info.size, stream
+        else:
+            raise tarfile.TarError(f"member {name!r} is neither a folder nor a regular file")
+
+
+def _parse_header(block: bytes) -> tarfile.TarInfo:
+    """The name, type and size of a ustar header block, its checksum checked.
+
+    Raises:
+        tarfile.TarError: a bad checksum or size field.
+    """
+    stored = block[148:156].rstrip(b"\0 ")
+    try:
+        checksum = int(stored or b"0", 8)
+        size = int(block[124:136].rstrip(b"\0 ") or b"0", 8)
+    except ValueError as exc:
+        raise tarfile.TarError("malformed tar header") from exc
+    if checksum != sum(block[:148]) + 256 + sum(block[156:]):
+        raise tarfile.TarError("bad tar header checksum")
+    name = block[0:100].split(b"\0", 1)[0]
+    if block[257:262] == b"ustar":
+        prefix = block[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix + b"/" + name
+    info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+    info.type = block[156:157] or tarfile.REGTYPE
+    info.size = size
+    return info
+
+
+def _pax_path(records: bytes) -> str | None:
+    """The ``path`` of a pax extended header (records ``"<len> <key>=<value>\\n"``)."""
+    path = None
+    while records:
+        length_text, _, _rest = records.partition(b" ")
+        try:
+            length = int(length_text)
+        except ValueError as exc:
+            raise tarfile.TarError("malformed pax header") from exc
+        if length <= len(length_text) + 1:
+            raise tarfile.TarError("malformed pax header")
+        record = records[:length]
+        key, _, value = record[len(length_text) + 1 : -1].partition(b"=")
+        if key == b"path":
+            path = value.decode("utf-8", "surrogateescape")
+        records = records[length:]
+    return path
 
 
 class StorageClient:
@@ -454,11 +568,69 @@ class StorageClient:
         existed = dest.exists()
         exclude = [*EXCLUDE_FILES, *(f"{name}/" for name in EXCLUDE_FOLDERS)]
         try:
+            try:
+                return self.clone_archive(token, experiment_id, dest, exclude)
+            except ArchiveUnsupported:
+                pass  # a server without the archive route (the NRP proxy): one request per file
             return self.clone_all_experiment_files(token, experiment_id, dest, exclude, parallel=parallel)
         except BaseException:
             if not existed:
                 shutil.rmtree(dest, ignore_errors=True)
             raise
+
+    def clone_archive(
+        self, token: str, experiment: str, destination: Path, exclude: Iterable[str] = ()
+    ) -> list[Path]:
+        """Copy the experiment tree with one request: ``GET /storage/experiments/<exp>/archive`` (tar).
+
+        Members must be plain relative paths of folders and regular files (anything else aborts the
+        clone); ``exclude`` patterns apply as in :meth:`clone_all_experiment_files`; each file's size
+        is checked against its header, and a stream cut short is an error.
+
+        Raises:
+            ArchiveUnsupported: the server has no such route (404 before any byte was written).
+            StorageError: a bad member or a broken stream; StorageUnauthorized as for other calls.
+        """
+        folder_rules = [p.rstrip("/") for p in exclude if p.endswith("/")]
+        file_rules = [p for p in exclude if not p.endswith("/")]
+        try:
+            response = self.request(
+                "GET", self._url("storage", "experiments", experiment, "archive"), token, stream=True
+            )
+        except StorageNotFound as exc:
+            raise ArchiveUnsupported(str(exc)) from exc
+        destination.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        try:
+            with response:
+                # small reads (512-byte headers, small files) come from one buffer, not urllib3 each
+                buffered = io.BufferedReader(response.raw, buffer_size=CHUNK)
+                for name, kind, size, stream in _tar_members(buffered):
+                    parts = name.rstrip("/").split("/")
+                    if not all(_is_plain_name(part) for part in parts):
+                        raise StorageError(f"Archive of {experiment} holds an invalid path {name!r}")
+                    skipped = any(fnmatch.fnmatch(p, rule) for p in parts[:-1] for rule in folder_rules)
+                    target = destination.joinpath(*parts)
+                    if kind == "dir":
+                        if not skipped and not any(fnmatch.fnmatch(parts[-1], r) for r in folder_rules):
+                            target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    skipped = skipped or parts[-1].lower().endswith(".swp")
+                    skipped = skipped or any(fnmatch.fnmatch(parts[-1], rule) for rule in file_rules)
+                    if skipped:
+                        _copy_exact(stream, None, size)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with open(target, "wb") as out:
+                        _copy_exact(stream, out, size)
+                    written.append(target)
+        except (tarfile.TarError, EOFError, ValueError) as exc:  # ValueError: read past a closed stream
+            raise StorageError(f"Archive of {experiment} is broken: {exc}") from exc
+        except (requests.RequestException, OSError) as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageUnavailable(f"Archive of {experiment} broke off: {exc}") from exc
+        return written
 
     def upload_logs(
         self,

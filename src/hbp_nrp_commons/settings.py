@@ -20,6 +20,9 @@ DEFAULT_STORAGE_PORT = 9000
 DEFAULT_BACKEND_PORT = 8090
 DEFAULT_MQTT_PORT = 1883
 
+#: The storage server's own user, sent when it polls the REST servers; they treat it as an admin.
+SERVICE_USER = "nrp-service"
+
 
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
@@ -79,6 +82,18 @@ class StorageSettings:
     zip_max_mb: int = 2000
     zip_max_files: int = 10000
     zip_max_ratio: int = 100
+    #: NRP frontend build served at ``/`` (``NRP_FRONTEND_DIR``, ``--frontend``).
+    frontend: Path | None = None
+    #: lifetime of login tokens in seconds (``NRP_TOKEN_TTL``).
+    token_ttl: float = 7 * 24 * 3600.0
+    #: REST servers as ``[id=]url`` entries (``NRP_BACKENDS``).
+    backends: str = ""
+    #: servers files of the registry (``NRP_BACKENDS_FILE``, ``--backends-file``).
+    backends_files: tuple[Path, ...] = ()
+    #: seconds between polls of the REST servers (``NRP_BACKENDS_POLL_INTERVAL``).
+    poll_interval: float = 3.0
+    #: origins besides the login page's own that may receive a login token (``NRP_LOGIN_ORIGINS``).
+    login_origins: tuple[str, ...] = ()
 
     @property
     def max_upload_bytes(self) -> int:
@@ -158,6 +173,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         zip_max_mb=env_int(env, "NRP_STORAGE_ZIP_MAX_MB", 2000),
         zip_max_files=env_int(env, "NRP_STORAGE_ZIP_MAX_FILES", 10000),
         zip_max_ratio=env_int(env, "NRP_STORAGE_ZIP_MAX_RATIO", 100),
+        frontend=env_path(env, "NRP_FRONTEND_DIR", Path())
+        if env.get("NRP_FRONTEND_DIR", "").strip()
+        else None,
+        token_ttl=env_float(env, "NRP_TOKEN_TTL", 7 * 24 * 3600.0, non_negative=True),
+        backends=env.get("NRP_BACKENDS", "").strip(),
+        backends_files=tuple(
+            Path(p).expanduser() for p in env.get("NRP_BACKENDS_FILE", "").split(os.pathsep) if p.strip()
+        ),
+        poll_interval=env_float(env, "NRP_BACKENDS_POLL_INTERVAL", 3.0, non_negative=True),
+        login_origins=tuple(
+            o.strip().rstrip("/") for o in env.get("NRP_LOGIN_ORIGINS", "").split(",") if o.strip()
+        ),
     )
     mqtt_host, mqtt_port = parse_broker_address(env.get("NRP_MQTT_BROKER_ADDRESS", ""))
     mqtt = MqttSettings(host=mqtt_host, port=mqtt_port, prefix=env.get("NRP_MQTT_PREFIX", "").strip())

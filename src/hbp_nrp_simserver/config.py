@@ -89,6 +89,9 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
     engines = data.get("EngineConfigs") or []
     steps_ns = [core_config.timestep_to_ns(e.get("EngineTimestep", DEFAULT_ENGINE_TIMESTEP)) for e in engines]
     timestep_ns = min(steps_ns) if steps_ns else core_config.timestep_to_ns(DEFAULT_ENGINE_TIMESTEP)
+    if data.get("SimulationLoop") == "EventLoop":
+        # The Event Loop ticks at its own timestep: nrp.run_loop(n) runs n of those.
+        timestep_ns = core_config.timestep_to_ns((data.get("EventLoop") or {}).get("Timestep", 0.01))
     if timestep_ns <= 0:
         raise ConfigurationError(
             f"Invalid experiment configuration {path}: the loop timestep is not positive"

@@ -38,6 +38,8 @@ class NrpCoreClient(Protocol):
 
     def run_loop(self, num_iterations: int, json_data: Any = None) -> Any: ...
 
+    def run_until_timeout(self) -> Any: ...
+
     def stop(self) -> None: ...
 
     def shutdown(self) -> None: ...
@@ -167,6 +169,44 @@ class NrpCoreWrapper:
             self._sync_steps_with_client()
             raise NRPStopExecution("The simulation is being stopped")
         self._steps += num_iterations
+        return result
+
+    def run_until_timeout(self) -> Any:
+        """nrp-core's ``run_until_timeout()``: run until the done flag or the loop's timeout.
+
+        The loop's timeout is ``SimulationTimeout`` (from time 0) for the FTI loop and
+        ``EventLoop.Timeout`` of wall time (0: until stopped) for the Event Loop. Blocks while paused;
+        afterwards the step counter follows the client's time.
+
+        Returns:
+            nrp-core's ``(done, timeout_flag, trajectory)``.
+
+        Raises:
+            NRPStopExecution: the simulation is being stopped (before or during the call).
+            NRPSimulationTimeout: the step budget is used up already; nothing runs.
+            NrpCoreRunError: an engine, function or node failed.
+        """
+        self._control.started.wait()
+        if self._control.stop_requested.is_set():
+            raise NRPStopExecution("The simulation is being stopped")
+        if self._steps >= self._max_steps:
+            raise NRPSimulationTimeout(TIMEOUT_MESSAGE)
+        with self._lock:
+            self._run_started = time.monotonic()
+        try:
+            result = self._client.run_until_timeout()
+        except RuntimeError as exc:
+            self._sync_steps_with_client()
+            if self._control.stop_requested.is_set():
+                raise NRPStopExecution("The simulation is being stopped") from exc
+            raise NrpCoreRunError.from_client_error(exc) from exc
+        finally:
+            with self._lock:
+                self._real_time += time.monotonic() - (self._run_started or time.monotonic())
+                self._run_started = None
+        self._sync_steps_with_client()
+        if self._control.stop_requested.is_set():
+            raise NRPStopExecution("The simulation is being stopped")
         return result
 
     def set_json_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None:

@@ -6,12 +6,14 @@ import logging
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import PathConverter
+from werkzeug.routing import PathConverter, WebsocketMismatch
 
-from hbp_nrp_commons.settings import StorageSettings
+from hbp_nrp_commons.settings import SERVICE_USER, StorageSettings
 
-from .errors import StorageServerError, error_body
+from .errors import StorageServerError, TooManyRequests, error_body
+from .frontend import FrontendFiles
 from .paths import RawPathMiddleware
+from .registry import BackendRegistry, parse_backends_env
 from .routes import StorageApi
 from .store import ExperimentStore
 from .templates import TemplateCatalogue, default_templates_dir
@@ -43,9 +45,27 @@ def build_api(settings: StorageSettings) -> StorageApi:
     """The request handler of ``settings.root``; opening the store removes leftover temporaries."""
     templates = settings.templates if settings.templates is not None else default_templates_dir()
     root = settings.root.expanduser().resolve()
+    users = UserStore(root)
+    registry = None
+    env_entries = parse_backends_env(settings.backends)
+    if env_entries or settings.backends_files:
+        tokens: list[str] = []
+
+        def service_token() -> str:
+            """The service user's token, issued on the first poll (its older tokens end then)."""
+            if not tokens:
+                tokens.append(users.service_token(SERVICE_USER))
+            return tokens[0]
+
+        registry = BackendRegistry(
+            env_entries,
+            list(settings.backends_files),
+            service_token,
+            interval=settings.poll_interval or 3.0,
+        )
     return StorageApi(
         store=ExperimentStore(root),
-        users=UserStore(root),
+        users=users,
         templates=TemplateCatalogue(templates),
         max_upload=settings.max_upload_bytes,
         zip_limits=ZipLimits(
@@ -53,6 +73,10 @@ def build_api(settings: StorageSettings) -> StorageApi:
             max_files=settings.zip_max_files,
             max_ratio=settings.zip_max_ratio,
         ),
+        registry=registry,
+        frontend=FrontendFiles(settings.frontend) if settings.frontend is not None else None,
+        token_ttl=settings.token_ttl,
+        login_origins=settings.login_origins,
     )
 
 
@@ -66,10 +90,12 @@ def create_app(settings: StorageSettings) -> Flask:
         a Flask app whose ``wsgi_app`` routes on the raw request path; ``app.extensions["nrp_storage"]``
         holds the :class:`StorageApi`.
     """
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # /static/... belongs to the frontend build
     app.config["MAX_CONTENT_LENGTH"] = None  # the API checks the limit itself and answers JSON
     api = build_api(settings)
     app.extensions["nrp_storage"] = api
+    if api.registry is not None:
+        api.registry.start()
 
     def dispatch(path: str = "") -> Response:
         return api.dispatch(request)
@@ -83,12 +109,19 @@ def create_app(settings: StorageSettings) -> Flask:
     )
 
     @app.errorhandler(StorageServerError)
-    def storage_error(exc: StorageServerError) -> tuple[Response, int]:
-        return jsonify(exc.to_json()), exc.status
+    def storage_error(exc: StorageServerError) -> Response:
+        response = jsonify(exc.to_json())
+        response.status_code = exc.status
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
+        if isinstance(exc, WebsocketMismatch):  # an MQTT WebSocket that missed the gateway
+            message = "WebSocket (MQTT) connections are served by the gateway on a fresh connection"
+            return jsonify(error_body(400, message)), 400
         return jsonify(error_body(status, exc.description or exc.name)), status
 
     @app.errorhandler(Exception)

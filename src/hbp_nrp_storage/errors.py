@@ -39,6 +39,26 @@ class Unauthorized(StorageServerError):
         super().__init__(message, data)
 
 
+class LoginRequired(StorageServerError):
+    """Missing or bad token on a ``/proxy`` route (477): the NRP frontend then opens the login page.
+
+    The body is our JSON error plus the original's ``{"mode", "url", "clientId"}``.
+    """
+
+    status = 477
+
+    def __init__(self, message: str = "Authentication required", data: Any = None) -> None:
+        super().__init__(message, data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "mode": "local",
+            "url": "/authentication/loginpage?origin=FS",
+            "clientId": "nrp",
+        }
+
+
 class Forbidden(StorageServerError):
     """The caller may not use this experiment (403)."""
 
@@ -64,6 +84,16 @@ class PayloadTooLarge(StorageServerError):
     """Request body over ``NRP_STORAGE_MAX_UPLOAD_MB`` (413)."""
 
     status = 413
+
+
+class TooManyRequests(StorageServerError):
+    """Too many failed logins (429); ``retry_after`` seconds go in the ``Retry-After`` header."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"retryAfter": retry_after})
+        self.retry_after = retry_after
 
 
 class NotImplementedYet(StorageServerError):

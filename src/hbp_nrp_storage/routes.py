@@ -8,13 +8,17 @@ raw path.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import mimetypes
 import os
 import shutil
+import stat
+import tarfile
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, unquote
@@ -25,19 +29,27 @@ from .errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    LoginRequired,
     NotFound,
     NotImplementedYet,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
 )
+from .frontend import API_HEADS, FrontendFiles
+from .login import MAX_USER_NAME, LoginLimiter, login_page
 from .paths import (
+    INTERNAL_NAMES,
     RAW_PATH_KEY,
+    RESERVED_NAMES,
+    TMP_PREFIX,
     check_experiment_name,
     join_parts,
     relative_parts,
     split_raw_path,
     strip_prefix,
 )
+from .registry import BackendRegistry
 from .store import (
     CONFIG_NAME,
     ExperimentStore,
@@ -49,13 +61,37 @@ from .store import (
     write_config,
 )
 from .templates import TemplateCatalogue
-from .users import ExperimentRecord, UserStore
+from .users import MAX_PASSWORD_BYTES, ExperimentRecord, UserStore
 from .zips import ZipLimits, check_zip, extract_to_staging, merge_into, open_zip, write_zip
 
 log = logging.getLogger(__name__)
 
 HIDDEN_FROM_LISTINGS = frozenset({"robots", "brains", "environments"})
 SPOOL_IN_MEMORY = 16 * 1024 * 1024
+MAX_JSON_BODY = 64 * 1024
+MAX_SIMULATION_NAME = 512
+GROUPS = ["hbp-sp10-user-edit-rights"]
+ADMIN_GROUP = "group-HBP-NRP-Admins"
+
+#: What the template catalogue shows where a template's configuration says nothing (the stored file
+#: is never changed).
+TEMPLATE_DEFAULTS: dict[str, Any] = {
+    "thumbnail": "/",
+    "SimulationDescription": "No description available for this experiment.",
+    "SimulationTimeout": 0,
+    "DataPackProcessor": "tf",
+    "SimulationLoop": "FTILoop",
+    "SimulationTimestep": 0.01,
+    "ProcessLauncherType": "Basic",
+    "EngineConfigs": [],
+    "DataPackProcessingFunctions": [],
+    "ComputationalGraph": [],
+    "ExternalProcesses": [],
+    "EventLoopTimeout": 0,
+    "EventLoopTimestep": 0.01,
+    "ConnectMQTT": False,
+    "ConnectROS": False,
+}
 
 
 @dataclass
@@ -75,6 +111,11 @@ class StorageApi:
     templates: TemplateCatalogue
     max_upload: int
     zip_limits: ZipLimits
+    registry: BackendRegistry | None = None
+    frontend: FrontendFiles | None = None
+    token_ttl: float = 7 * 24 * 3600.0
+    login_origins: tuple[str, ...] = ()
+    limiter: LoginLimiter = field(default_factory=LoginLimiter)
 
     # entry point
 
@@ -83,16 +124,143 @@ class StorageApi:
         method = request.method
         if method == "OPTIONS":
             return Response(status=204)
-        segments = strip_prefix(split_raw_path(request.environ[RAW_PATH_KEY]))
+        raw_segments = split_raw_path(request.environ[RAW_PATH_KEY])
+        if (
+            self.frontend is not None
+            and method in ("GET", "HEAD")
+            and (not raw_segments or raw_segments[0] not in API_HEADS)
+        ):
+            return self.frontend.response(raw_segments)
+        via_proxy = raw_segments[:1] == ["proxy"]
+        segments = strip_prefix(raw_segments)
+        head = segments[0] if segments else ""
         if segments == ["health"] and method in ("GET", "HEAD"):
             return self.health()
-        user = self.authenticate(request)
-        head = segments[0] if segments else ""
-        if head == "identity" and len(segments) == 2 and method == "GET":
-            return self.identity(user, segments[1])
+        if head == "authentication" and len(segments) == 2:
+            return self._authentication(request, segments[1])
+        if segments == ["maintenancemode"] and method == "GET":
+            return jsonify({})  # the maintenance feature is off: the original answers {} then
+        try:
+            user = self.authenticate(request)
+        except Unauthorized:
+            if via_proxy:  # the NRP frontend starts its login on 477 only
+                raise LoginRequired() from None
+            raise
+        if head == "identity" and method in ("GET", "POST"):
+            return self._identity(request, user, segments[1:])
+        if len(segments) == 1 and method == "GET":
+            if head == "experiments":
+                return self.template_catalogue()
+            if head == "availableServers":
+                return jsonify(self._registry().available())
+            if head == "serversWithNoBackend":
+                return jsonify(self._registry().down())
+        if head == "server" and len(segments) == 2 and method == "GET":
+            return self.server_entry(segments[1])
         if head == "storage" and len(segments) >= 2:
             return self._storage(request, user, segments[1:])
         raise NotFound("Not found")
+
+    def _registry(self) -> BackendRegistry:
+        if self.registry is None:
+            raise NotFound("No backend registry is configured")
+        return self.registry
+
+    # local login: the form, and user name + password -> token
+
+    def _authentication(self, request: Request, action: str) -> Response:
+        if action == "loginpage" and request.method == "GET":
+            page = login_page(
+                request.args.get("client_id", "")[:256],
+                request.args.get("redirect_uri", "")[:4096],
+                list(self.login_origins),
+            )
+            response = Response(page, mimetype="text/html")
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+            return response
+        if action == "authenticate" and request.method == "POST":
+            return self.authenticate_password(request)
+        raise NotFound("Not found")
+
+    def authenticate_password(self, request: Request) -> Response:
+        """``{"user", "password"}`` -> a login token as text; 403 on bad credentials, 429 when limited."""
+        body = self._json_body(request, limit=MAX_JSON_BODY)
+        if not isinstance(body, dict):
+            raise BadRequest('Expected a JSON object {"user": ..., "password": ...}')
+        name, password = body.get("user"), body.get("password")
+        if not isinstance(name, str) or not name or len(name) > MAX_USER_NAME or not _utf8(name):
+            raise BadRequest(f"Field 'user' must be a non-empty string of at most {MAX_USER_NAME} characters")
+        if not isinstance(password, str) or not _utf8(password):
+            raise BadRequest("Field 'password' must be a string")
+        if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+            raise BadRequest(f"Field 'password' must be a string of at most {MAX_PASSWORD_BYTES} bytes")
+        wait = self.limiter.retry_after(name)
+        if wait > 0:
+            raise TooManyRequests(
+                f"Too many failed logins; try again in {int(wait) + 1} s", retry_after=int(wait) + 1
+            )
+        with self.limiter.hashing:
+            token = self.users.login(name, password, self.token_ttl or None)
+        if token is None:
+            self.limiter.failed(name)
+            log.warning("failed login for user %r", name)
+            raise Forbidden()
+        return Response(token, mimetype="text/plain")
+
+    # identity extras the frontend asks for
+
+    def _identity(self, request: Request, user: str, rest: list[str]) -> Response:
+        if rest == ["gdpr"]:
+            if request.method == "POST":
+                self.users.accept_gdpr(user)
+                return jsonify(True)
+            return jsonify({"gdpr": self.users.gdpr_accepted(user)})
+        if rest == ["me", "groups"] and request.method == "GET":
+            return jsonify(GROUPS + ([ADMIN_GROUP] if user == "admin" else []))
+        if len(rest) == 1 and request.method == "GET":
+            return self.identity(user, rest[0])
+        raise NotFound("Not found")
+
+    # backend registry: the REST servers the frontend may use, and what runs on them
+
+    def server_entry(self, name: str) -> Response:
+        entry = self._registry().server(name)
+        if entry is None:
+            raise NotFound(f"Server {name} not found", data={"field": "server", "value": name})
+        return jsonify(entry.to_json())
+
+    def _joinable(self) -> dict[str, list[dict[str, Any]]]:
+        return self.registry.joinable() if self.registry is not None else {}
+
+    # templates: the catalogue, and experiments cloned from it
+
+    def template_catalogue(self) -> Response:
+        joinable = self._joinable()
+        catalogue: dict[str, Any] = {}
+        for template_id in self.templates.ids():
+            folder, config_name = self.templates.resolve(template_id)
+            try:
+                config = load_config_file(folder / config_name)
+            except BadRequest:
+                continue  # a JSON file that is not a configuration
+            configuration = {**TEMPLATE_DEFAULTS, **config}
+            configuration.update(
+                {
+                    "path": folder.name,
+                    "configFile": config_name,
+                    "experimentId": template_id,
+                    "maturity": "production",
+                }
+            )
+            if not isinstance(configuration.get("SimulationName"), str):
+                configuration["SimulationName"] = folder.name
+            catalogue[template_id] = {
+                "configuration": configuration,
+                "joinableServers": joinable.get(template_id, []),
+            }
+        return jsonify(catalogue)
 
     def _storage(self, request: Request, user: str, rest: list[str]) -> Response:
         method = request.method
@@ -102,6 +270,10 @@ class StorageApi:
                 return self.list_experiments(request, user)
             if len(rest) == 3 and rest[2] == "zip" and method == "GET":
                 return self.export_zip(user, rest[1])
+            if len(rest) == 3 and rest[2] == "rename" and method == "PUT":
+                return self.rename(request, user, rest[1])
+            if len(rest) == 3 and rest[2] == "archive" and method == "GET":
+                return self.archive(user, rest[1])
         if method == "POST" and len(rest) == 1 and first == "importExperiment":
             return self.import_experiment(request, user)
         if method == "POST" and first == "clone":
@@ -109,7 +281,9 @@ class StorageApi:
                 return self.clone_template(request, user)
             if len(rest) == 2:
                 return self.clone_experiment(user, rest[1])
-        if method == "POST" and len(rest) == 1 and first in ("clonenew", "scanStorage"):
+        if method == "POST" and len(rest) == 1 and first == "scanStorage":
+            return self.scan_storage(user)
+        if method == "POST" and len(rest) == 1 and first == "clonenew":
             raise NotImplementedYet(f"{first} is not implemented")
         if len(rest) == 1:
             if method == "GET":
@@ -198,6 +372,7 @@ class StorageApi:
         else:
             names = sorted(name for name, record in records.items() if record.can_read(user))
         items = []
+        joinable = self._joinable()
         for name in names:
             if name in HIDDEN_FROM_LISTINGS or (names_wanted is not None and name not in names_wanted):
                 continue
@@ -209,7 +384,7 @@ class StorageApi:
                     "id": name,
                     "owned": listed is not None and listed.owner == user,
                     "private": True,
-                    "joinableServers": [],
+                    "joinableServers": joinable.get(name, []),
                     "configuration": self._configuration(name),
                 }
             )
@@ -247,6 +422,54 @@ class StorageApi:
             self.store.create_empty(name)
             self.users.add_experiment(name, user)
         return jsonify({"uuid": name})
+
+    def rename(self, request: Request, user: str, name: str) -> Response:
+        """Set ``SimulationName`` in the experiment's config (owner only); answer the new name as text.
+
+        An empty name gives the current name a fresh timestamp. The folder name never changes.
+        """
+        relative_parts(name)
+        body = self._json_body(request, limit=MAX_JSON_BODY)
+        new_name = body.get("newSimulationName") if isinstance(body, dict) else None
+        if not isinstance(new_name, str):
+            raise BadRequest(
+                'Field \'newSimulationName\' is required: expected a JSON object {"newSimulationName": "..."}'
+            )
+        new_name = new_name.strip()
+        if len(new_name) > MAX_SIMULATION_NAME or not new_name.isprintable():
+            raise BadRequest(
+                f"Field 'newSimulationName' must be printable and at most {MAX_SIMULATION_NAME} characters"
+            )
+        self.experiment(name, user, "admin")
+        config_path = self.store.path([name, CONFIG_NAME])
+        with self.store.naming():  # one rename at a time, so two never lose each other's write
+            config = load_config_file(config_path)
+            if not new_name:
+                new_name = retimestamp(str(config.get("SimulationName") or name), timestamp_now())
+            config["SimulationName"] = new_name
+            write_config(config_path, config)
+        return Response(new_name, mimetype="text/plain")
+
+    def scan_storage(self, user: str) -> Response:
+        """Register unregistered folders to the caller and drop records of vanished folders (4.4)."""
+        added, deleted = [], []
+        with self.store.naming():
+            folders = set(self.store.folders())
+            for record in self.users.experiments():
+                if record.name not in folders and not self.store.exists(record.name):
+                    self.users.remove_experiment(record.name)
+                    deleted.append(record.name)
+            known = {record.name for record in self.users.experiments()}
+            for name in sorted(folders - known):
+                if name in RESERVED_NAMES or name in INTERNAL_NAMES or name in HIDDEN_FROM_LISTINGS:
+                    continue
+                if not self.store.exists(name):  # vanished since the listing
+                    continue
+                self.users.add_experiment(name, user)
+                added.append(name)
+        if added or deleted:
+            log.info("scanStorage by %s: added %s, deleted %s", user, added, deleted)
+        return jsonify({"addedFolders": added, "deletedFolders": sorted(deleted)})
 
     def delete_experiment(self, user: str, name: str) -> Response:
         if "/" in name:  # the original backend's delete_file: DELETE /storage/<quote("exp/file")>
@@ -321,7 +544,18 @@ class StorageApi:
             self.experiment(parts[0], user, "write")
             self.store.delete_folder(parts)
             return Response(status=200)
-        parts = join_parts(*rest) if request.args.get("byname") == "true" else join_parts(*rest[1:])
+        if request.args.get("type") == "file":
+            # the frontend's Experiment Files tab: DELETE /storage/<exp>/<exp/sub/file>?byname=true&type=file,
+            # the file's full path (its uuid, with real slashes) after the experiment
+            parts = join_parts(*rest[1:])
+            if parts[0] != relative_parts(rest[0])[0]:
+                raise BadRequest(
+                    f"Invalid path: with type=file the path must start with the experiment {rest[0]!r}"
+                )
+        elif request.args.get("byname") == "true":
+            parts = join_parts(*rest)
+        else:
+            parts = join_parts(*rest[1:])
         self.experiment(parts[0], user, "write")
         if len(parts) < 2:
             raise BadRequest("Invalid path: name a file inside the experiment")
@@ -409,6 +643,20 @@ class StorageApi:
             }
         )
 
+    def archive(self, user: str, name: str) -> Response:
+        """The experiment's tree as one uncompressed tar stream, for the backend's clone (ours).
+
+        Read access suffices (a simulation runs from a copy of any experiment the user can read);
+        logs, ``logs/``, ``__pycache__/`` and ``*.swp`` are left out at every level. Members are
+        relative to the experiment folder; folders come first, so empty ones are kept.
+        """
+        relative_parts(name)
+        self.experiment(name, user, "read")
+        root = self.store.path([name])
+        response = Response(_tar_stream(root), mimetype="application/x-tar")
+        response.headers["Content-Disposition"] = f"attachment; filename={_header_safe(name)}.tar"
+        return response
+
     def export_zip(self, user: str, name: str) -> Response:
         relative_parts(name)
         self.experiment(name, user, "admin")
@@ -448,22 +696,133 @@ class StorageApi:
         spool.seek(0)
         return spool
 
-    def _json_body(self, request: Request) -> Any:
+    def _json_body(self, request: Request, limit: int | None = None) -> Any:
         self._check_length(request)
-        raw = request.get_data(cache=False)
+        if limit is not None:
+            if request.content_length is not None and request.content_length > limit:
+                raise PayloadTooLarge(f"JSON body exceeds the limit of {limit} bytes")
+            raw = request.stream.read(limit + 1)
+            if len(raw) > limit:
+                raise PayloadTooLarge(f"JSON body exceeds the limit of {limit} bytes")
+        else:
+            raw = request.get_data(cache=False)
         try:
             return json.loads(raw or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"Malformed JSON body: {exc}") from exc
 
 
+ARCHIVE_SKIP_DIRS = frozenset({"logs", "__pycache__"})
+ARCHIVE_SKIP_FILES = ("*.log", "*.log.zip", "*.swp")
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    """A ustar header; a pax one where ustar cannot hold the name (long or non-ASCII) or the size.
+
+    The common case is built here: ``TarInfo.tobuf`` spends most of a small-file archive's time on
+    its checksum.
+    """
+    try:
+        name = info.name.encode("ascii")
+    except UnicodeEncodeError:
+        name = b""
+    if not name or len(name) > 100 or info.size >= 8**11:
+        return info.tobuf(format=tarfile.PAX_FORMAT)
+    header = bytearray(tarfile.BLOCKSIZE)
+    header[0 : len(name)] = name
+    header[100:108] = b"%07o\0" % info.mode
+    header[108:116] = header[116:124] = b"0000000\0"
+    header[124:136] = b"%011o\0" % info.size
+    header[136:148] = b"%011o\0" % int(info.mtime)
+    header[148:156] = b" " * 8
+    header[156:157] = info.type
+    header[257:265] = b"ustar\x0000"
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def _tar_pieces(root: Path) -> Iterator[bytes]:
+    """The pieces of an uncompressed tar of ``root``'s tree, file by file (memory stays bounded).
+
+    Each file's size is taken from its open descriptor, so a file replaced meanwhile (writes are
+    atomic renames) is sent whole as it was; a file that shrinks in place ends the stream early, and
+    the client's tar reader reports the truncation.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in ARCHIVE_SKIP_DIRS and not d.startswith(TMP_PREFIX) and not (here / d).is_symlink()
+        )
+        rel_dir = here.relative_to(root)
+        if rel_dir != Path("."):
+            info = tarfile.TarInfo(rel_dir.as_posix())
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            yield _header(info)
+        for name in sorted(filenames):
+            if name.startswith(TMP_PREFIX) or any(fnmatch.fnmatch(name, p) for p in ARCHIVE_SKIP_FILES):
+                continue
+            path = here / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:  # vanished, or a symlink
+                continue
+            with os.fdopen(fd, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                info = tarfile.TarInfo((rel_dir / name).as_posix())
+                info.size = st.st_size
+                info.mode = 0o644
+                info.mtime = int(st.st_mtime)
+                yield _header(info)
+                left = st.st_size
+                while left > 0:
+                    chunk = handle.read(min(left, 1024 * 1024))
+                    if not chunk:
+                        raise OSError(f"{path} shrank while it was sent")
+                    left -= len(chunk)
+                    yield chunk
+                if st.st_size % tarfile.BLOCKSIZE:
+                    yield b"\0" * (tarfile.BLOCKSIZE - st.st_size % tarfile.BLOCKSIZE)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _tar_stream(root: Path, batch: int = 256 * 1024) -> Iterator[bytes]:
+    """:func:`_tar_pieces` gathered into writes of about ``batch`` bytes (a few hundred small files
+    are then a handful of socket writes, not one per header and file)."""
+    pending: list[bytes] = []
+    size = 0
+    for piece in _tar_pieces(root):
+        pending.append(piece)
+        size += len(piece)
+        if size >= batch:
+            yield b"".join(pending)
+            pending.clear()
+            size = 0
+    if pending:
+        yield b"".join(pending)
+
+
 def _copy_limited(src: IO[bytes], dst: Any, limit: int) -> None:
+
     total = 0
     while chunk := src.read(1024 * 1024):
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes")
         dst.write(chunk)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored as UTF-8 (JSON may carry lone surrogates such as ``"\\ud800"``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _header_safe(value: str) -> str:

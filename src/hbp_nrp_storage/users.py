@@ -9,7 +9,9 @@ directly, so it works whether the server runs or not.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -35,6 +37,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
     created REAL NOT NULL,
     expires REAL
+);
+CREATE TABLE IF NOT EXISTS gdpr (
+    user TEXT PRIMARY KEY,
+    accepted REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS experiments (
     name TEXT PRIMARY KEY,
@@ -72,6 +78,42 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+#: scrypt cost: 2**15 x 8 x 128 bytes = 32 MiB and a few tenths of a second per hash.
+SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P = 15, 8, 1
+MAX_PASSWORD_BYTES = 1024
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of ``password``: ``scrypt$<log2 n>$<r>$<p>$<salt hex>$<hash hex>``."""
+    salt = os.urandom(16)
+    digest = _scrypt(password, salt, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
+    return f"scrypt${SCRYPT_LOG_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches the ``stored`` hash; a missing or unreadable hash never matches.
+
+    A missing hash still costs one hash computation, so the answer time does not tell whether the
+    user exists or has a password.
+    """
+    try:
+        kind, log_n, r, p, salt, digest = (stored or "").split("$")
+        if kind != "scrypt":
+            raise ValueError(kind)
+        params = (int(log_n), int(r), int(p))
+        expected = bytes.fromhex(digest)
+        salt_bytes = bytes.fromhex(salt)
+    except ValueError:
+        _scrypt(password, b"\0" * 16, SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P)
+        return False
+    return hmac.compare_digest(_scrypt(password, salt_bytes, *params), expected)
+
+
+def _scrypt(password: str, salt: bytes, log_n: int, r: int, p: int) -> bytes:
+    data = password.encode("utf-8")[:MAX_PASSWORD_BYTES]
+    return hashlib.scrypt(data, salt=salt, n=2**log_n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=32)
+
+
 @dataclass
 class UserStore:
     """The metadata database of one storage root.
@@ -91,6 +133,9 @@ class UserStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}
+            if "kind" not in columns:  # databases made before login tokens existed
+                conn.execute("ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'api'")
             conn.commit()
         finally:
             conn.close()
@@ -157,22 +202,83 @@ class UserStore:
             return self._insert_token(db, name, ttl)
 
     @staticmethod
-    def _insert_token(db: sqlite3.Connection, name: str, ttl: float | None) -> str:
+    def _insert_token(db: sqlite3.Connection, name: str, ttl: float | None, kind: str = "api") -> str:
         token = secrets.token_urlsafe(16)
         now = time.time()
         expires = now + ttl if ttl else None
         db.execute(
-            "INSERT INTO tokens (hash, user, created, expires) VALUES (?, ?, ?, ?)",
-            (hash_token(token), name, now, expires),
+            "INSERT INTO tokens (hash, user, created, expires, kind) VALUES (?, ?, ?, ?, ?)",
+            (hash_token(token), name, now, expires, kind),
         )
         return token
 
-    def revoke_tokens(self, name: str) -> None:
-        """Delete every token of ``name``; the cache is cleared so it takes effect at once."""
+    def revoke_tokens(self, name: str, kind: str | None = None) -> None:
+        """Delete the tokens of ``name`` (only those of ``kind`` if given); effective at once."""
         with self._connect(write=True) as db:
-            db.execute("DELETE FROM tokens WHERE user = ?", (name,))
+            if kind is None:
+                db.execute("DELETE FROM tokens WHERE user = ?", (name,))
+            else:
+                db.execute("DELETE FROM tokens WHERE user = ? AND kind = ?", (name, kind))
         with self._lock:
             self._cache.clear()
+
+    # passwords and logins
+
+    def set_password(self, name: str, password: str) -> None:
+        """Store a new password hash for the existing user ``name`` and end its login sessions.
+
+        Tokens from ``nrp user add|token`` (kind ``api``) stay valid; login tokens are revoked.
+
+        Raises:
+            UserError: no such user, or an empty or over-long password.
+        """
+        if not password:
+            raise UserError("the password must not be empty")
+        if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+            raise UserError(f"the password must be at most {MAX_PASSWORD_BYTES} bytes")
+        hashed = hash_password(password)
+        with self._connect(write=True) as db:
+            if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"no user {name!r}; `nrp user add {name}` creates it")
+            db.execute("UPDATE users SET password_hash = ? WHERE name = ?", (hashed, name))
+        self.revoke_tokens(name, kind="login")
+
+    def has_password(self, name: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0])
+
+    def login(self, name: str, password: str, ttl: float | None) -> str | None:
+        """A new login token if ``password`` is ``name``'s, else ``None`` (same cost either way)."""
+        with self._connect() as db:
+            row = db.execute("SELECT password_hash FROM users WHERE name = ?", (name,)).fetchone()
+        if not verify_password(password, row[0] if row else None):
+            return None
+        with self._connect(write=True) as db:
+            if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                return None
+            return self._insert_token(db, name, ttl, kind="login")
+
+    def service_token(self, name: str) -> str:
+        """A fresh token for the service user ``name`` (created if missing); its older tokens end."""
+        with self._connect(write=True) as db:
+            if not db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                db.execute("INSERT INTO users (name, created) VALUES (?, ?)", (name, time.time()))
+            db.execute("DELETE FROM tokens WHERE user = ?", (name,))
+            token = self._insert_token(db, name, None, kind="service")
+        with self._lock:
+            self._cache.clear()
+        return token
+
+    # GDPR acceptance (the frontend asks once per user)
+
+    def gdpr_accepted(self, name: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM gdpr WHERE user = ?", (name,)).fetchone() is not None
+
+    def accept_gdpr(self, name: str) -> None:
+        with self._connect(write=True) as db:
+            db.execute("INSERT OR REPLACE INTO gdpr (user, accepted) VALUES (?, ?)", (name, time.time()))
 
     def user_for_token(self, token: str) -> str | None:
         """The user name a valid token belongs to, or ``None`` (unknown or expired)."""

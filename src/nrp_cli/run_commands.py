@@ -135,7 +135,10 @@ def run_standalone(console: Console, workdir: Path, config: Any) -> int:
         with console.status("Initializing nrp-core..."):
             client.initialize()
         thread = threading.Thread(target=body, name="NrpCoreLoop", daemon=True)
-        with _ProgressBar(console, config.name, config.timeout) as bar:
+        total = config.timeout
+        if config.data.get("SimulationLoop") == "EventLoop":  # runs for EventLoop.Timeout (wall time)
+            total = float((config.data.get("EventLoop") or {}).get("Timeout", 0))
+        with _ProgressBar(console, config.name, total) as bar:
             thread.start()
             _wait(_joiner(thread), bar, lambda: client.simulation_time_ns / 1e9)
     except KeyboardInterrupt:

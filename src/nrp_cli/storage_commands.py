@@ -62,10 +62,30 @@ def resolve_storage_access(
 @click.option(
     "--port", type=click.IntRange(0, 65535), help="Listen port, 0 for a free one [NRP_STORAGE_PORT or 9000]."
 )
-def storage_command(root: Path | None, host: str | None, port: int | None) -> None:
-    """Run the storage server (experiment folders, users and tokens)."""
+@click.option(
+    "--frontend",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="NRP frontend build folder served at / (NRP_FRONTEND_DIR).",
+)
+@click.option(
+    "--backends-file",
+    "backends_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON servers file of the backend registry, re-read when it changes (also NRP_BACKENDS_FILE).",
+)
+def storage_command(
+    root: Path | None,
+    host: str | None,
+    port: int | None,
+    frontend: Path | None,
+    backends_files: tuple[Path, ...],
+) -> None:
+    """Run the storage server (experiment folders, users and tokens, login, backend registry)."""
     import logging
 
+    from hbp_nrp_storage.frontend import FrontendError
+    from hbp_nrp_storage.registry import RegistryError
     from hbp_nrp_storage.server import PortBusyError, serve
 
     settings = _settings().storage
@@ -76,6 +96,10 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
         changes["host"] = host
     if port is not None:
         changes["port"] = port
+    if frontend is not None:
+        changes["frontend"] = frontend
+    if backends_files:
+        changes["backends_files"] = settings.backends_files + backends_files
     if changes:
         from dataclasses import replace
 
@@ -92,7 +116,7 @@ def storage_command(root: Path | None, host: str | None, port: int | None) -> No
 
     try:
         serve(settings, announce)
-    except PortBusyError as exc:
+    except (PortBusyError, FrontendError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -143,6 +167,29 @@ def user_token(name: str, root: Path | None, ttl: float | None) -> None:
     token = _new_token(root, name, ttl, existing=True)
     err.print(f"New token for [bold]{name}[/bold]:")
     click.echo(token)
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@_root_option
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def user_passwd(name: str, root: Path | None, password_stdin: bool) -> None:
+    """Set the login password of user NAME (asked twice unless --password-stdin).
+
+    The password is stored as a salted scrypt hash; the user's login sessions end, tokens from
+    `nrp user add|token` stay valid.
+    """
+    from hbp_nrp_storage.users import UserError, UserStore
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        UserStore(_storage_root(root)).set_password(name, password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    err.print(f"Password of [bold]{name}[/bold] set.")
 
 
 # nrp experiments

@@ -2,9 +2,11 @@
 
 Starts, in order, the MQTT broker (embedded amqtt in its own process unless
 ``NRP_MQTT_BROKER_ADDRESS`` names an external one), the storage server with the bundled experiments
-and user ``nrpuser``, and the REST server; writes ``nrp-up.env`` in the data root so the other ``nrp``
-commands find the URLs and the token; prints one line per simulation event (the REST server's
-``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); stops everything in reverse order on
+and user ``nrpuser`` on a private port, the REST server, and the gateway on the public port (storage
+API, frontend files, MQTT over WebSocket: ``nrp_cli.frontend_up``); writes ``nrp-up.env`` in the data
+root so the other ``nrp`` commands find the URLs and the token; prints one line per simulation event
+(the REST server's ``nrp.events`` log lines, see :mod:`hbp_nrp_backend.events`); stops everything in
+reverse order on
 Ctrl-C or SIGTERM.
 """
 
@@ -27,6 +29,7 @@ from hbp_nrp_backend.events import event_message
 from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.service_process import ServiceProcess, ServiceStartError, start_service
 from hbp_nrp_commons.settings import DEFAULT_MQTT_PORT, Settings, load_settings
+from nrp_cli import frontend_up
 from nrp_cli.up_env import write_up_env
 
 BUNDLED_OWNER = "nrpuser"
@@ -46,6 +49,8 @@ class RunningSystem:
     broker_address: str
     broker_embedded: bool
     token: str
+    login: str = ""
+    frontend_url: str | None = None
 
 
 def _require_free(host: str, port: int, option: str, variable: str) -> None:
@@ -158,6 +163,7 @@ class Stack:
         storage_port: int,
         verbose: bool,
         broker_port: int = DEFAULT_MQTT_PORT,
+        frontend: Path | None = None,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -165,6 +171,7 @@ class Stack:
         self.storage_port = storage_port
         self.verbose = verbose
         self.broker_port = broker_port
+        self.frontend = frontend
         self.services: list[tuple[str, ServiceProcess]] = []
 
     def _start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
@@ -202,24 +209,18 @@ class Stack:
             broker_address = f"127.0.0.1:{broker.port}"
             embedded = True
 
+        # storage listens privately; the gateway shares the public port with the frontend and MQTT
         storage_root = self.settings.storage.root
-        storage = self._start(
-            "storage",
-            [
-                python,
-                "-m",
-                "nrp_cli.main",
-                "storage",
-                "--root",
-                str(storage_root),
-                "--host",
-                self.host,
-                "--port",
-                str(self.storage_port),
-            ],
-        )
+        servers_file = frontend_up.servers_file(self.settings.data_dir)
+        frontend_up.write_servers_file(servers_file, None, 0)
+        storage_args = [python, "-m", "nrp_cli.main", "storage", "--root", str(storage_root)]
+        storage_args += ["--host", "127.0.0.1", "--port", "0", "--backends-file", str(servers_file)]
+        if self.frontend is not None:
+            storage_args += ["--frontend", str(self.frontend)]
+        storage = self._start("storage", storage_args)
         storage_url = storage.url
         token = issue_owner_token(storage_root)
+        login = frontend_up.ensure_login(storage_root, BUNDLED_OWNER)
         created = import_bundled_experiments(storage_url, token, storage_root)
         if created:
             click.echo(f"Imported bundled experiments: {', '.join(created)}")
@@ -229,12 +230,20 @@ class Stack:
             [python, "-m", "nrp_cli.main", "backend", "--host", self.host, "--port", str(self.port)],
             env={"NRP_STORAGE_URL": storage_url, "NRP_MQTT_BROKER_ADDRESS": broker_address},
         )
+        max_simulations = int(os.environ.get("NRP_MAX_SIMULATIONS", "").strip() or 8)
+        frontend_up.write_servers_file(servers_file, backend.url, max_simulations)
+        gateway = self._start(
+            "gateway",
+            frontend_up.gateway_args(python, self.host, self.storage_port, storage.port, broker_address),
+        )
         return RunningSystem(
             backend_url=backend.url,
-            storage_url=storage_url,
+            storage_url=gateway.url,
             broker_address=broker_address,
             broker_embedded=embedded,
             token=token,
+            login=login,
+            frontend_url=frontend_up.browser_url(gateway.url) + "/" if self.frontend is not None else None,
         )
 
     def first_dead(self) -> str | None:
@@ -258,9 +267,16 @@ def register(cli: click.Group) -> None:
     """Add ``nrp up`` to the command group."""
 
     @cli.command("up")
-    @click.option("--host", default=None, help="Listen address of the REST and storage servers [127.0.0.1].")
+    @click.option(
+        "--host", default=None, help="Listen address of the REST server and public port [127.0.0.1]."
+    )
     @click.option("--port", type=PORT, default=None, help="REST server port [NRP_BACKEND_PORT or 8090].")
-    @click.option("--storage-port", type=PORT, default=None, help="Storage port [NRP_STORAGE_PORT or 9000].")
+    @click.option(
+        "--storage-port",
+        type=PORT,
+        default=None,
+        help="Public port: storage API, frontend files, MQTT over WebSocket [NRP_STORAGE_PORT or 9000].",
+    )
     @click.option(
         "--broker-port",
         type=int,
@@ -269,15 +285,30 @@ def register(cli: click.Group) -> None:
         help="Port of the embedded MQTT broker (a free one if busy; 0: any free port).",
     )
     @click.option("--verbose", is_flag=True, help="Show the servers' own output.")
+    @click.option(
+        "--frontend",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="NRP frontend build folder served on the storage port [NRP_FRONTEND_DIR].",
+    )
     def up(
-        host: str | None, port: int | None, storage_port: int | None, broker_port: int, verbose: bool
+        host: str | None,
+        port: int | None,
+        storage_port: int | None,
+        broker_port: int,
+        verbose: bool,
+        frontend: Path | None,
     ) -> None:
-        """Start the MQTT broker, the storage server and the REST server; Ctrl-C stops them.
+        """Start the MQTT broker, the storage server, the REST server and the gateway; Ctrl-C stops them.
 
         While they run, one line per simulation event (launched, started, paused, completed,
         stopped, failed, logs uploaded or spooled) is printed.
         """
         settings = load_settings()
+        try:
+            frontend = frontend_up.frontend_dir(frontend)
+        except frontend_up.FrontendDirError as exc:
+            raise UpError(str(exc)) from exc
         stack = Stack(
             settings,
             host=host or settings.backend_host,
@@ -285,6 +316,7 @@ def register(cli: click.Group) -> None:
             storage_port=settings.storage.port if storage_port is None else storage_port,
             verbose=verbose,
             broker_port=broker_port,
+            frontend=frontend,
         )
         stopping = threading.Event()
 
@@ -301,6 +333,9 @@ def register(cli: click.Group) -> None:
             click.echo(f"Storage: {system.storage_url}")
             click.echo(f"MQTT broker: {system.broker_address} ({kind})")
             click.echo(f"Token: {system.token}")
+            click.echo(system.login)
+            if system.frontend_url:
+                click.echo(f"Frontend: {system.frontend_url}")
             hint = path_hint()
             if hint:
                 click.echo(hint)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from nrp_core.data.nrp_json import JsonDataPack
+from nrp_core.datapacks import DataPackInterface
+from nrp_core.errors import NrpCoreStateError
 
 __all__ = ["NrpCore", "NrpCoreStateError"]
 
@@ -65,10 +67,6 @@ _LOG_LEVELS = {
     "critical": logging.CRITICAL,
     "off": logging.CRITICAL + 10,
 }
-
-
-class NrpCoreStateError(ConnectionError):
-    """A call that the simulation state machine does not allow in the current state (see ``_ALLOWED``)."""
 
 
 def log_level(name: str) -> int:
@@ -145,7 +143,7 @@ class NrpCore:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._json_datapack_out_buffer: list[JsonDataPack] = []
-        self._proto_datapack_out_buffer: list[Any] = []
+        self._proto_datapack_out_buffer: list[DataPackInterface] = []
         self._output: IO[Any] | None = None
         self._log_handler: logging.Handler | None = None
 
@@ -225,12 +223,33 @@ class NrpCore:
         self._json_datapack_out_buffer.append(JsonDataPack.from_json(datapack_name, engine_name, payload))
 
     def set_proto_datapack(self, datapack_name: str, engine_name: str, payload: Any) -> None:
-        """Later (proto datapacks); raises ``NotImplementedError`` for now."""
-        raise NotImplementedError("proto datapacks are not supported yet: use set_json_datapack()")
+        """Buffer a protobuf datapack holding a copy of ``payload``, a message of the NRP protobuf
+        packages; it joins the external pool at the next ``run_loop`` or ``reset``.
+
+        Raises:
+            TypeError: ``payload`` is not a message of the NRP protobuf packages.
+        """
+        from google.protobuf.message import Message
+
+        from nrp_core.data.nrp_protobuf import datapack_from_message
+
+        if not isinstance(payload, Message):
+            raise TypeError(f"payload must be a protobuf message, got {type(payload).__name__}")
+        copy = type(payload)()
+        copy.CopyFrom(payload)
+        try:
+            datapack = datapack_from_message(datapack_name, engine_name, copy)
+        except KeyError as exc:
+            raise TypeError(exc.args[0]) from None
+        self._proto_datapack_out_buffer.append(datapack)
 
     def _flush_buffer(self) -> None:
-        buffered = self._json_datapack_out_buffer
+        buffered: list[DataPackInterface] = [
+            *self._json_datapack_out_buffer,
+            *self._proto_datapack_out_buffer,
+        ]
         self._json_datapack_out_buffer = []
+        self._proto_datapack_out_buffer = []
         self._loop.set_external(buffered)
 
     @staticmethod
@@ -258,7 +277,7 @@ class NrpCore:
             initialization (engine config order, then datapack name order), as Python values.
         """
         from nrp_core.config import complete_engine_config
-        from nrp_core.loop import FTILoop
+        from nrp_core.event_loop.runtime import create_runtime
 
         self._check("initialize")  # fail fast, e.g. while another thread runs the loop
         with self._lock:
@@ -269,7 +288,7 @@ class NrpCore:
                 engines = [
                     complete_engine_config(engine) for engine in self.config.get("EngineConfigs") or []
                 ]
-                self._loop = FTILoop.create(self.config, self.experiment_dir, engines, output)
+                self._loop = create_runtime(self.config, self.experiment_dir, engines, output)
                 trajectory = self._loop.initialize()
                 self._loop.take_trajectory()
             except Exception as exc:
@@ -279,10 +298,6 @@ class NrpCore:
 
     def _check_supported(self) -> None:
         config = self.config
-        if config.get("SimulationLoop", "FTILoop") != "FTILoop":
-            raise NotImplementedError("SimulationLoop 'EventLoop' is not supported yet: use 'FTILoop'")
-        if config.get("DataPackProcessor", "tf") != "tf":
-            raise NotImplementedError("DataPackProcessor 'cg' (computational graph) is not supported yet")
         if "ROSNode" in config:
             logger.info("ROSNode is configured but ROS is not supported: no ROS node is started")
 
@@ -428,6 +443,7 @@ class NrpCore:
             finally:
                 self._close_output()
                 self._json_datapack_out_buffer = []
+                self._proto_datapack_out_buffer = []
                 self._state = CREATED
                 self._error = ""
 

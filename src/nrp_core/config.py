@@ -26,6 +26,8 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
+from nrp_core.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "ENGINE_PROC_CMDS",
@@ -80,26 +82,6 @@ METADATA_KEYS = frozenset(
 """Keys of storage listings and frontends that pass through without an unknown-key warning."""
 
 _DEFAULT_LISTS = ("EngineConfigs", "ExternalProcesses", "DataPackProcessingFunctions", "ComputationalGraph")
-
-
-class ConfigError(ValueError):
-    """An invalid experiment configuration; lists every problem found, each with its JSON path.
-
-    Args:
-        problems: one message per problem (or a single message).
-        source: the config file the problems were found in, if any.
-    """
-
-    def __init__(self, problems: str | Sequence[str], source: str | Path | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = str(source) if source is not None else None
-        where = f" {self.source}" if self.source else ""
-        if len(self.problems) == 1:
-            text = f"Invalid simulation configuration{where}: {self.problems[0]}"
-        else:
-            listing = "\n".join(f"  - {problem}" for problem in self.problems)
-            text = f"Invalid simulation configuration{where} ({len(self.problems)} problems):\n{listing}"
-        super().__init__(text)
 
 
 # -- time conversions -----------------------------------------------------------------------------
@@ -351,11 +333,14 @@ def _unknown_engine_type(engine_type: Any, path: str) -> str:
     needs = UNREACHABLE_ENGINE_TYPES.get(str(engine_type))
     if needs is not None:
         return (
-            f"{path}: Failed to find engine interface for EngineType '{engine_type}': it needs {needs}, "
-            "which this runtime cannot run (see docs/simulators.md)"
+            f"{path}: Failed to find engine interface for EngineType '{engine_type}': not supported, it "
+            f"needs {needs}, which this runtime cannot run (see docs/simulators.md)"
         )
     known = ", ".join(sorted(ENGINE_PROC_CMDS))
-    return f"{path}: Failed to find engine interface for EngineType {engine_type!r} (known types: {known})"
+    return (
+        f"{path}: Failed to find engine interface for EngineType {engine_type!r}: this engine type is "
+        f"not supported (known types: {known})"
+    )
 
 
 def validate_engine_config(engine: dict, path: str = "$") -> list[str]:

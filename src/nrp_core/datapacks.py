@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nrp_core.errors import EmptyDataPackError
+
 __all__ = ["DataPackIdentifier", "DataPackInterface", "EmptyDataPackError"]
-
-
-class EmptyDataPackError(RuntimeError):
-    """Raised when the data of an id-only (empty) datapack is accessed."""
 
 
 class DataPackIdentifier:

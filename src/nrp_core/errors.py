@@ -1,4 +1,9 @@
-"""Typed errors of the nrp_core runtime.
+r"""Typed errors of the nrp_core runtime: one hierarchy under :class:`NrpCoreError`.
+
+Each error also derives from the built-in exception callers caught before the hierarchy existed
+(``ConfigError`` is a ``ValueError``, ``EngineError`` and ``FunctionError`` are ``RuntimeError``\ s,
+``NrpCoreStateError`` a ``ConnectionError``), and the modules that raise them still export them
+(``nrp_core.config.ConfigError``, ``nrp_core.engines.launch.EngineError``, ...).
 
 Errors raised by user code (engine scripts) are re-raised as :class:`EngineScriptError` with the
 user's traceback attached, so the innermost frame still names the user's file and line.
@@ -9,14 +14,22 @@ from __future__ import annotations
 import os
 import sysconfig
 import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "ConfigError",
     "DataPackRegistrationError",
+    "EmptyDataPackError",
+    "EngineError",
     "EngineRequestError",
     "EngineScriptError",
     "EngineScriptLoadError",
+    "FunctionError",
+    "FunctionLoadError",
     "NrpCoreError",
+    "NrpCoreStateError",
     "user_location",
 ]
 
@@ -89,6 +102,102 @@ class EngineScriptError(NrpCoreError):
 
 class EngineScriptLoadError(EngineScriptError):
     """An engine script file could not be loaded or does not define a valid ``Script`` class."""
+
+
+class EmptyDataPackError(NrpCoreError, RuntimeError):
+    """Raised when the data of an id-only (empty) datapack is accessed."""
+
+
+class ConfigError(NrpCoreError, ValueError):
+    """An invalid experiment configuration; lists every problem found, each with its JSON path.
+
+    Args:
+        problems: one message per problem (or a single message).
+        source: the config file the problems were found in, if any.
+    """
+
+    def __init__(self, problems: str | Sequence[str], source: str | Path | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = str(source) if source is not None else None
+        where = f" {self.source}" if self.source else ""
+        if len(self.problems) == 1:
+            text = f"Invalid simulation configuration{where}: {self.problems[0]}"
+        else:
+            listing = "\n".join(f"  - {problem}" for problem in self.problems)
+            text = f"Invalid simulation configuration{where} ({len(self.problems)} problems):\n{listing}"
+        super().__init__(text)
+
+
+class FunctionLoadError(NrpCoreError):
+    """A function file is missing, broken, registers no function or more than one, or clashes."""
+
+
+class FunctionError(NrpCoreError, RuntimeError):
+    """A function raised, returned something illegal or asked for a datapack that is not there.
+
+    Attributes:
+        function_name: the config ``Name`` of the function.
+        file: the user file the error points to (the innermost frame in a user file).
+        line: the line in ``file`` (0 when unknown).
+        error: one-line description (``ExceptionClass: message``).
+        traceback: the formatted traceback, or ``""`` when the error is a rule violation.
+    """
+
+    def __init__(self, function_name: str, file: str, line: int, error: str, tb: str = "") -> None:
+        self.function_name = function_name
+        self.file = file
+        self.line = line
+        self.error = error
+        self.traceback = tb
+        text = f'Function "{function_name}" ({Path(file).name}:{line}): {error}'
+        if tb:
+            text += "\n" + tb.rstrip()
+        super().__init__(text)
+
+
+class NrpCoreStateError(NrpCoreError, ConnectionError):
+    """A call that the simulation state machine does not allow in the current state (see ``_ALLOWED``)."""
+
+
+class EngineError(NrpCoreError, RuntimeError):
+    """An engine failed: it raised, died, timed out or could not be launched.
+
+    Attributes:
+        engine_name: the ``EngineName``.
+        op: the operation (``initialize``, ``run_loop``, ``get_datapacks``, ...).
+        file: the user file of the innermost user frame ("" when unknown).
+        line: its line (0 when unknown).
+        error: one-line description.
+        traceback: the engine-side traceback ("" when there is none).
+    """
+
+    def __init__(
+        self, engine_name: str, op: str, error: str, file: str = "", line: int = 0, tb: str = ""
+    ) -> None:
+        self.engine_name = engine_name
+        self.op = op
+        self.error = error
+        self.file = file
+        self.line = line
+        self.traceback = tb
+        if file:
+            text = f'Engine "{engine_name}" ({Path(file).name}:{line}): {error} (in {op})'
+        else:
+            text = f'Engine "{engine_name}" failed in {op}: {error}'
+        if tb:
+            text += "\n" + tb.rstrip()
+        super().__init__(text)
+
+    @classmethod
+    def from_details(cls, engine_name: str, details: Mapping[str, Any]) -> EngineError:
+        return cls(
+            engine_name,
+            details.get("op", "?"),
+            f"{details.get('type', 'Error')}: {details.get('message', '')}",
+            details.get("file", ""),
+            int(details.get("line", 0) or 0),
+            details.get("traceback", ""),
+        )
 
 
 def user_location(exc: BaseException) -> tuple[str, int]:

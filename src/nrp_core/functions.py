@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nrp_core.datapacks import DataPackIdentifier, DataPackInterface
-from nrp_core.errors import user_location
+from nrp_core.errors import FunctionError, FunctionLoadError, user_location
 
 __all__ = [
     "EngineDataPack",
@@ -53,33 +53,6 @@ STATUS = "StatusFunction"
 
 Key = tuple[str, str]
 Pool = dict[Key, DataPackInterface]
-
-
-class FunctionLoadError(Exception):
-    """A function file is missing, broken, registers no function or more than one, or clashes."""
-
-
-class FunctionError(RuntimeError):
-    """A function raised, returned something illegal or asked for a datapack that is not there.
-
-    Attributes:
-        function_name: the config ``Name`` of the function.
-        file: the user file the error points to (the innermost frame in a user file).
-        line: the line in ``file`` (0 when unknown).
-        error: one-line description (``ExceptionClass: message``).
-        traceback: the formatted traceback, or ``""`` when the error is a rule violation.
-    """
-
-    def __init__(self, function_name: str, file: str, line: int, error: str, tb: str = "") -> None:
-        self.function_name = function_name
-        self.file = file
-        self.line = line
-        self.error = error
-        self.traceback = tb
-        text = f'Function "{function_name}" ({Path(file).name}:{line}): {error}'
-        if tb:
-            text += "\n" + tb.rstrip()
-        super().__init__(text)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Engines sit in a queue ordered by the time their current step ends. One :meth:`FTILoop.run_once`
 call (nrp-core's ``runLoop(dt)``) processes every batch of engines whose step ends before
-``simTime + dt``; per batch, in engine-config order: wait for the engines' steps and fetch the
+``simTime + dt``; per batch, in engine queue order (nrp-core's): wait for the engines' steps and fetch the
 datapacks the functions request from them, run the preprocessing functions, the transceiver
 functions and the status function, send each engine its transceiver and client datapacks and
 restart it. Engine processes step in parallel with each other and with the loop's own work
@@ -38,12 +38,16 @@ def trajectory_value(item: Any) -> Any:
     """What the client returns for a trajectory item: JSON data as Python objects.
 
     JSON datapacks and raw data give their data (``None`` for JSON null); an empty placeholder
-    gives ``None``; anything else (later: proto messages) is returned as is.
+    gives ``None``; protobuf datapacks and raw data give a copy of their message; anything else is
+    returned as is.
     """
     if isinstance(item, DataPackInterface) and item.isEmpty():
         return None
     to_json = getattr(item, "to_json", None)
-    return to_json() if to_json is not None else item
+    if to_json is not None:
+        return to_json()
+    message = getattr(item, "trajectory_value", None)
+    return message() if message is not None else item
 
 
 class FTILoop:
@@ -68,6 +72,7 @@ class FTILoop:
         experiment_dir: Path,
         engines: list[EngineHandle],
         functions: FunctionSet,
+        graph: Any = None,
     ) -> None:
         self.config = config
         self.experiment_dir = experiment_dir
@@ -90,7 +95,10 @@ class FTILoop:
         self._outgoing: dict[str, tuple[dict[str, DataPackInterface], dict[str, DataPackInterface]]] = {
             name: ({}, {}) for name in names
         }
-        self._requested = functions.requested()
+        # DataPackProcessor "cg": the graph's hook (nrp_core.event_loop.GraphDataPackProcessor)
+        # replaces the functions, which are then an empty set.
+        self.graph = graph
+        self._requested = graph.requested() if graph is not None else functions.requested()
         for engine_name in self._requested:
             if engine_name not in self._outgoing:
                 logger.warning(
@@ -114,6 +122,7 @@ class FTILoop:
         experiment_dir: Path,
         engine_configs: Iterable[Mapping[str, Any]],
         output: int | IO[Any] | None = None,
+        graph: Any = None,
     ) -> FTILoop:
         """Start ``ExternalProcesses``, launch all engines at once, load the functions, await the engines.
 
@@ -122,6 +131,7 @@ class FTILoop:
             experiment_dir: the experiment directory (absolute).
             engine_configs: the type-defaulted engine configs, in config order.
             output: where engine processes write their output (None: inherited).
+            graph: the computational graph's hook, which replaces the functions (``cg``).
 
         On failure every process already started is stopped before the exception propagates.
         """
@@ -136,10 +146,10 @@ class FTILoop:
                 engine = create_engine(engine_config, experiment_dir, output)
                 engines.append(engine)
                 engine.start()
-            functions = load_functions(config, experiment_dir)
+            functions = load_functions(config, experiment_dir) if graph is None else FunctionSet([])
             for engine in engines:
                 engine.wait_ready()
-            loop = cls(config, experiment_dir, engines, functions)
+            loop = cls(config, experiment_dir, engines, functions, graph)
             loop.external_processes = externals
             return loop
         except BaseException:
@@ -227,6 +237,8 @@ class FTILoop:
             directory = self.functions.added_path
             if directory is not None and directory in sys.path:
                 sys.path.remove(directory)
+            if self.graph is not None:
+                self.graph.close()
         return errors
 
     # -- client datapacks --------------------------------------------------------------------------
@@ -267,13 +279,18 @@ class FTILoop:
         batch = [heappop(queue)[2]]
         while queue and queue[0][0] == now:
             batch.append(heappop(queue)[2])
-        if len(batch) > 1:
-            batch.sort()
+        # Queue order, as nrp-core's multimap: equal due times keep the order engines were queued
+        # in (config order at t = 0 and after a reset, then the order of the batches that re-queued
+        # them), so the engine that waited longest comes first.
         self.sim_time = now
 
         # Wait for the steps and fetch the datapacks the functions request.
+        graph = self.graph
         for index in batch:
-            for datapack in engines[index].finish_step():
+            fetched = engines[index].finish_step()
+            if graph is not None:
+                graph.set_datapacks(engines[index].name, fetched)
+            for datapack in fetched:
                 key = (datapack._name, datapack._engine_name)
                 if type(datapack) is not JsonDataPack and datapack.isEmpty():
                     previous = engine_pool.get(key)
@@ -308,6 +325,8 @@ class FTILoop:
                         outgoing[0][name] = datapack
                     else:
                         self._warn_unknown_engine(datapack)
+        if graph is not None:
+            graph.run_batch([engines[i].name for i in batch], now, self.iteration, outgoing_by_engine)
         # Status function.
         if functions.status is not None:
             done, observations = functions.run_status(self._engine_pools, self._sf_local)

@@ -4,8 +4,14 @@
 until the status function's done flag or ``SimulationTimeout`` and shuts down. SIGINT and SIGTERM
 stop the loop after the current step and shut the engines down cleanly.
 
-Exit codes: 1 without any argument, 2 for usage errors (including ``-m server``, not implemented
-yet), 0 after a successful run, 1 when the run failed or the configuration could not be loaded.
+``NRPCoreSim -c CFG -m server --server_address HOST:PORT [--slave]`` serves the ``NrpCore`` gRPC
+service (:mod:`nrp_core.sim_server`) until a client calls ``shutdown``, a SIGINT or SIGTERM arrives,
+or, with ``--slave``, the parent process dies; it prints ``Listening on grpc://HOST:PORT`` once it
+accepts calls.
+
+Exit codes: 1 without any argument, 2 for usage errors, 0 after a successful run (or a served
+session), 1 when the run failed or the configuration could not be loaded, 3 when the server
+address cannot be bound.
 """
 
 from __future__ import annotations
@@ -75,9 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    if args.mode == "server":
-        print("NRPCoreSim: server mode is not implemented yet", file=sys.stderr)
-        return 2
     if not args.config:
         parser.print_usage(sys.stderr)
         print("NRPCoreSim: error: the following arguments are required: -c/--config", file=sys.stderr)
@@ -110,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.logoutput:
         client_args += [f"--logoutput={args.logoutput}", f"--logfilename={log_filename}"]
 
+    if args.mode == "server":
+        return _serve(args, client_args)
+
     stop_requested = threading.Event()
     client: NrpCore | None = None
 
@@ -133,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.logconfig:
             logger.debug("configuration: %s", client.config)
-        if client.config.get("SimulationTimeout", 0) == 0:
+        event_loop = client.config.get("SimulationLoop") == "EventLoop"  # runs for EventLoop.Timeout
+        if client.config.get("SimulationTimeout", 0) == 0 and not event_loop:
             logger.warning("SimulationTimeout is 0: the simulation runs no step")
         client.initialize()
         if not stop_requested.is_set():
@@ -154,6 +161,66 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as shutdown_exc:
                 logger.error("shutdown failed: %s", shutdown_exc)
         return 1
+    return 0
+
+
+def _watch_parent(stop: Any) -> None:
+    """``--slave``: call ``stop`` once the parent process is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        logger.info("the parent process exited: shutting down")
+        stop()
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _serve(args: Any, client_args: list[str]) -> int:
+    """Server mode: serve the ``NrpCore`` gRPC service until shutdown, a signal or the parent's death."""
+    from nrp_core.client import NrpCore
+    from nrp_core.sim_server import serve
+
+    address = args.server_address or "localhost:50051"
+    finished = threading.Event()
+    _install_signal_handlers(finished.set)
+    if args.slave:
+        _watch_parent(finished.set)
+    try:
+        client = NrpCore(
+            address,
+            experiment_folder=str(Path.cwd()),
+            config_file=str(args.config),
+            args=" ".join(client_args),
+            log_output=None,
+            overrides=args.param,
+        )
+    except Exception as exc:
+        logger.error("%s", exc)
+        return 1
+    try:
+        server, port, shut_down = serve(client, address)
+    except OSError as exc:
+        logger.error("%s", exc)
+        return 3
+    host = address.rpartition(":")[0] or "localhost"
+    print(f"Listening on grpc://{host}:{port}", flush=True)
+
+    def relay() -> None:
+        shut_down.wait()
+        finished.set()
+
+    threading.Thread(target=relay, name="shutdown-relay", daemon=True).start()
+    finished.wait()
+    if client.current_state() != "Created":
+        try:
+            if client.current_state() == "Running":
+                client.stop()
+            client.shutdown()
+        except Exception as exc:
+            logger.error("shutdown failed: %s", exc)
+    server.stop(2.0).wait()
     return 0
 
 

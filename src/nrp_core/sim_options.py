@@ -25,8 +25,10 @@ def build_parser(exit_on_error: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("-d", "--dir", help="experiment directory")
     parser.add_argument("-p", "--plugins", help="engine plugin libraries (accepted and ignored)")
     parser.add_argument("-m", "--mode", default="standalone", choices=("standalone", "server"))
-    parser.add_argument("--server_address", help="server mode address (later)")
-    parser.add_argument("--slave", action="store_true", help="server mode slave flag (later)")
+    parser.add_argument(
+        "--server_address", help="server mode: the address to serve on, HOST:PORT (localhost:50051)"
+    )
+    parser.add_argument("--slave", action="store_true", help="server mode: exit when the parent process dies")
     parser.add_argument(
         "-o", "--param", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)"
     )

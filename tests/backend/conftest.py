@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,15 @@ import requests
 from hbp_nrp_backend.storage_client import StorageClient
 from tests.helpers.brokers import BrokerProcess, broker_kinds, start_broker
 from tests.helpers.processes import ServerProcess, free_port, start_server
+from tests.helpers.waiting import HANG, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 NRP = [sys.executable, "-m", "nrp_cli.main"]
 FAKE_SIMSERVER = "tests.backend.fixtures.fake_simserver"
+#: The file (in its simulation folder) whose creation lets a ``slow_stop`` stand-in finish its stop.
+STOP_GATE = "release-stop"
 
-#: The fields of a simulation's REST representation, in order (backend contract).
+#: The fields of a simulation's REST representation, in the order the REST server sends them.
 SIMULATION_FIELDS = (
     "state",
     "simulationID",
@@ -48,7 +50,7 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
     "my_cloned_experiment": {},
     "exit_one": {"exit_after": 0.8, "exit_code": 1},
     "exit_seven": {"exit_after": 0.8, "exit_code": 7},
-    "slow_stop": {"stop_delay": 2.0},
+    "slow_stop": {"stop_gate": STOP_GATE},
     "stubborn": {"ignore_sigterm": True},
     "completes": {"complete_after": 0.3},
     "loses_start": {"drop_first_start": True},
@@ -193,16 +195,19 @@ class Rest:
         return self.put(f"/simulation/{sim_id}/state", {"state": state})
 
     def wait_for(
-        self, sim_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+        self, sim_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = HANG
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            sim = self.get(f"/simulation/{sim_id}").json()
-            if predicate(sim):
-                return sim
-            if time.monotonic() > deadline:
-                raise AssertionError(f"simulation {sim_id} never matched; last: {sim}")
-            time.sleep(0.05)
+        """Poll ``GET /simulation/<id>`` until ``predicate`` holds; return that representation."""
+        last: list[dict[str, Any]] = []
+
+        def matches() -> dict[str, Any] | None:
+            last[:] = [self.get(f"/simulation/{sim_id}").json()]
+            return last[0] if predicate(last[0]) else None
+
+        try:
+            return wait_until(matches, timeout, f"simulation {sim_id} to match", interval=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last: {last[0] if last else None}") from None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Authentication and permission rules of contract section 3, with a scripted storage."""
+"""Authentication (Bearer tokens checked against storage) and who may see and change which
+simulation, with a scripted storage."""
 
 from __future__ import annotations
 

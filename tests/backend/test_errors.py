@@ -1,4 +1,5 @@
-"""Error rendering of the app (contract 2.10), through Flask's test client: no processes needed."""
+"""Every error rendered as JSON ``{"message", "type", "data"}`` with its status code, through
+Flask's test client: no processes needed."""
 
 from __future__ import annotations
 

@@ -1,20 +1,37 @@
-"""Supervision, capacity and concurrency seen through a real REST server (contract 2.11, 6.3)."""
+"""Supervision, capacity and concurrency seen through a real REST server: simserver exits and kills,
+the stop grace period, the simulation limit, GETs and second stops while a stop is in progress."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
 import signal
 import threading
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from hbp_nrp_commons import mqtt
-from tests.backend.conftest import Backend, BackendFactory
+from tests.backend.conftest import STOP_GATE, Backend, BackendFactory
+from tests.helpers.waiting import HANG, join, wait_until
+
+
+def wait_stopping(sim_dir: Path, sim_id: int) -> None:
+    """Wait until the ``slow_stop`` stand-in got its SIGTERM and waits at its stop gate."""
+    log = sim_dir / f"simulation_{sim_id}.log"
+    wait_until(lambda: "STOPPING" in log.read_text(), message="the stand-in to wait at its stop gate")
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def simserver_pid(backend: Backend) -> int:
@@ -39,22 +56,20 @@ def test_exit_code_fails_the_simulation(
     backend = start_backend(NRP_MQTT_PREFIX=f"exit{code}")
     statuses: list[dict] = []
     listener = mqtt.MqttConnection(broker.settings(), mqtt.client_id("test"))
-    listener.connect(5)
+    listener.connect(HANG)
     listener.subscribe(mqtt.status_topic(f"exit{code}", 0), lambda t, p: statuses.append(json.loads(p)))
     try:
         rest = backend.rest
         created = rest.launch(experiment)
         assert created["MQTTPrefix"] == f"exit{code}"
-        # The stand-in exits 0.8 s after its start; failed must follow within 2 s.
-        sim = rest.wait_for(0, lambda s: s["state"] == "failed", timeout=6)
+        # The stand-in exits on its own 0.8 s after its start.
+        sim = rest.wait_for(0, lambda s: s["state"] == "failed")
         assert sim["error"] == {
             "msg": f"Simulation Server exited with code {code}",
             "error_type": "Process",
             "exit_code": code,
         }
-        deadline = time.monotonic() + 2
-        while not any(s.get("state") == "failed" for s in statuses) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: any(s.get("state") == "failed" for s in statuses), message="a failed status")
         assert statuses[-1]["state"] == "failed"  # the backend's fallback status
         assert all(
             isinstance(statuses[-1][k], float) for k in ("realTime", "simulationTime", "simulationTimeLeft")
@@ -64,21 +79,17 @@ def test_exit_code_fails_the_simulation(
         listener.close()
 
 
-def test_sigkill_from_outside_fails_within_two_seconds(start_backend: BackendFactory) -> None:
+def test_sigkill_from_outside_fails_the_simulation(start_backend: BackendFactory) -> None:
+    # how fast it is detected is measured by benchmarks/bench_backend.py
     backend = start_backend()
     rest = backend.rest
     rest.launch()
     rest.wait_for(0, lambda s: s["ready"])
     sim_dir = Path(os.readlink(backend.data_dir / "current-simulation"))
     os.kill(simserver_pid(backend), signal.SIGKILL)
-    before = time.monotonic()
-    sim = rest.wait_for(0, lambda s: s["state"] == "failed", timeout=2)
-    assert time.monotonic() - before < 2
+    sim = rest.wait_for(0, lambda s: s["state"] == "failed")
     assert sim["error"]["exit_code"] == -9 and sim["error"]["error_type"] == "Process"
-    deadline = time.monotonic() + 3
-    while sim_dir.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not sim_dir.exists()
+    wait_until(lambda: not sim_dir.exists(), message="the simulation folder to be removed")
 
 
 def test_stubborn_simserver_is_killed_after_the_grace_period(start_backend: BackendFactory) -> None:
@@ -86,17 +97,18 @@ def test_stubborn_simserver_is_killed_after_the_grace_period(start_backend: Back
     rest = backend.rest
     rest.launch("stubborn")
     rest.wait_for(0, lambda s: s["ready"])
-    before = time.monotonic()
+    pid = simserver_pid(backend)
     response = rest.set_state(0, "stopped")
-    elapsed = time.monotonic() - before
     assert response.json() == {"state": "stopped", "ready": True, "error": None}
-    assert 1.0 <= elapsed < 5
+    assert "did not stop within 1.0 s; killing its process group" in backend.server.text()
+    assert not alive(pid)
 
 
 def test_capacity_and_gets_during_a_slow_stop(start_backend: BackendFactory) -> None:
-    backend = start_backend(NRP_MAX_SIMULATIONS="2")
+    backend = start_backend(NRP_MAX_SIMULATIONS="2", NRP_STOP_GRACE="600")
     rest = backend.rest
     slow = rest.launch("slow_stop")["simulationID"]
+    slow_dir = Path(os.readlink(backend.data_dir / "current-simulation"))
     other = rest.launch()["simulationID"]
     rest.wait_for(slow, lambda s: s["ready"])
     full = rest.post("/simulation", {"experimentID": "my_cloned_experiment"})
@@ -106,25 +118,23 @@ def test_capacity_and_gets_during_a_slow_stop(start_backend: BackendFactory) -> 
         "type": "Client error",
         "data": None,
     }
-    results: dict[str, object] = {}
+    results: dict[str, requests.Response] = {}
 
     def stop() -> None:
-        start = time.monotonic()
         results["response"] = rest.set_state(slow, "stopped")
-        results["elapsed"] = time.monotonic() - start
 
     stopper = threading.Thread(target=stop)
     stopper.start()
-    time.sleep(0.4)  # the stop is now waiting for the slow simserver
+    wait_stopping(slow_dir, slow)  # the stop now waits for the slow simserver, until the gate opens
+    # GETs answer while the stop waits (how fast is measured by benchmarks/bench_backend.py)
     for path in (f"/simulation/{other}", f"/simulation/{slow}/state", "/simulation", "/version"):
-        before = time.monotonic()
-        assert rest.get(path).status_code == 200
-        assert time.monotonic() - before < 0.5, path
+        assert rest.get(path).status_code == 200, path
     # Still cleaning up: the slot is not free yet.
     assert rest.post("/simulation", {"experimentID": "my_cloned_experiment"}).status_code == 409
-    stopper.join(15)
-    assert results["response"].json()["state"] == "stopped"  # type: ignore[attr-defined]
-    assert results["elapsed"] >= 1.5  # type: ignore[operator]
+    assert stopper.is_alive() and not results  # the stop answers only once the simserver has ended
+    (slow_dir / STOP_GATE).touch()
+    join(stopper)
+    assert results["response"].json()["state"] == "stopped"
     third = rest.launch()
     assert third["simulationID"] == 2
     for sim_id in (other, 2):
@@ -137,15 +147,15 @@ def test_completed_simulation_is_stopped_when_idle(start_backend: BackendFactory
     rest.launch("completes")
     rest.wait_for(0, lambda s: s["ready"])
     rest.set_state(0, "started")
-    rest.wait_for(0, lambda s: s["state"] == "completed", timeout=5)
-    rest.wait_for(0, lambda s: s["state"] == "stopped", timeout=5)
+    rest.wait_for(0, lambda s: s["state"] == "completed")
+    rest.wait_for(0, lambda s: s["state"] == "stopped")
 
 
 def test_wall_clock_limit_stops_any_simulation(start_backend: BackendFactory) -> None:
     backend = start_backend(NRP_SIMULATION_MAX_LIFETIME="1.5")
     rest = backend.rest
     rest.launch()
-    rest.wait_for(0, lambda s: s["state"] == "stopped", timeout=6)
+    rest.wait_for(0, lambda s: s["state"] == "stopped")
 
 
 def test_lost_start_is_republished(start_backend: BackendFactory, storage) -> None:
@@ -153,9 +163,12 @@ def test_lost_start_is_republished(start_backend: BackendFactory, storage) -> No
     rest = backend.rest
     rest.launch("loses_start")
     rest.wait_for(0, lambda s: s["ready"])
+    sim_log = Path(os.readlink(backend.data_dir / "current-simulation")) / "simulation_0.log"
     zips_before = set(storage.files("loses_start"))
     assert rest.set_state(0, "started").json()["state"] == "started"
-    time.sleep(1.5)  # statuses every 0.2 s disagree; the backend re-publishes its start
+    # the stand-in drops the first start; its statuses (every 0.2 s) disagree, so the backend
+    # publishes its start again, and the stand-in logs the state it finally reached
+    wait_until(lambda: "STATE started" in sim_log.read_text(), message="the re-published start")
     assert rest.set_state(0, "stopped").status_code == 200
     (name,) = set(storage.files("loses_start")) - zips_before
     content = storage.client().get_file(storage.alice, "loses_start", name, by_name=True)
@@ -173,9 +186,10 @@ def test_none_auth_mode(start_backend: BackendFactory, storage) -> None:
 
 
 def test_second_stop_during_a_stop_answers_when_it_ends(start_backend: BackendFactory) -> None:
-    backend = start_backend()
+    backend = start_backend(NRP_STOP_GRACE="600")
     rest = backend.rest
     sim_id = rest.launch("slow_stop")["simulationID"]
+    sim_dir = Path(os.readlink(backend.data_dir / "current-simulation"))
     rest.wait_for(sim_id, lambda s: s["ready"])
     answers: list[tuple[int, dict]] = []
 
@@ -185,9 +199,19 @@ def test_second_stop_during_a_stop_answers_when_it_ends(start_backend: BackendFa
 
     first = threading.Thread(target=stop)
     first.start()
-    time.sleep(0.4)  # the first stop now waits for the slow simserver
-    stop()
-    first.join(15)
+    wait_stopping(sim_dir, sim_id)  # the first stop now waits for the slow simserver
+    # The second stop is sent in full before the gate opens. The REST server shows no sign of
+    # having read it, so in theory it could still be read after the first stop ended (then it
+    # would be refused as finalized): the cleanup between the gate and the end takes far longer.
+    second = http.client.HTTPConnection(backend.server.host, backend.server.port, timeout=HANG)
+    body = json.dumps({"state": "stopped"})
+    headers = rest.headers({"Content-Type": "application/json"})
+    second.request("PUT", f"/simulation/{sim_id}/state", body, headers)
+    (sim_dir / STOP_GATE).touch()
+    response = second.getresponse()
+    answers.append((response.status, json.loads(response.read())))
+    second.close()
+    join(first)
     assert answers == [(200, {"state": "stopped", "ready": True, "error": None})] * 2
 
 
@@ -199,7 +223,7 @@ def test_simserver_stopped_from_outside_stops_the_simulation(start_backend: Back
     rest.wait_for(sim_id, lambda s: s["ready"])
     sim_dir = Path(os.readlink(backend.data_dir / "current-simulation"))
     os.kill(simserver_pid(backend), signal.SIGTERM)  # e.g. an administrator's kill: exit code 0
-    sim = rest.wait_for(sim_id, lambda s: s["state"] == "stopped", timeout=5)
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "stopped")
     assert sim["error"] is None
     assert not sim_dir.exists()
     zips = [n for n in storage.files("completes") if n.endswith(".log.zip")]

@@ -47,7 +47,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     assert config.completed_idle_stop == 600.0
     assert config.state_dir == tmp_path / "backend"
     assert config.log_spool_dir == tmp_path / "backend" / "spool"
-    assert config.admin_users == frozenset()
+    assert config.admin_users == frozenset({"nrp-service"})  # the storage registry's poller
 
 
 def test_config_overrides(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_config_overrides(tmp_path: Path) -> None:
     )
     assert config.auth == "none"
     assert config.threads == 24  # never fewer than NRP_MAX_SIMULATIONS + 4
-    assert config.admin_users == frozenset({"root", "admin"})
+    assert config.admin_users == frozenset({"root", "admin", "nrp-service"})
     assert config.state_dir == tmp_path / "state"
     assert config.log_spool_dir == tmp_path / "spool"
 

@@ -7,11 +7,11 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from tests.backend.conftest import NRP, Backend, BackendFactory, Storage, make_experiment
 from tests.helpers.brokers import BrokerProcess
+from tests.helpers.waiting import wait_until
 
 
 def cli_env(backend: Backend, storage: Storage, broker: BrokerProcess, data_dir: Path) -> dict[str, str]:
@@ -50,11 +50,11 @@ class Background:
         return "\n".join(self.lines)
 
     def wait_for_line(self, fragment: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(fragment in line for line in self.lines):
+        def seen() -> bool:
             assert self.proc.poll() is None or self._thread.is_alive(), f"exited:\n{self.text}"
-            assert time.monotonic() < deadline, f"no line with {fragment!r}:\n{self.text}"
-            time.sleep(0.05)
+            return any(fragment in line for line in self.lines)
+
+        wait_until(seen, timeout=timeout, message=f"a line with {fragment!r}")
 
     def finish(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers.waiting import wait_until
+
 NRP = [sys.executable, "-m", "nrp_cli"]
 HEADINGS = ("REST API: ", "API docs: ", "Storage: ", "MQTT broker: ", "Token: ")
 
@@ -125,7 +127,7 @@ def test_up_runs_a_simulation_and_stops_in_order(up: UpProcess, tmp_path: Path) 
     assert info["API docs"] == info["REST API"] + "/docs"
     assert info["MQTT broker"].endswith(("(embedded)", "(external)"))
     children = up.children()
-    assert len(children) == 3, "broker, storage and REST server should run as children"
+    assert len(children) == 4, "broker, storage, REST server and gateway should run as children"
 
     # The CLI finds everything through nrp-up.env, as the README says.
     cli_env = {**os.environ, "NRP_DATA_DIR": str(tmp_path / "data")}
@@ -140,20 +142,19 @@ def test_up_runs_a_simulation_and_stops_in_order(up: UpProcess, tmp_path: Path) 
     sim_id = json.loads(launched.stdout)["simulationID"]
     headers = {"Authorization": f"Bearer {info['Token']}"}
     url = f"{info['REST API']}/simulation/{sim_id}"
-    deadline = time.monotonic() + 30
-    while not requests.get(url, headers=headers, timeout=10).json()["ready"]:
-        assert time.monotonic() < deadline, "simulation never became ready"
-        time.sleep(0.1)
+    wait_until(lambda: requests.get(url, headers=headers, timeout=10).json()["ready"], message="ready")
     started = subprocess.run([*NRP, "sim", "start", str(sim_id)], capture_output=True, text=True, env=cli_env)
     assert started.returncode == 0, started.stderr
-    while requests.get(url, headers=headers, timeout=10).json()["state"] != "completed":
-        assert time.monotonic() < deadline, "simulation never completed"
-        time.sleep(0.1)
+    wait_until(
+        lambda: requests.get(url, headers=headers, timeout=10).json()["state"] == "completed",
+        message="the simulation completed",
+    )
 
-    # Ctrl-C stops the REST server (which stops the simulation and uploads its logs), then storage, broker.
+    # Ctrl-C stops the gateway, the REST server (which stops the simulation and uploads its logs),
+    # then storage, broker.
     assert up.interrupt() == 0, "\n".join(up.lines)
     stops = [line for line in up.lines if line.startswith("Stopped ")]
-    assert stops == ["Stopped backend", "Stopped storage", "Stopped broker"]
+    assert stops == ["Stopped gateway", "Stopped backend", "Stopped storage", "Stopped broker"]
     assert not [pid for pid in children if _alive(pid)]
     storage_root = tmp_path / "data" / "storage" / "tf_exchange"
     assert [p.name for p in storage_root.glob(f"*_simulation_{sim_id}.log.zip")]
@@ -204,13 +205,12 @@ def test_the_embedded_broker_port_defaults_to_1883() -> None:
 def test_killed_up_leaves_no_server_behind(up: UpProcess) -> None:
     up.wait_ready()
     children = up.children()
-    assert len(children) == 3
+    assert len(children) == 4
     up.proc.kill()
     up.proc.wait(10)
-    deadline = time.monotonic() + 15
-    while [pid for pid in children if _alive(pid)]:
-        assert time.monotonic() < deadline, "servers outlived a killed nrp up"
-        time.sleep(0.1)
+    wait_until(
+        lambda: not [pid for pid in children if _alive(pid)], message="servers gone after nrp up was killed"
+    )
 
 
 def test_the_path_hint_names_activate_unless_this_nrp_is_on_the_path() -> None:

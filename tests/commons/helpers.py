@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,14 +16,11 @@ from hbp_nrp_commons.lifecycle import (
 )
 from hbp_nrp_commons.mqtt import BACKEND_NODE, SIMSERVER_NODE, MqttConnection, client_id
 from hbp_nrp_commons.settings import MqttSettings
+from tests.helpers.waiting import HANG, wait_until
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        time.sleep(0.01)
+def wait_for(predicate: Callable[[], Any], timeout: float = HANG, message: str = "condition") -> None:
+    wait_until(predicate, timeout, message)
 
 
 class Recorder(SimulationLifecycle):
@@ -87,17 +84,43 @@ def server_like(sim_id: int, mqtt: MqttConnection | None, prefix: str = "", **kw
 
 
 class Spy:
-    """A separate client that records every message on a topic filter, decoded."""
+    """A separate client that records every message on a topic filter, decoded.
+
+    :meth:`sync` is the positive sync point of "nothing else arrives" checks: it publishes a marker
+    on the topic and waits for it, so every message the broker had before the marker has arrived.
+    Markers (of every spy) are not recorded.
+    """
 
     def __init__(self, settings: MqttSettings, topic: str) -> None:
         self.messages: list[tuple[str, bytes]] = []
+        self.topic = topic
+        self._seen_markers: set[str] = set()
+        self._changed = threading.Condition()
         self.connection = MqttConnection(settings, client_id("spy"))
-        self.connection.connect()
-        self.connection.subscribe(topic, lambda t, p: self.messages.append((t, p)))
+        self.connection.connect(HANG)
+        self.connection.subscribe(topic, self._on_message, timeout=HANG)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        with self._changed:
+            marker = _marker(payload)
+            if marker is None:
+                self.messages.append((topic, payload))
+            else:  # any spy's marker
+                self._seen_markers.add(marker)
+            self._changed.notify_all()
+
+    def sync(self) -> None:
+        """Publish a marker on the topic and wait until it arrives back."""
+        marker = uuid.uuid4().hex
+        self.connection.publish(_concrete(self.topic), {SYNC_KEY: marker}, qos=1, wait=True, timeout=HANG)
+        with self._changed:
+            if not self._changed.wait_for(lambda: marker in self._seen_markers, HANG):
+                raise AssertionError(f"the sync marker on {self.topic} never arrived")
 
     def payloads(self) -> list[dict[str, Any] | None]:
         """Every message's JSON payload; None for an empty (retained-clearing) payload."""
-        return [json.loads(p) if p else None for _, p in self.messages]
+        with self._changed:
+            return [json.loads(p) if p else None for _, p in self.messages]
 
     def lifecycle(self) -> list[dict[str, Any]]:
         """The non-empty payloads."""
@@ -107,11 +130,28 @@ class Spy:
         self.connection.close()
 
 
-def retained(settings: MqttSettings, topic: str, wait: float = 0.5) -> list[bytes]:
+#: the key of a :meth:`Spy.sync` marker (a lifecycle ignores it as a malformed message).
+SYNC_KEY = "spy_sync"
+
+
+def _concrete(topic_filter: str) -> str:
+    """A topic matched by ``topic_filter`` (its wildcard levels replaced)."""
+    return "/".join(SYNC_KEY if level in ("+", "#") else level for level in topic_filter.split("/"))
+
+
+def _marker(payload: bytes) -> str | None:
+    try:
+        decoded = json.loads(payload) if payload else None
+    except ValueError:
+        return None
+    return decoded.get(SYNC_KEY) if isinstance(decoded, dict) else None
+
+
+def retained(settings: MqttSettings, topic: str) -> list[bytes]:
     """What a new subscriber receives at once on ``topic``: its retained message, if any."""
     spy = Spy(settings, topic)
     try:
-        time.sleep(wait)
+        spy.sync()  # the retained message reaches a new subscriber before anything published later
         return [p for _, p in spy.messages]
     finally:
         spy.close()

@@ -11,6 +11,7 @@ from hbp_nrp_commons.broker import port_is_free
 from hbp_nrp_commons.mqtt import MqttConnection, client_id
 from hbp_nrp_commons.settings import MqttSettings
 from tests.helpers.processes import python, start_server
+from tests.helpers.waiting import HANG
 
 from .helpers import retained
 
@@ -31,7 +32,7 @@ def test_start_on_a_free_port_retain_and_stop_cleanly() -> None:
         assert retained(settings, "test/retained") == [b'{"a": 1}']
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        assert proc.wait(HANG) == 0
     assert port_is_free(host, port)
 
 
@@ -47,7 +48,7 @@ def test_busy_port_fails() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         with pytest.raises(RuntimeError, match="exited with code"):
-            start_server([*BROKER, str(sock.getsockname()[1])], timeout=10)
+            start_server([*BROKER, str(sock.getsockname()[1])], timeout=HANG)
 
 
 def test_command_line_prints_listening_line_and_stops_on_sigint() -> None:
@@ -55,6 +56,6 @@ def test_command_line_prints_listening_line_and_stops_on_sigint() -> None:
     try:
         assert server.url == f"mqtt://127.0.0.1:{server.port}"
         server.proc.send_signal(signal.SIGINT)
-        assert server.proc.wait(10) == 0
+        assert server.proc.wait(HANG) == 0
     finally:
         server.kill()

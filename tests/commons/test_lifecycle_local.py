@@ -1,10 +1,9 @@
-"""The lifecycle state machine on its own, without a broker (backend contract 4)."""
+"""The lifecycle state machine on its own, without a broker: transitions, callbacks, errors, locking."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from hbp_nrp_commons.lifecycle import (
     LifecycleBusyError,
     TransitionEvent,
 )
+from tests.helpers.waiting import HANG, ContendedLock, join, wait_event, wait_until
 
 from .helpers import Recorder, backend_like, server_like
 
@@ -188,11 +188,12 @@ def test_shutdown_error_is_kept_and_done_event_set() -> None:
 def test_released_lock_lets_the_awaited_thread_finish() -> None:
     """The simserver pattern: ``stop`` joins the script thread, whose end fires ``completed``."""
     outcome: list[str] = []
+    joined: list[bool] = []
 
     class Server(Recorder):
         def start(self, event: TransitionEvent | None = None) -> None:
             def script() -> None:
-                stop_requested.wait(5)
+                stop_requested.wait(HANG)
                 try:
                     self.completed()
                     outcome.append("completed")
@@ -205,15 +206,15 @@ def test_released_lock_lets_the_awaited_thread_finish() -> None:
         def stop(self, event: TransitionEvent) -> None:
             stop_requested.set()
             with self.released_lock():
-                self.thread.join(5)
+                self.thread.join(HANG)
+                joined.append(not self.thread.is_alive())
 
     stop_requested = threading.Event()
     lifecycle = Server(1, None, "nrp_simulation_server", "", frozenset(), False)
     lifecycle.initialized()
     lifecycle.started()
-    begin = time.monotonic()
     lifecycle.stopped()
-    assert time.monotonic() - begin < 2
+    assert joined == [True]  # the script thread ended while stop waited: no deadlock
     assert outcome == ["busy"]
     assert lifecycle.state == "stopped"
 
@@ -226,21 +227,24 @@ def test_callbacks_without_released_lock_block_other_threads() -> None:
     class Slow(Recorder):
         def initialize(self, event: TransitionEvent) -> None:
             entered.set()
-            release.wait(5)
+            release.wait(HANG)
 
     lifecycle = Slow(1, None, "nrp_backend", "", frozenset(), True)
+    lock = ContendedLock(lifecycle._lock._lock)  # the re-entrant lock inside the lifecycle lock
+    lifecycle._lock._lock = lock
     worker = threading.Thread(target=lifecycle.initialized)
     worker.start()
-    entered.wait(5)
+    wait_event(entered, message="initialize to run")
     results: list[bool] = []
     other = threading.Thread(target=lambda: results.append(lifecycle.stopped()))
     other.start()
-    time.sleep(0.1)
+    wait_event(lock.contended, message="the other trigger to wait for the lock")
     assert results == [] and lifecycle.state == "created"
     release.set()
-    worker.join(5)
-    other.join(5)
+    join(worker)
+    join(other)
     assert results == [True] and lifecycle.state == "stopped"
+    assert lifecycle.calls[-1][2] == "paused"  # the stop ran after the whole initialize transition
 
 
 def message(source: str, event: str, target: str, node: str = "nrp_backend") -> bytes:
@@ -323,19 +327,19 @@ def test_received_messages_are_dropped_while_a_transition_waits_unlocked() -> No
         def stop(self, event: TransitionEvent) -> None:
             with self.released_lock():
                 waiting.set()
-                proceed.wait(5)
+                proceed.wait(HANG)
 
     lifecycle = Server(1, None, "nrp_simulation_server", "", frozenset(), False)
     lifecycle.force_state("started")
     stopper = threading.Thread(target=lifecycle.stopped)
     stopper.start()
-    waiting.wait(5)
+    wait_event(waiting, message="stop to release the lock")
     lifecycle.handle_message(message("started", "paused", "paused"))
     with pytest.raises(LifecycleBusyError):
         lifecycle.force_state("paused")
     assert lifecycle.state == "started"
     proceed.set()
-    stopper.join(5)
+    join(stopper)
     assert lifecycle.state == "stopped"
 
 
@@ -345,6 +349,7 @@ def test_concurrent_commands_and_messages_keep_the_machine_consistent() -> None:
     lifecycle.initialized()
     errors: list[BaseException] = []
     stop = threading.Event()
+    rounds = [0]
 
     def commands(trigger: str) -> None:
         while not stop.is_set():
@@ -359,16 +364,17 @@ def test_concurrent_commands_and_messages_keep_the_machine_consistent() -> None:
         while not stop.is_set():
             lifecycle.handle_message(message("paused", "started", "started"))
             lifecycle.handle_message(message("started", "paused", "paused"))
+            rounds[0] += 1
 
     threads = [threading.Thread(target=commands, args=(t,)) for t in ("started", "paused", "started")]
     threads.append(threading.Thread(target=messages))
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
+    # enough hammering that commands and messages met many times
+    wait_until(lambda: rounds[0] >= 200 and len(lifecycle.changes) >= 20, message="200 rounds")
     stop.set()
     for thread in threads:
-        thread.join(5)
-        assert not thread.is_alive()
+        join(thread)
     assert errors == []
     assert lifecycle.state in ("started", "paused")
     # every recorded transition starts where the previous one ended

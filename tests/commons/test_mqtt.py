@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -13,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hbp_nrp_commons.mqtt import BrokerUnreachable, MqttConnection, clear_retained_matching, client_id
 from hbp_nrp_commons.settings import MqttSettings
 from tests.helpers.processes import free_port
+from tests.helpers.waiting import HANG
 
 from .helpers import retained, wait_for
 
@@ -68,7 +68,7 @@ def test_a_blocking_callback_does_not_stall_other_subscriptions(connect) -> None
     connection = connect()
     release = threading.Event()
     fast: list[bytes] = []
-    connection.subscribe(topic + "/slow", lambda t, p: release.wait(5))
+    connection.subscribe(topic + "/slow", lambda t, p: release.wait(HANG))
     connection.subscribe(topic + "/fast", lambda t, p: fast.append(p))
     connection.publish(topic + "/slow", b"1", qos=1, wait=True)
     # a callback that publishes and waits for the broker's ack must not deadlock either
@@ -97,8 +97,12 @@ def test_unsubscribe_stops_delivery(connect) -> None:
     publisher.publish(topic, b"1", qos=1, wait=True)
     wait_for(lambda: got == [b"1"])
     connection.unsubscribe(topic, wait=True)
+    synced: list[bytes] = []
+    connection.subscribe(topic + "/sync", lambda t, p: synced.append(p))
     publisher.publish(topic, b"2", qos=1, wait=True)
-    time.sleep(0.3)
+    # the same publisher's next message arrives after "2" would have
+    publisher.publish(topic + "/sync", b"sync", qos=1, wait=True)
+    wait_for(lambda: synced == [b"sync"], message="the sync message")
     assert got == [b"1"]
 
 
@@ -121,15 +125,18 @@ def test_reconnect_resubscribes_and_runs_hooks(connect, mqtt_broker) -> None:
     subscriber.subscribe(topic, lambda t, p: got.append(p))
     subscriber.on_connect(lambda: hooks.append(threading.current_thread().name))
     mqtt_broker.restart()
-    wait_for(lambda: subscriber.is_connected and publisher.is_connected, timeout=15, message="reconnect")
+    wait_for(lambda: subscriber.is_connected and publisher.is_connected, message="reconnect")
     wait_for(lambda: len(hooks) == 1, message="on_connect hook")
     assert not hooks[0].startswith("paho")
-    # the re-subscription is requested before the hook runs; give the broker a moment to ack
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        publisher.publish(topic, b"after", qos=1, wait=True)
-        time.sleep(0.1)
-    assert got and set(got) == {b"after"}
+
+    # the re-subscription is requested before the hook runs: publish until the broker has it
+    def delivered() -> bool:
+        if not got:
+            publisher.publish(topic, b"after", qos=1, wait=True)
+        return bool(got)
+
+    wait_for(delivered, message="a message after the re-subscription")
+    assert set(got) == {b"after"}
 
 
 def test_clear_retained_matching(connect, mqtt_broker) -> None:
@@ -138,7 +145,8 @@ def test_clear_retained_matching(connect, mqtt_broker) -> None:
     for sim in ("1", "2"):
         connection.publish(f"{base}/{sim}/lifecycle", b"stale", qos=1, retain=True, wait=True)
     connection.publish(f"{base}/3/status", b"kept", qos=1, retain=True, wait=True)
-    cleared = clear_retained_matching(connection, f"{base}/+/lifecycle", settle=0.3)
+    # ``settle`` is how long the function collects retained messages: generous for a busy machine
+    cleared = clear_retained_matching(connection, f"{base}/+/lifecycle", settle=2.0)
     assert sorted(cleared) == [f"{base}/1/lifecycle", f"{base}/2/lifecycle"]
     assert retained(mqtt_broker.settings(), f"{base}/+/lifecycle") == []
     assert retained(mqtt_broker.settings(), f"{base}/3/status") == [b"kept"]
@@ -157,13 +165,30 @@ def test_retained_messages_reach_only_subscribers_once(mqtt_broker) -> None:
     client.on_message = lambda c, u, m: raw.append((m.topic, m.payload))
     client.connect(settings.host, settings.port)
     client.loop_start()
+    sync_topic = topic + "/sync"
+    syncs = 0
+
+    def sync() -> None:
+        """Publish markers until one arrives: everything sent to the client before it has arrived."""
+        nonlocal syncs
+        syncs += 1
+        marker = (sync_topic, str(syncs).encode())
+
+        def arrived() -> bool:
+            if marker not in raw:
+                holder.publish(*marker, qos=1, wait=True)
+            return marker in raw
+
+        wait_for(arrived, message="the sync marker")
+
     try:
-        time.sleep(0.3)
-        assert raw == []  # nothing unsolicited on connect
+        client.subscribe(sync_topic, qos=1)
+        sync()
+        assert [m for m in raw if m[0] == topic] == []  # nothing unsolicited on connect
         client.subscribe(topic, qos=1)
-        wait_for(lambda: raw == [(topic, b"init")])
-        time.sleep(0.3)
-        assert raw == [(topic, b"init")]
+        wait_for(lambda: (topic, b"init") in raw)
+        sync()
+        assert [m for m in raw if m[0] == topic] == [(topic, b"init")]
     finally:
         client.disconnect()
         client.loop_stop()

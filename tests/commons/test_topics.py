@@ -1,4 +1,5 @@
-"""Topic and node-name rules (backend contract 5.1, 5.2 and checklist row "Lifecycle topics")."""
+"""Topic and node names: ``[prefix/]nrp_simulation/<id>/<leaf>`` and ``[prefix_]<node>``, with
+and without a prefix."""
 
 from hbp_nrp_commons.lifecycle import BACKEND_PROPAGATED, SimulationLifecycle
 from hbp_nrp_commons.mqtt import (

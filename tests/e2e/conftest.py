@@ -28,6 +28,7 @@ import nrp_experiments
 from hbp_nrp_backend.storage_client import StorageClient
 from tests.helpers.brokers import BrokerProcess
 from tests.helpers.processes import ServerProcess, start_server
+from tests.helpers.waiting import HANG, wait_until
 
 NRP = [sys.executable, "-m", "nrp_cli"]
 _PREFIXES = itertools.count()
@@ -197,17 +198,20 @@ class Rest:
         return self.request("PUT", f"/simulation/{sim_id}/state", json={"state": state})
 
     def wait_for(
-        self, sim_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+        self, sim_id: int, predicate: Callable[[dict[str, Any]], bool], timeout: float = HANG
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            sim = self.sim(sim_id)
-            if predicate(sim):
-                return sim
-            if time.monotonic() > deadline:
-                output = self.server.text()[-6000:] if self.server else ""
-                raise AssertionError(f"simulation {sim_id} never matched; last: {sim}\nbackend:\n{output}")
-            time.sleep(0.05)
+        """Poll ``GET /simulation/<id>`` until ``predicate`` holds; return that representation."""
+        last: list[dict[str, Any]] = []
+
+        def matches() -> dict[str, Any] | None:
+            last[:] = [self.sim(sim_id)]
+            return last[0] if predicate(last[0]) else None
+
+        try:
+            return wait_until(matches, timeout, f"simulation {sim_id} to match", interval=0.05)
+        except AssertionError as exc:
+            output = self.server.text()[-6000:] if self.server else ""
+            raise AssertionError(f"{exc}; last: {last[0] if last else None}\nbackend:\n{output}") from None
 
 
 @dataclass
@@ -295,14 +299,3 @@ def _processes() -> list[tuple[int, str]]:
         if raw and state != "Z":
             result.append((int(entry.name), raw.replace(b"\0", b" ").decode(errors="replace")))
     return result
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.05)

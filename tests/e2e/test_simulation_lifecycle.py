@@ -8,12 +8,12 @@ from __future__ import annotations
 import io
 import os
 import signal
-import time
 import zipfile
 
 import pytest
 
-from tests.e2e.conftest import System, engine_pids, simserver_pids, wait_until
+from tests.e2e.conftest import System, engine_pids, simserver_pids
+from tests.helpers.waiting import HANG, wait_until
 
 
 def _ready(sim: dict) -> bool:
@@ -46,23 +46,35 @@ def test_full_lifecycle_with_pause_and_logs(system: System) -> None:
     assert rest.set_state(sim_id, "started").json()["state"] == "started"
     wait_until(
         lambda: any(s["simulationTime"] > 0.1 for s in system.watcher.statuses(sim_id)),
-        10,
+        HANG,
         "simulation time never advanced",
     )
 
     assert rest.set_state(sim_id, "paused").json()["state"] == "paused"
-    time.sleep(1.2)  # let the pause reach the script and at least one status go out
-    frozen = system.watcher.statuses(sim_id)[-1]
-    time.sleep(1.5)
-    later = system.watcher.statuses(sim_id)[-1]
-    assert frozen["state"] == later["state"] == "paused"
+
+    def paused() -> list[dict]:
+        return [s for s in system.watcher.statuses(sim_id) if s["state"] == "paused"]
+
+    # the status timer keeps publishing while paused; once two paused statuses agree, the step in
+    # flight when the pause arrived has ended and the script waits at the pause point
+    def frozen_status() -> dict | None:
+        statuses = paused()
+        pairs = zip(statuses, statuses[1:], strict=False)
+        agreeing = [b for a, b in pairs if a["simulationTime"] == b["simulationTime"]]
+        return agreeing[0] if agreeing else None
+
+    frozen = wait_until(frozen_status, message="two paused statuses with the same simulation time")
+    count = len(paused())
+    later = wait_until(lambda: paused()[count:] and paused()[-1], message="another paused status")
     assert later["simulationTime"] == frozen["simulationTime"], "simulation time moved while paused"
 
     assert rest.set_state(sim_id, "started").json()["state"] == "started"
-    sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed", timeout=30)
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed")
     assert sim["error"] is None
     completed = wait_until(
-        lambda: [s for s in system.watcher.statuses(sim_id) if s["state"] == "completed"], 5, "no completed"
+        lambda: [s for s in system.watcher.statuses(sim_id) if s["state"] == "completed"],
+        HANG,
+        "no completed",
     )
     final_status = completed[-1]
     assert final_status["simulationTime"] == pytest.approx(1.5, abs=1e-6)
@@ -82,7 +94,8 @@ def test_full_lifecycle_with_pause_and_logs(system: System) -> None:
 
 
 @pytest.mark.parametrize("from_state", ["started", "paused"])
-def test_stop_is_fast_and_leaves_nothing_running(system: System, from_state: str) -> None:
+def test_stop_leaves_nothing_running(system: System, from_state: str) -> None:
+    # how fast a stop answers is measured by benchmarks/bench_backend.py
     backend = system.start_backend()
     rest = backend.rest
     sim_id = rest.launch("e2e_forever")["simulationID"]
@@ -96,13 +109,10 @@ def test_stop_is_fast_and_leaves_nothing_running(system: System, from_state: str
         assert rest.set_state(sim_id, "paused").status_code == 200
     assert engine_pids(sim_dir), "engine processes should be running"
 
-    started = time.monotonic()
     answer = rest.set_state(sim_id, "stopped")
-    elapsed = time.monotonic() - started
     assert answer.status_code == 200 and answer.json()["state"] == "stopped"
-    assert elapsed < 5.0, f"stop took {elapsed:.2f} s"  # target 0.5 s; wide margin for a loaded CI machine
     assert not simserver_pids(sim_dir)
-    wait_until(lambda: not engine_pids(sim_dir), 3, "engine processes outlived the stop")
+    wait_until(lambda: not engine_pids(sim_dir), HANG, "engine processes outlived the stop")
     assert not os.path.exists(sim_dir), "the simulation directory was not removed"
 
 
@@ -115,7 +125,7 @@ def test_uncaught_simulation_timeout_completes_with_error(system: System) -> Non
     sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed" and s["error"] is not None)
     assert sim["error"]["error_type"] == "SimTimeout"
     assert "exceed the timeout" in sim["error"]["msg"]
-    errors = wait_until(lambda: system.watcher.errors(sim_id), 5, "no runtime_error published")
+    errors = wait_until(lambda: system.watcher.errors(sim_id), HANG, "no runtime_error published")
     assert errors[0]["error_type"] == "SimTimeout" and errors[0]["sim_id"] == str(sim_id)
     assert rest.set_state(sim_id, "stopped").status_code == 200
 
@@ -132,7 +142,7 @@ def test_script_that_raises_reports_its_line(system: System) -> None:
     assert "raise ValueError" in error["line_text"]
     assert "failed on purpose" in error["msg"]
     assert error["fileName"].endswith("main_script.py")
-    published = wait_until(lambda: system.watcher.errors(sim_id), 5, "no runtime_error published")
+    published = wait_until(lambda: system.watcher.errors(sim_id), HANG, "no runtime_error published")
     assert published[0]["line_number"] == 4
     assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
 
@@ -144,7 +154,9 @@ def test_script_with_syntax_error_fails(system: System) -> None:
     sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed")
     assert sim["error"]["error_type"] == "Compile"
     assert sim["error"]["line_number"] == 2
-    wait_until(lambda: set(system.storage.log_zips("e2e_syntax")) - set(zips_before), 10, "logs not uploaded")
+    wait_until(
+        lambda: set(system.storage.log_zips("e2e_syntax")) - set(zips_before), HANG, "logs not uploaded"
+    )
     answer = rest.set_state(sim_id, "started")
     assert answer.status_code == 400 and "finalized" in answer.json()["message"]
 
@@ -165,13 +177,11 @@ def test_killed_simulation_server_is_detected(system: System) -> None:
     rest.wait_for(sim_id, _ready)
     sim_dir = _sim_dir(system)
     rest.set_state(sim_id, "started")
-    pids = wait_until(lambda: simserver_pids(sim_dir), 5, "simserver not found")
-    killed_at = time.monotonic()
-    os.kill(pids[0], signal.SIGKILL)
-    sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed", timeout=10)
-    assert time.monotonic() - killed_at < 4.0  # target 2 s
+    pids = wait_until(lambda: simserver_pids(sim_dir), HANG, "simserver not found")
+    os.kill(pids[0], signal.SIGKILL)  # how fast it is detected is measured by benchmarks/bench_backend.py
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed")
     assert sim["error"]["error_type"] == "Process"
-    wait_until(lambda: not engine_pids(sim_dir), 5, "engine processes outlived their simulation server")
+    wait_until(lambda: not engine_pids(sim_dir), HANG, "engine processes outlived their simulation server")
 
 
 def test_three_simulations_at_once(system: System) -> None:
@@ -182,7 +192,7 @@ def test_three_simulations_at_once(system: System) -> None:
         rest.wait_for(sim_id, _ready)
         assert rest.set_state(sim_id, "started").status_code == 200
     for sim_id in ids:
-        sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed", timeout=30)
+        sim = rest.wait_for(sim_id, lambda s: s["state"] == "completed")
         assert sim["error"] is None
     listing = rest.request("GET", "/simulation").json()
     assert sorted(s["simulationID"] for s in listing) == sorted(ids)
@@ -211,17 +221,17 @@ def test_backend_restart_fails_running_simulations_and_keeps_logs(system: System
     rest.wait_for(sim_id, _ready)
     sim_dir = _sim_dir(system)
     rest.set_state(sim_id, "started")
-    wait_until(lambda: simserver_pids(sim_dir), 5, "simserver not found")
+    wait_until(lambda: simserver_pids(sim_dir), HANG, "simserver not found")
 
     backend.server.kill()  # SIGKILL: no shutdown logic runs
-    wait_until(lambda: not simserver_pids(sim_dir), 10, "simserver outlived its backend")
-    wait_until(lambda: not engine_pids(sim_dir), 5, "engine processes outlived their simulation server")
+    wait_until(lambda: not simserver_pids(sim_dir), HANG, "simserver outlived its backend")
+    wait_until(lambda: not engine_pids(sim_dir), HANG, "engine processes outlived their simulation server")
 
     restarted = system.start_backend(data_dir=backend.data_dir)
     sim = restarted.rest.sim(sim_id)
     assert sim["state"] == "failed"
     assert sim["error"]["msg"] == "Backend restarted"
-    wait_until(lambda: set(system.storage.log_zips("e2e_forever")) - set(zips_before), 15, "logs lost")
+    wait_until(lambda: set(system.storage.log_zips("e2e_forever")) - set(zips_before), HANG, "logs lost")
     # ids never repeat across restarts
     new_id = restarted.rest.launch("tf_exchange")["simulationID"]
     assert new_id > sim_id

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 import nrp_experiments
-from tests.e2e.conftest import System, wait_until
+from tests.e2e.conftest import System
+from tests.helpers.waiting import HANG, wait_until
 
 
 def _records(archive: zipfile.ZipFile, name: str) -> list[dict[str, Any]]:
@@ -92,13 +93,13 @@ def test_simulator_experiment_through_rest(system: System, tmp_path: Path, name:
 
     rest = system.start_backend().rest
     sim_id = rest.launch(experiment)["simulationID"]
-    rest.wait_for(sim_id, lambda sim: bool(sim["ready"]), timeout=60)
+    rest.wait_for(sim_id, lambda sim: bool(sim["ready"]))
     assert rest.set_state(sim_id, "started").status_code == 200
-    sim = rest.wait_for(sim_id, lambda sim: sim["state"] in ("completed", "failed"), timeout=120)
+    sim = rest.wait_for(sim_id, lambda sim: sim["state"] in ("completed", "failed"), timeout=2 * HANG)
     assert sim["state"] == "completed" and sim["error"] is None, sim
     assert rest.set_state(sim_id, "stopped").status_code == 200
 
-    zips = wait_until(lambda: system.storage.log_zips(experiment), 20, "logs not uploaded")
+    zips = wait_until(lambda: system.storage.log_zips(experiment), HANG, "logs not uploaded")
     data = system.storage.client().get_file(system.storage.alice, experiment, zips[-1], by_name=True)
     archive = zipfile.ZipFile(io.BytesIO(data))
     script_log = archive.read(f"main_script_{sim_id}.log").decode()
@@ -145,7 +146,7 @@ def test_simulator_engine_error_fails_the_simulation(system: System, tmp_path: P
 
     rest = system.start_backend().rest
     sim_id = rest.launch(experiment)["simulationID"]
-    sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed", timeout=60)
+    sim = rest.wait_for(sim_id, lambda s: s["state"] == "failed")
     assert sim["error"]["error_type"] == "Loading"
     for fragment in fragments:
         assert fragment in sim["error"]["msg"], sim["error"]

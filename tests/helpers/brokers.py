@@ -10,11 +10,11 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from hbp_nrp_commons.settings import MqttSettings
 from tests.helpers.processes import ServerProcess, free_port, python, start_server
+from tests.helpers.waiting import HANG, wait_until
 
 HOST = "127.0.0.1"
 
@@ -38,17 +38,12 @@ def broker_kinds() -> list[str]:
     return [k for k in available if k in wanted] if wanted else available
 
 
-def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
-    """Wait until something accepts TCP connections on ``host:port``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout} s") from None
-            time.sleep(0.05)
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 class BrokerProcess:
@@ -83,15 +78,20 @@ class BrokerProcess:
     def restart(self) -> None:
         """Kill the broker if it runs and start it again on the same port."""
         self.kill()
-        deadline = time.monotonic() + 10
-        while True:
+        failures: list[RuntimeError] = []
+
+        def started() -> bool:
             try:
                 self.start()
-                return
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                return True
+            except RuntimeError as exc:  # the old socket may linger a moment: try again
+                failures.append(exc)
+                return False
+
+        try:
+            wait_until(started, HANG, f"the {self.kind} broker to restart on port {self.port}", interval=0.2)
+        except AssertionError:
+            raise failures[-1] from None
 
     def ensure_running(self) -> None:
         if not self.is_running():
@@ -109,7 +109,7 @@ class AmqttBroker(BrokerProcess):
 
     def start(self) -> None:
         args = [python(), "-m", "hbp_nrp_commons.broker", "--host", self.host, "--port", str(self.port)]
-        self._server = start_server(args, timeout=20)
+        self._server = start_server(args, timeout=HANG)
         self.port = self._server.port
 
     def is_running(self) -> bool:
@@ -145,11 +145,22 @@ class MosquittoBroker(BrokerProcess):
     def start(self) -> None:
         with self._log.open("ab") as log:
             self._proc = subprocess.Popen([self._binary, "-c", str(self._config)], stdout=log, stderr=log)
+        proc = self._proc
         try:
-            wait_for_port(self.host, self.port, timeout=10)
-        except RuntimeError as exc:
+            # it listens, or it exited (e.g. the port is still taken after a kill)
+            wait_until(
+                lambda: proc.poll() is not None or _accepts(self.host, self.port),
+                HANG,
+                f"mosquitto to listen on {self.address}",
+                interval=0.05,
+            )
+        except AssertionError as exc:
             self.kill()
             raise RuntimeError(f"{exc}\n{self._log.read_text(errors='replace')}") from None
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"mosquitto exited with {proc.returncode}\n{self._log.read_text(errors='replace')}"
+            )
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -1,4 +1,5 @@
-"""The tf_exchange ``main_script.py`` driven as the NRP v4 Simulation Server runs it (backend contract 7)."""
+"""The tf_exchange ``main_script.py`` driven as the NRP v4 Simulation Server runs it (``nrp``
+wrapping the client, pause and stop between steps)."""
 
 from __future__ import annotations
 

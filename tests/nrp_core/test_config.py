@@ -1,4 +1,4 @@
-"""Loading, overriding and validating simulation_config.json (core contract 2, 3.2)."""
+"""Loading, overriding (``-o key=value``) and validating simulation_config.json against its schema."""
 
 import json
 import logging
@@ -86,7 +86,8 @@ def test_nested_defaults_in_sub_schemas(tmp_path):
         "LaunchCommand": {"LaunchType": "BasicFork"},
     }
     assert config["StatusFunction"]["IsActive"] is True
-    assert config["MQTTNode"] == {"MQTTBroker": "localhost:1883", "ClientName": "NRP-core-client"}
+    # No MQTTBroker default: absent means NRP_MQTT_BROKER_ADDRESS, else localhost:1883 (event_loop.mqtt).
+    assert config["MQTTNode"] == {"ClientName": "NRP-core-client"}
     assert config["ROSNode"] == {"NodeName": "nrp_core"}
     assert config["EventLoop"] == {
         "Timeout": 0,
@@ -212,7 +213,7 @@ def test_unknown_engine_type_fails_with_engine_interface_message(tmp_path):
 )
 def test_unreachable_simulators_are_refused_saying_why(tmp_path, engine_type, needs):
     doc = {"EngineConfigs": [{"EngineType": engine_type, "EngineName": "engine"}]}
-    message = rf"\$\.EngineConfigs\[0\]: Failed to find .* '{engine_type}': it needs {needs}, .*simulators.md"
+    message = rf"\$\.EngineConfigs\[0\]: Failed to find .* '{engine_type}': not supported, it needs {needs}, "
     with pytest.raises(ConfigError, match=message):
         load_simulation_config(write_experiment(tmp_path, doc))
 

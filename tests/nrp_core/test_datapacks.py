@@ -1,4 +1,4 @@
-"""Datapack identity, the datapack base class and JSON datapacks (core contract 8.1, 8.2, 6.2)."""
+"""Datapack identity (name and engine), the datapack base class and JSON datapacks."""
 
 import copy
 import json

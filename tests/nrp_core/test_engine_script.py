@@ -1,4 +1,4 @@
-"""EngineScript (core contract 9.1, 15.1)."""
+"""EngineScript, the base class of Python engines: datapack registration, time and the step calls."""
 
 import pytest
 

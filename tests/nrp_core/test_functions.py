@@ -1,4 +1,5 @@
-"""Function framework: decorators, loading rules, call and return rules (contract 7)."""
+"""Function framework: the decorators, how function files are loaded, and what functions are called
+with and may return."""
 
 from __future__ import annotations
 

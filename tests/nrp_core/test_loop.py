@@ -1,4 +1,5 @@
-"""FTILoop scheduling and pools (contract 6): the multi-rate timeline and the pool rules."""
+"""FTILoop scheduling and pools: engines of different timesteps on one timeline, and which
+datapacks each pool holds when."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from tests.nrp_core.loop_helpers import COUNTING_ENGINE, LOOP_SYNC, in_process_o
 EXPECTED_FIRST_ROWS = [
     (0, ["tf_1", "tf_2", "tf_3"], [0, True, None], [0, True, None], [0, True, None]),
     (10, ["tf_1"], [10, True, 0], [0, False, None], [0, False, None]),
-    (20, ["tf_1", "tf_2"], [20, True, 1], [20, True, 0], [0, False, None]),
+    (20, ["tf_2", "tf_1"], [20, True, 1], [20, True, 0], [0, False, None]),
     (30, ["tf_1"], [30, True, 2], [20, False, 0], [0, False, None]),
-    (40, ["tf_1", "tf_2", "tf_3"], [40, True, 3], [40, True, 2], [40, True, 0]),
+    (40, ["tf_3", "tf_2", "tf_1"], [40, True, 3], [40, True, 2], [40, True, 0]),
     (50, ["tf_1"], [50, True, 4], [40, False, 2], [40, False, 0]),
-    (60, ["tf_1", "tf_2"], [60, True, 5], [60, True, 4], [40, False, 0]),
+    (60, ["tf_2", "tf_1"], [60, True, 5], [60, True, 4], [40, False, 0]),
     (70, ["tf_1"], [70, True, 6], [60, False, 4], [40, False, 0]),
 ]
 
@@ -39,7 +40,10 @@ def _expected_row(k: int) -> tuple:
         previous = last_sync - period
         return [last_sync * 10, k % period == 0, previous if previous >= 0 else None]
 
-    tfs = ["tf_1"] + (["tf_2"] if k % 2 == 0 else []) + (["tf_3"] if k % 4 == 0 else [])
+    # Engine queue order, as nrp-core: after t = 0 the engine that waited longest comes first.
+    tfs = (["tf_3"] if k % 4 == 0 else []) + (["tf_2"] if k % 2 == 0 else []) + ["tf_1"]
+    if k == 0:
+        tfs = ["tf_1", "tf_2", "tf_3"]
     return (10 * k, tfs, seen(1), seen(2), seen(4))
 
 

@@ -1,4 +1,4 @@
-"""Engine-side request handling (core contract 9.2, 9.4, 15.2)."""
+"""Engine-side request handling: initialize, run loop, get and set datapacks, reset, shutdown."""
 
 import sys
 import traceback

@@ -1,4 +1,4 @@
-"""``NRPCoreSim`` in a real subprocess: tf_exchange timelines, exit codes, signals, logs (contract 3)."""
+"""``NRPCoreSim`` in a real subprocess: tf_exchange timelines, exit codes, signals, logs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.waiting import HANG, wait_until
 from tests.nrp_core.loop_helpers import TF_EXCHANGE, write_experiment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +96,12 @@ def test_config_and_directory_are_found_from_elsewhere(tf_exchange: Path, tmp_pa
     [
         ((), 1, "usage"),
         (("-d", "."), 2, "-c/--config"),
-        (("-c", "simulation_config.json", "-m", "server"), 2, "server mode is not implemented yet"),
+        (
+            ("-c", "simulation_config.json", "-m", "server", "--server_address", "256.0.0.1:1"),
+            3,
+            "cannot listen",
+        ),
+        (("-c", "missing.json", "-m", "server"), 1, "not found"),
         (("-c", "simulation_config.json", "-d", "no_such_dir"), 1, "is not a directory"),
         (("-c", "missing.json"), 1, "not found"),
         (("-c", "simulation_config.json", "-o", "EngineConfigs.7.EngineName=x"), 1, "EngineConfigs"),
@@ -138,11 +143,9 @@ def test_signals_stop_the_run_gracefully(tf_exchange: Path, signum: int) -> None
         text=True,
     )
     log = tf_exchange / ".console_output.log"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (not log.exists() or log.read_text().count("DataPack 1") < 5):
-        time.sleep(0.05)
+    wait_until(lambda: log.exists() and log.read_text().count("DataPack 1") >= 5, message="five steps")
     proc.send_signal(signum)
-    stdout, stderr = proc.communicate(timeout=20)
+    stdout, stderr = proc.communicate(timeout=HANG)
     assert proc.returncode == 0, stderr
     assert "stopped by signal" in stderr
     text = log.read_text()

@@ -1,15 +1,15 @@
-"""The datatransfer stand-in (contract 12): JSON lines files and MQTT data topics."""
+"""The datatransfer stand-in: datapacks recorded to JSON lines files and published on MQTT data topics."""
 
 from __future__ import annotations
 
 import json
 import queue
-import time
 
 import paho.mqtt.client as mqtt
 
 from nrp_core.data.nrp_json import JSON_DATAPACK_TYPE
 from nrp_core.engines.datatransfer import DataTransferServer, data_topic
+from tests.helpers.waiting import HANG, wait_until
 
 
 def entry(data):
@@ -66,18 +66,21 @@ def test_network_dumps_are_published_on_data_topics(mqtt_broker):
                 "dumps": [{"name": "position", "network": True}],
             }
         )
-        topic, announcement = received.get(timeout=10)
+        topic, announcement = received.get(timeout=HANG)
         assert topic == "pre/nrp_simulation/7/data"
         assert announcement == [{"topic": "pre/nrp_simulation/7/data/position", "type": "json"}]
-        deadline = time.monotonic() + 10
-        while True:  # the first publications may precede the subscription's arrival at the broker
+
+        def datapack() -> tuple[str, object] | None:
+            # the first publications may precede the subscription's arrival at the broker
             server.set_datapacks({"position": entry({"x": 0.5})})
             try:
-                topic, payload = received.get(timeout=0.2)
-                if topic != "pre/nrp_simulation/7/data":  # a second announcement after a reconnect
-                    break
+                message = received.get(timeout=0.2)
             except queue.Empty:
-                assert time.monotonic() < deadline, "no datapack published"
+                return None
+            # skip a second announcement after a reconnect
+            return message if message[0] != "pre/nrp_simulation/7/data" else None
+
+        topic, payload = wait_until(datapack, interval=0, message="a published datapack")
         assert (topic, payload) == ("pre/nrp_simulation/7/data/position", {"x": 0.5})
     finally:
         server.shutdown()

@@ -131,7 +131,7 @@ def test_mujoco_engine_in_process_finds_its_model(run_experiment):
 
 
 def test_nrp_core_bullet_control_example(run_experiment):
-    """nrp-core's pysim_examples/bullet_control (contract 14.5): Visualizer true runs headless here."""
+    """nrp-core's pysim_examples/bullet_control: a ``Visualizer: true`` config runs headless here."""
     require("pybullet")
     run = run_experiment("bullet_control")
     done, timeout, observations = run.until_timeout()

@@ -1,4 +1,4 @@
-"""The ``nest_json`` engine (contract 12.1) on a re-expression of nrp-core's ``nest_simple`` example."""
+"""The ``nest_json`` engine on a re-expression of nrp-core's ``nest_simple`` example."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``SimulatorManager`` and its backends, driven directly (contract 11)."""
+"""``SimulatorManager`` and its simulator backends (MuJoCo, Bullet, Gym), driven directly."""
 
 from __future__ import annotations
 

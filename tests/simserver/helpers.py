@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hbp_nrp_simserver.errors import ScriptError
+from tests.helpers.waiting import HANG
+from tests.helpers.waiting import wait_until as wait_until  # re-exported for the simserver tests
 
 REPO = Path(__file__).resolve().parents[2]
 TF_EXCHANGE = REPO / "experiments" / "tf_exchange"
@@ -70,20 +71,13 @@ class Finished:
         self.calls.append(error)
         self.event.set()
 
-    def wait(self, timeout: float = 10.0) -> ScriptError | None:
+    def wait(self, timeout: float = HANG) -> ScriptError | None:
         assert self.event.wait(timeout), "the script did not finish"
         assert len(self.calls) == 1
         return self.calls[0]
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> None:
-    """Poll ``condition`` until it is true or ``timeout`` seconds have passed; the caller asserts."""
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(interval)
-
-
-def run_to_end(runner: Any, timeout: float = 10.0) -> ScriptError | None:
+def run_to_end(runner: Any, timeout: float = HANG) -> ScriptError | None:
     """Initialize ``runner``, start its script and return what the completion callback got."""
     runner.initialize()
     finished = Finished()
@@ -112,8 +106,8 @@ class Recorder:
         self.messages: list[tuple[str, bytes]] = []
         self._changed = threading.Condition()
         self.connection = MqttConnection(settings, client_id("test_recorder"))
-        self.connection.connect(5)
-        self.connection.subscribe(topic, self._on_message, qos=1)
+        self.connection.connect(HANG)
+        self.connection.subscribe(topic, self._on_message, qos=1, timeout=HANG)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         with self._changed:
@@ -125,7 +119,7 @@ class Recorder:
         with self._changed:
             return [json.loads(p) if p else None for t, p in self.messages if t == topic]
 
-    def wait_for(self, topic: str, predicate: Any, timeout: float = 10.0) -> Any:
+    def wait_for(self, topic: str, predicate: Any, timeout: float = HANG) -> Any:
         """Wait for a payload on ``topic`` for which ``predicate(payload)`` is true and return it."""
         deadline = time.monotonic() + timeout
         with self._changed:

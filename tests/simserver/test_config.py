@@ -1,4 +1,5 @@
-"""Experiment configuration loading (contract 6.6) and the nrp-core client construction (6.8)."""
+"""Experiment configuration loading (timestep, timeout, main script) and how the Simulation Server
+builds its nrp-core client from it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ``runtime_error`` report and the wording of nrp-core failures (contract 5.7, 7.4)."""
+"""The ``runtime_error`` report (fields, error types, script location) and the wording of
+nrp-core failures in it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Exit codes chosen by the main flow (contract 6.3, 6.4) for each way a server can end.
+"""Exit codes chosen by the main flow for each way a server can end: 0 no error, 1 initialization
+failed, 2 shutdown failed, 3 the simulation failed.
 
 The process tests (test_server.py) cover 0 (SIGTERM), 1 (configuration, broker), 2 (usage) and
 3 (syntax error) end to end; shutdown raising cannot be provoked from outside, so the main flow is

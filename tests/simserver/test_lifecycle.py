@@ -1,11 +1,10 @@
-"""SimulationServerLifecycle driving a real script runner (contract 4.4, simserver column).
+"""SimulationServerLifecycle driving a real script runner: what the Simulation Server does on each
+lifecycle transition (initialize loads the script, start runs it, pause holds it, stop ends it).
 
 These tests fire the triggers locally (no broker); the MQTT side is covered by test_server.py.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from hbp_nrp_commons.settings import MqttSettings
 from hbp_nrp_simserver.errors import ScriptLoadError
 from hbp_nrp_simserver.lifecycle import SimulationServerLifecycle
 from hbp_nrp_simserver.notifier import status_payload
+from tests.helpers.waiting import HANG, WatchedEvent, wait_event
 
 from .helpers import set_timeout, wait_until
 
@@ -46,26 +46,25 @@ def test_initialize_start_complete_stop(make_lifecycle):
     assert lifecycle.state == "completed"
     assert runner.times()[1] == pytest.approx(1.0)
     lifecycle.stopped()
-    assert lifecycle.done_event.wait(5)
+    assert lifecycle.done_event.wait(HANG)
     assert lifecycle.state == "stopped" and runner.client is None
     assert states(notifier) == ["paused", "started", "completed", "stopped"]
 
 
-def test_pause_holds_the_script_and_stop_while_paused_is_prompt(make_lifecycle, experiment):
+def test_pause_holds_the_script_and_stop_while_paused_ends_it(make_lifecycle, experiment):
     set_timeout(experiment, 1000)
     lifecycle, runner, notifier = make_lifecycle("while True:\n    nrp.run_loop(1)\n")
+    runner.control.started = WatchedEvent()  # tells when the script blocks at the pause point
     lifecycle.initialized()
     lifecycle.started()
-    time.sleep(0.1)
+    wait_until(lambda: runner.wrapper.steps > 0, message="the script to run a step")
     lifecycle.paused()
-    time.sleep(0.05)
+    wait_event(runner.control.started.waiting, message="the script to wait at the pause point")
     held = runner.times()[1]
-    time.sleep(0.2)
+    assert runner.is_alive
     assert runner.times()[1] == held
-    began = time.monotonic()
     lifecycle.stopped()
-    assert time.monotonic() - began < 0.5
-    assert lifecycle.done_event.wait(5)
+    assert lifecycle.done_event.wait(HANG)
     assert notifier.errors == []
     assert "completed" not in states(notifier)
 
@@ -75,11 +74,9 @@ def test_stop_during_a_long_run_loop(make_lifecycle, experiment):
     lifecycle, runner, notifier = make_lifecycle("nrp.run_loop(90000)\n")
     lifecycle.initialized()
     lifecycle.started()
-    time.sleep(0.3)
+    wait_until(lambda: runner.client.simulation_time_ns > 0, message="the long run_loop to run a step")
     assert runner.wrapper.is_running
-    began = time.monotonic()
     lifecycle.stopped()
-    assert time.monotonic() - began < 0.5
     assert lifecycle.state == "stopped"
     assert 0 < runner.wrapper.steps < 90000
     assert "completed" not in states(notifier)
@@ -100,7 +97,7 @@ def test_local_initialize_failure_fails_the_lifecycle(make_lifecycle):
     with pytest.raises(ScriptLoadError):
         lifecycle.initialized()
     assert lifecycle.state == "failed"
-    assert lifecycle.done_event.wait(5)
+    assert lifecycle.done_event.wait(HANG)
     assert notifier.errors[0]["error_type"] == "Compile"
     assert states(notifier)[-1] == "failed"
 
@@ -111,7 +108,7 @@ def test_script_that_ends_at_once_still_completes(make_lifecycle):
         lifecycle, runner, notifier = make_lifecycle("pass\n")
         lifecycle.initialized()
         lifecycle.started()
-        wait_until(lambda: lifecycle.state == "completed", 5, 0.005)  # noqa: B023 - called at once
+        wait_until(lambda: lifecycle.state == "completed", interval=0.005)  # noqa: B023 - called at once
         assert lifecycle.state == "completed"
         lifecycle.stopped()
 
@@ -133,26 +130,32 @@ def test_script_that_ends_while_paused_completes_when_resumed_without_running_ag
     wait_until(lambda: runner.wrapper.steps >= 1)
     lifecycle.paused()
     gate.touch()
-    assert runner.wait(5)
-    time.sleep(0.1)
+    assert runner.wait(HANG)  # the completion callback has run in the script thread
     assert lifecycle.state == "paused"
     lifecycle.started()
     assert lifecycle.state == "completed"  # at once, in the same transition
-    assert runner.wait(5)
+    assert runner.wait(HANG)
     assert runner.wrapper.steps == 1  # the script did not run a second time
     log = (experiment / "main_script_0.log").read_text()
     assert log.count("script end") == 1
     assert states(notifier) == ["paused", "started", "paused", "started", "completed"]
     lifecycle.stopped()
-    assert lifecycle.done_event.wait(5)
+    assert lifecycle.done_event.wait(HANG)
 
 
-def test_stop_after_the_script_ended_while_paused(make_lifecycle):
-    lifecycle, runner, notifier = make_lifecycle("nrp.run_loop(1)\nimport time\ntime.sleep(0.3)\n")
+def test_stop_after_the_script_ended_while_paused(make_lifecycle, experiment):
+    gate = experiment / "gate"
+    lifecycle, runner, notifier = make_lifecycle(
+        "import pathlib, time\n"
+        "nrp.run_loop(1)\n"
+        f"while not pathlib.Path({str(gate)!r}).exists():\n"
+        "    time.sleep(0.01)\n"
+    )
     lifecycle.initialized()
     lifecycle.started()
     lifecycle.paused()
-    assert runner.wait(5)
+    gate.touch()  # the script ends after the pause
+    assert runner.wait(HANG)
     lifecycle.stopped()
-    assert lifecycle.done_event.wait(5)
+    assert lifecycle.done_event.wait(HANG)
     assert "completed" not in states(notifier)

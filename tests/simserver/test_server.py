@@ -1,4 +1,5 @@
-"""The Simulation Server as a real process against a real broker (contract 6, 5.9, 10)."""
+"""The Simulation Server as a real process against a real broker: lifecycle messages in, status and
+runtime errors out, exit codes, and exit when its parent (the REST server) dies."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from hbp_nrp_commons.mqtt import MqttConnection, client_id
+from tests.helpers.waiting import HANG
 
 from .helpers import Recorder, line_of, set_timeout, wait_until
 
@@ -47,7 +48,7 @@ class Simulation:
         self.base = f"nrp_simulation/{self.id}"
         self.recorder = Recorder(self.settings, f"{self.base}/#")
         self.backend = MqttConnection(self.settings, client_id("test_backend", self.id))
-        self.backend.connect(5)
+        self.backend.connect(HANG)
         self.script = script
         self.config = config
         self.proc: subprocess.Popen | None = None
@@ -80,10 +81,16 @@ class Simulation:
     def topic(self, leaf: str) -> str:
         return f"{self.base}/{leaf}"
 
-    def wait_status(self, state: str, timeout: float = 15.0) -> dict:
+    def wait_status(self, state: str, timeout: float = HANG) -> dict:
         return self.recorder.wait_for(self.topic("status"), lambda p: p.get("state") == state, timeout)
 
-    def wait_exit(self, timeout: float = 10.0) -> int:
+    def wait_advanced(self, state: str) -> dict:
+        """Wait for a status in ``state`` after at least one step."""
+        return self.recorder.wait_for(
+            self.topic("status"), lambda p: p.get("state") == state and p["simulationTime"] > 0
+        )
+
+    def wait_exit(self, timeout: float = HANG) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
@@ -121,15 +128,14 @@ def test_normal_run_init_start_complete_and_sigterm(simulation, experiment):
     assert set(ready) == {"realTime", "simulationTime", "state", "simulationTimeLeft"}
     assert ready["simulationTime"] == 0.0 and ready["simulationTimeLeft"] == pytest.approx(1.0)
     # the consumed init message is cleared (empty retained payload)
-    wait_until(lambda: None in sim.recorder.payloads(sim.topic("lifecycle")), 5, 0.05)
-    assert None in sim.recorder.payloads(sim.topic("lifecycle"))
+    wait_until(lambda: None in sim.recorder.payloads(sim.topic("lifecycle")), message="the cleared init")
     states = [p["state"] for p in sim.recorder.payloads(sim.topic("status")) if "state" in p]
     first_paused = states.index("paused")
     assert first_paused > 0 and set(states[:first_paused]) == {"created"}
     assert "created" not in states[first_paused:]
 
     sim.send(START)
-    completed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 30)
+    completed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed")
     assert completed == {
         "source_node": "nrp_simulation_server",
         "source_state": "started",
@@ -142,13 +148,11 @@ def test_normal_run_init_start_complete_and_sigterm(simulation, experiment):
     assert final["realTime"] > 0
     assert sim.recorder.payloads(sim.topic("runtime_error")) == []
 
-    began = time.monotonic()
-    sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
-    assert time.monotonic() - began < 1.5
+    sim.proc.send_signal(signal.SIGTERM)  # how fast it exits is measured by benchmarks/bench_backend.py
+    assert sim.wait_exit() == 0
     status = sim.topic("status")
-    sim.recorder.wait_for(status, lambda p: p.get("progress", {}).get("done") is True, 2)
-    stopped = sim.wait_status("stopped", 2)
+    sim.recorder.wait_for(status, lambda p: p.get("progress", {}).get("done") is True)
+    stopped = sim.wait_status("stopped")
     assert stopped["simulationTime"] == pytest.approx(1.0)  # counters keep their last values
     progress = [p["progress"] for p in sim.recorder.payloads(status) if "progress" in p]
     assert progress == [
@@ -179,26 +183,24 @@ def test_pause_and_resume(simulation, experiment):
     sim.send(INIT, retain=True)
     sim.wait_status("paused")
     sim.send(START)
-    sim.wait_status("started")
-    time.sleep(0.3)
+    sim.wait_advanced("started")
     sim.send(PAUSE)
-    sim.recorder.wait_for(
-        sim.topic("status"), lambda p: p.get("state") == "paused" and p["simulationTime"] > 0, 5
-    )
+    sim.wait_advanced("paused")
 
     def paused_statuses() -> list[dict]:
         return [p for p in sim.recorder.payloads(sim.topic("status")) if p.get("state") == "paused"]
 
     before = paused_statuses()
-    time.sleep(1.2)
+    # the 1 s timer keeps publishing while paused
+    wait_until(lambda: len(paused_statuses()) > len(before), message="another paused status")
     after = paused_statuses()
-    assert len(after) > len(before)  # the 1 s timer keeps publishing
+    # at most the one step in flight when the pause arrived; a paused second adds nothing
     assert after[-1]["simulationTime"] == pytest.approx(before[-1]["simulationTime"], abs=0.011)
-    assert after[-1]["realTime"] == pytest.approx(before[-1]["realTime"], abs=0.05)
+    assert after[-1]["realTime"] == pytest.approx(before[-1]["realTime"], abs=0.5)
     sim.send(START | {"source_state": "paused"})
-    sim.wait_status("started", 5)
+    sim.wait_status("started")
     sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
+    assert sim.wait_exit() == 0
 
 
 def test_script_that_ends_while_paused_completes_on_resume(simulation, experiment):
@@ -214,23 +216,19 @@ def test_script_that_ends_while_paused_completes_on_resume(simulation, experimen
     sim.spawn()
     sim.wait_status("paused")
     sim.send(START)
-    sim.recorder.wait_for(
-        sim.topic("status"), lambda p: p.get("state") == "started" and p["simulationTime"] > 0, 10
-    )
+    sim.wait_advanced("started")
     sim.send(PAUSE)
-    sim.recorder.wait_for(
-        sim.topic("status"), lambda p: p.get("state") == "paused" and p["simulationTime"] > 0, 5
-    )
+    sim.wait_advanced("paused")
     gate.touch()  # the script ends while paused
-    time.sleep(0.5)
+    wait_until(lambda: "The main script ended while paused" in sim.text(), message="the script's end")
     assert [p["event"] for p in sim.recorder.payloads(sim.topic("lifecycle")) if p][-1] == "paused"
     sim.send(START)
-    completed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 5)
+    completed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed")
     assert completed["source_state"] == "started"
     final = sim.wait_status("completed")
     assert final["simulationTime"] == pytest.approx(0.01)  # not run a second time
     sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
+    assert sim.wait_exit() == 0
 
 
 def test_pause_or_resume_crossing_completed_is_ignored(simulation, experiment):
@@ -241,20 +239,20 @@ def test_pause_or_resume_crossing_completed_is_ignored(simulation, experiment):
     sim.spawn()
     sim.wait_status("paused")
     sim.send(START)
-    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 10)
+    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed")
     sim.send(PAUSE)
     sim.send(START | {"source_state": "paused"})
-    time.sleep(0.5)
+    wait_until(lambda: sim.text().count("the script has completed") == 2, message="both commands ignored")
     after = [p for p in sim.recorder.payloads(sim.topic("status")) if "state" in p]
     assert after[-1]["state"] == "completed"
     assert after[-1]["simulationTime"] == pytest.approx(0.01)
     assert "paused" not in [p["state"] for p in after[after.index(sim.wait_status("completed")) :]]
     assert (experiment / f"main_script_{sim.id}.log").read_text().count("script end") == 1
     sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
+    assert sim.wait_exit() == 0
 
 
-def test_sigterm_during_a_long_run_loop_exits_at_once(simulation, experiment):
+def test_sigterm_during_a_long_run_loop_exits_cleanly(simulation, experiment):
     set_timeout(experiment, 1000)
     (experiment / "main_script.py").write_text("while True:\n    nrp.run_loop(10000)\n")
     sim = simulation()
@@ -262,12 +260,10 @@ def test_sigterm_during_a_long_run_loop_exits_at_once(simulation, experiment):
     sim.spawn()
     sim.wait_status("paused")
     sim.send(START)
-    sim.wait_status("started")
-    time.sleep(0.5)
-    began = time.monotonic()
+    # real time counts the run_loop call in progress
+    sim.recorder.wait_for(sim.topic("status"), lambda p: p.get("state") == "started" and p["realTime"] > 0)
     sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
-    assert time.monotonic() - began < 1.5
+    assert sim.wait_exit() == 0
     assert sim.recorder.payloads(sim.topic("runtime_error")) == []
 
 
@@ -285,7 +281,7 @@ def test_script_error_is_reported_then_completed(simulation, experiment):
     sim.spawn()
     sim.wait_status("paused")
     sim.send(START)
-    error = sim.recorder.wait_for(sim.topic("runtime_error"), lambda p: True, 15)
+    error = sim.recorder.wait_for(sim.topic("runtime_error"), lambda p: True)
     assert error == {
         "sim_id": sim.id,
         "msg": "'missing'",
@@ -295,42 +291,40 @@ def test_script_error_is_reported_then_completed(simulation, experiment):
         "offset": 9,
         "line_text": 'value = data["missing"]',
     }
-    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 5)
+    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed")
     sim.wait_status("completed")
     sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
+    assert sim.wait_exit() == 0
 
 
 def test_syntax_error_fails_the_lifecycle_and_exits_3(simulation, experiment):
     (experiment / "main_script.py").write_text("nrp.run_loop(1)\nwhile True\n    pass\n")
     sim = simulation()
     sim.send(INIT, retain=True)
-    began = time.monotonic()
     sim.spawn()
-    failed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "failed", 15)
+    failed = sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "failed")
     assert failed == {
         "source_node": "nrp_simulation_server",
         "source_state": "paused",
         "event": "failed",
         "target_state": "failed",
     }
-    error = sim.recorder.wait_for(sim.topic("runtime_error"), lambda p: True, 2)
+    error = sim.recorder.wait_for(sim.topic("runtime_error"), lambda p: True)
     assert error["error_type"] == "Compile"
     assert error["msg"].startswith("SyntaxError in (Line 2): ")
     assert (error["line_number"], error["line_text"]) == (2, "while True")
-    assert sim.wait_exit(10) == 3
-    assert time.monotonic() - began < 10
-    sim.wait_status("failed", 2)
+    assert sim.wait_exit() == 3
+    sim.wait_status("failed")
 
 
 def test_invalid_configuration_exits_1_with_loading_error(simulation, experiment):
     (experiment / "broken_config.json").write_text('{"SimulationTimeout": 1,')
     sim = simulation(config="broken_config.json")
     sim.spawn()
-    error = sim.recorder.wait_for(sim.topic("runtime_error"), lambda p: True, 15)
+    error = sim.recorder.wait_for(sim.topic("runtime_error"), lambda p: True)
     assert error["error_type"] == "Loading"
     assert error["msg"].startswith("Could not parse experiment configuration broken_config.json: ")
-    assert sim.wait_exit(10) == 1
+    assert sim.wait_exit() == 1
 
 
 def test_unreachable_broker_exits_1(experiment, mqtt_broker):
@@ -380,14 +374,10 @@ def test_parent_death_makes_the_simserver_exit(simulation, experiment):
         child = int(parent.stdout.readline())
         sim.wait_status("paused")
         parent.kill()
-        parent.wait(5)
-        began = time.monotonic()
-        while not _is_gone(child) and time.monotonic() - began < 10:
-            time.sleep(0.05)
-        assert _is_gone(child)
-        assert time.monotonic() - began < 3
+        parent.wait(HANG)
+        wait_until(lambda: _is_gone(child), message="the orphaned simserver to exit")
         assert "Backend gone" in sim.text()
-        sim.wait_status("stopped", 2)
+        sim.wait_status("stopped")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -395,22 +385,19 @@ def test_parent_death_makes_the_simserver_exit(simulation, experiment):
             os.kill(child, signal.SIGKILL)
 
 
-def test_broker_restart_status_at_once_and_commands_still_work(simulation, mqtt_broker):
+def test_broker_restart_status_again_and_commands_still_work(simulation, mqtt_broker):
     sim = simulation()
     sim.send(INIT, retain=True)
     sim.spawn()
     sim.wait_status("paused")
     mqtt_broker.restart()
-    restarted = time.monotonic()
     count = len(sim.recorder.payloads(sim.topic("status")))
-    # the recorder and the simserver reconnect on their own; the simserver publishes a status at once
-    wait_until(lambda: len(sim.recorder.payloads(sim.topic("status"))) > count, 10, 0.05)
-    assert len(sim.recorder.payloads(sim.topic("status"))) > count
-    assert time.monotonic() - restarted < 5
+    # the recorder and the simserver reconnect on their own; the simserver publishes statuses again
+    wait_until(lambda: len(sim.recorder.payloads(sim.topic("status"))) > count, message="a status")
     sim.send(START)
-    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed", 30)
+    sim.recorder.wait_for(sim.topic("lifecycle"), lambda p: p.get("event") == "completed")
     sim.proc.send_signal(signal.SIGTERM)
-    assert sim.wait_exit(5) == 0
+    assert sim.wait_exit() == 0
 
 
 def test_shutdown_waits_for_a_final_state_reached_in_another_thread(experiment, mqtt_broker, monkeypatch):
@@ -439,22 +426,17 @@ def test_shutdown_waits_for_a_final_state_reached_in_another_thread(experiment, 
     settings = mqtt_broker.settings("")
     topic = f"nrp_simulation/{sim_id}/lifecycle"
     backend = MqttConnection(settings, client_id("test_backend", sim_id))
-    backend.connect(5)
+    backend.connect(HANG)
     server = InProcessServer(experiment, sim_id, "main_script.py", "simulation_config.json", settings)
     try:
         server.initialize()
         backend.publish(topic, INIT, qos=1, retain=True, wait=True)
-        deadline = time.monotonic() + 15
-        while server.state != "paused" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: server.state == "paused", message="paused")
         backend.publish(topic, START, qos=1, wait=True)
-        while server.state != "started" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
+        wait_until(lambda: server.state == "started", message="started")
+        wait_until(lambda: server.runner.wrapper.steps > 0, message="the script to run a step")
         backend.publish(topic, START | {"event": "failed", "target_state": "failed"}, qos=1, wait=True)
-        while server.state != "failed" and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert server.state == "failed"
+        wait_until(lambda: server.state == "failed", interval=0.005, message="failed")
         server.shutdown()
         assert server.done_event.is_set()
         assert server.exit_state == "failed"

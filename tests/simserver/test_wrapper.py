@@ -1,9 +1,9 @@
-"""The ``nrp`` object (contract 7.2, 7.3) on a real in-process nrp-core client."""
+"""The ``nrp`` object of main scripts (pause point, stop requests, step budget) on a real in-process
+nrp-core client."""
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from hbp_nrp_simserver.wrapper import (
     SimulationControl,
     max_timesteps,
 )
+from tests.helpers.waiting import HANG, WatchedEvent, join, wait_event, wait_until
 
 from .helpers import add_failing_function, make_client, set_timeout
 
@@ -128,64 +129,68 @@ def test_delegate_exception_leaves_counters_consistent(make_wrapper, experiment)
     assert wrapper.steps == 0
 
 
-def _run_in_thread(target: Any) -> tuple[threading.Thread, list[BaseException], list[float]]:
+def _run_in_thread(target: Any) -> tuple[threading.Thread, list[BaseException]]:
     raised: list[BaseException] = []
-    ended: list[float] = []
 
     def body() -> None:
         try:
             target()
         except BaseException as exc:  # noqa: BLE001 - recorded for the test
             raised.append(exc)
-        ended.append(time.monotonic())
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
-    return thread, raised, ended
+    return thread, raised
 
 
-def test_stop_while_paused_raises_stop_execution_promptly(make_wrapper):
-    control = SimulationControl()  # not started: paused
+def _paused_control() -> SimulationControl:
+    """A control that is not started (paused) and tells when ``run_loop`` waits at the pause point."""
+    control = SimulationControl()
+    control.started = WatchedEvent()
+    return control
+
+
+def test_stop_while_paused_raises_stop_execution(make_wrapper):
+    # how fast the stop ends the call is measured by benchmarks/bench_loop.py
+    control = _paused_control()
     wrapper, spy = make_wrapper(control=control)
-    thread, raised, ended = _run_in_thread(wrapper.run_loop)
-    time.sleep(0.2)
-    assert thread.is_alive() and spy.calls == []  # waiting at the pause point
-    requested = time.monotonic()
+    thread, raised = _run_in_thread(wrapper.run_loop)
+    wait_event(control.started.waiting, message="run_loop to wait at the pause point")
+    assert thread.is_alive() and spy.calls == []
     control.request_stop()
-    thread.join(2)
-    assert not thread.is_alive()
-    assert ended[0] - requested < 0.2
+    join(thread)
     assert len(raised) == 1 and isinstance(raised[0], NRPStopExecution)
     assert not isinstance(raised[0], Exception)
     assert spy.calls == []
 
 
 def test_pause_blocks_until_resumed(make_wrapper):
-    control = SimulationControl()
+    control = _paused_control()
     wrapper, spy = make_wrapper(control=control)
-    thread, raised, _ = _run_in_thread(lambda: wrapper.run_loop(2))
-    time.sleep(0.15)
-    assert spy.calls == []
+    thread, raised = _run_in_thread(lambda: wrapper.run_loop(2))
+    wait_event(control.started.waiting, message="run_loop to wait at the pause point")
+    assert thread.is_alive() and spy.calls == []
     control.start()
-    thread.join(5)
+    join(thread)
     assert raised == [] and wrapper.steps == 2
 
 
-def test_stop_during_a_long_run_loop_ends_it_at_once(make_wrapper, experiment):
-    set_timeout(experiment, 100000)  # in-process steps are fast: the run must outlast the sleep
+def test_stop_during_a_long_run_loop_ends_it(make_wrapper, experiment):
+    # how fast the stop ends the call is measured by benchmarks/bench_loop.py
+    set_timeout(experiment, 100000)
     control = SimulationControl()
     control.start()
     wrapper, spy = make_wrapper(control=control)
-    thread, raised, ended = _run_in_thread(lambda: wrapper.run_loop(10_000_000))
-    time.sleep(0.3)
+    thread, raised = _run_in_thread(lambda: wrapper.run_loop(10_000_000))
+    wait_until(lambda: spy.simulation_time_ns > 0, message="the first step of the long run_loop")
     assert wrapper.is_running, (raised, spy.simulation_time_ns)
-    requested = time.monotonic()
     control.request_stop()
-    while thread.is_alive() and time.monotonic() - requested < 5:
-        wrapper.interrupt()
-        thread.join(0.02)
-    assert not thread.is_alive()
-    assert ended[0] - requested < 0.5, (ended[0] - requested, raised)
+
+    def ended() -> bool:
+        wrapper.interrupt()  # as the Simulation Server does: ends the delegated call after a step
+        return not thread.is_alive()
+
+    wait_until(ended, message="the run_loop thread to end")
     assert len(raised) == 1 and isinstance(raised[0], NRPStopExecution)
     assert 0 < wrapper.steps < 10_000_000, (wrapper.steps, raised)
     assert wrapper.steps == spy.simulation_time_ns // 10_000_000, (wrapper.steps, spy.simulation_time_ns)
@@ -193,7 +198,7 @@ def test_stop_during_a_long_run_loop_ends_it_at_once(make_wrapper, experiment):
 
 
 def test_run_loop_of_fewer_than_one_step_is_refused(make_wrapper):
-    # nrp-core's run_loop(0) runs until stopped: it would escape the step budget (7.3)
+    # nrp-core's run_loop(0) runs until stopped: it would escape the step budget
     wrapper, spy = make_wrapper()
     outcome: list[str] = []
 
@@ -207,10 +212,10 @@ def test_run_loop_of_fewer_than_one_step_is_refused(make_wrapper):
     for n in (0, -5):
         thread = threading.Thread(target=call, args=(n,))
         thread.start()
-        thread.join(2)
+        thread.join(HANG)  # refused at once; a run would go on until stopped
         if thread.is_alive():
             spy._client.stop()
-            thread.join(10)
+            thread.join(HANG)
             pytest.fail(f"run_loop({n}) ran past the step budget")
     assert outcome == ["ValueError", "ValueError"]
     assert spy.calls == [] and wrapper.steps == 0

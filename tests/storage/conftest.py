@@ -26,14 +26,16 @@ LIMIT_ENV = {
 
 
 def nrp(
-    *args: str, env: dict[str, str] | None = None, check: bool = True
+    *args: str, env: dict[str, str] | None = None, check: bool = True, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``nrp`` command line."""
     import os
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    result = subprocess.run([*NRP, *args], capture_output=True, text=True, env=full_env, timeout=60)
+    result = subprocess.run(
+        [*NRP, *args], capture_output=True, text=True, env=full_env, timeout=60, input=input_text
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"nrp {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

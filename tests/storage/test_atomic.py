@@ -1,14 +1,15 @@
-"""A killed upload never leaves a truncated file (contract 6, 13 check 16)."""
+"""A killed upload never leaves a truncated file: writes go to a temporary, renamed when complete."""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import requests
+
+from tests.helpers.waiting import HANG, wait_until
 
 from .conftest import add_user, start_storage
 
@@ -50,7 +51,7 @@ def test_kill_during_upload_leaves_old_file(tmp_path: Path) -> None:
             block = b"\x01" * CHUNK
             for _ in range(SIZE // CHUNK // 2):
                 sock.sendall(block)
-            time.sleep(0.2)
+            # sendall returns once the server has read all but the socket buffers: it is receiving
             server.kill()
     finally:
         server.kill()
@@ -66,18 +67,19 @@ def test_kill_during_upload_leaves_old_file(tmp_path: Path) -> None:
             target=lambda: sock.sendall(_head("demo", token) + b"\x02" * SIZE), daemon=True
         )
         sender.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def writing_or_written() -> str | None:
             if _temporaries(folder):
-                caught_temporary = True
-                server.kill()
-                break
+                server.kill()  # at once: while the body is being written
+                return "writing"
             if (folder / "big.bin").stat().st_size == SIZE:
-                break  # too late: the write completed before the kill
-            time.sleep(0.002)
+                return "written"  # too late: the write completed before the kill
+            return None
+
+        caught_temporary = wait_until(writing_or_written, interval=0.002, message="the write") == "writing"
         server.kill()
         sock.close()
-        sender.join(10)
+        sender.join(HANG)
     finally:
         server.kill()
     content = (folder / "big.bin").read_bytes()

@@ -1,4 +1,4 @@
-"""Bad input changes nothing and is never a 500 (contract 1.4, 2.4, 6, 13 check 16)."""
+"""Bad input (paths, names, bodies, archives, requests) changes nothing and is never a 500."""
 
 from __future__ import annotations
 

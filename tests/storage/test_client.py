@@ -1,4 +1,4 @@
-"""The backend's storage client against a real storage server (contract 11, 13 check 9)."""
+"""The backend's storage client against a real storage server: every call, typed errors, retries."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import hbp_nrp_backend.storage_client as storage_client_module
 from hbp_nrp_backend.storage_client import (
     BACKOFF,
     StorageClient,
@@ -183,18 +184,32 @@ def test_errors_are_typed(storage: Storage, client: StorageClient, tmp_path: Pat
     assert not isinstance(conflict.value, (StorageNotFound, StorageUnauthorized, StorageUnavailable))
 
 
-def test_unreachable_server_is_unavailable() -> None:
+class _RecordingTime:
+    """Stands in for the ``time`` module of the storage client: records sleeps instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def test_unreachable_server_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    clock = _RecordingTime()
+    monkeypatch.setattr(storage_client_module, "time", clock)
     client = StorageClient(f"http://127.0.0.1:{port}", timeout=2, backoff=(0.05, 0.1))
-    started = time.monotonic()
     with pytest.raises(StorageUnavailable) as error:
         client.get_user("t")
     assert isinstance(error.value, ConnectionError)
-    assert time.monotonic() - started >= 0.15  # both waits happened
+    assert clock.sleeps == [0.05, 0.1]  # three attempts, with both waits between them
     assert BACKOFF == (0.5, 1.0)
 
 
@@ -270,6 +285,11 @@ class HostileServer(ThreadingHTTPServer):
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.endswith("/archive"):  # no archive route: the client lists and fetches
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = listing if "byname" not in self.path and self.path.count("/") == 2 else b"x"
                 if self.path.count("/") == 2 and "exp" not in self.path:
                     body = b"[]"  # the listing of a hostile sub-folder is empty
@@ -297,6 +317,68 @@ def test_clone_refuses_listing_names_leaving_the_destination(tmp_path: Path, nam
         dest = tmp_path / "inside" / "dest"
         dest.parent.mkdir()
         with pytest.raises(StorageError, match="name"):
+            client.clone_experiment("t", "exp", dest)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["inside"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _tar(*members: tuple[str, bytes | None, bytes]) -> bytes:
+    """A tar of ``(name, type, content)`` members (type: tarfile's type byte)."""
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, kind, content in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind or tarfile.REGTYPE
+            if info.type == tarfile.SYMTYPE:
+                info.linkname = "/etc/passwd"
+                archive.addfile(info)
+            else:
+                info.size = len(content)
+                archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+class ArchiveServer(ThreadingHTTPServer):
+    """A server whose archive route answers ``body``."""
+
+    def __init__(self, body: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _tar(("../escaped.txt", None, b"x")),
+        _tar(("a/../../escaped", None, b"x")),
+        _tar(("/tmp/abs", None, b"x")),
+        _tar(("link", b"2", b"")),
+        _tar(("ok.txt", None, b"x" * 2000))[:1500],  # cut short
+        b"not a tar at all" * 100,
+    ],
+)
+def test_clone_archive_refuses_hostile_or_broken_archives(tmp_path: Path, body: bytes) -> None:
+    server = ArchiveServer(body)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = StorageClient(f"http://127.0.0.1:{server.server_port}", timeout=5, backoff=())
+        dest = tmp_path / "inside" / "dest"
+        dest.parent.mkdir()
+        with pytest.raises(StorageError):
             client.clone_experiment("t", "exp", dest)
         assert sorted(p.name for p in tmp_path.rglob("*")) == ["inside"]
     finally:

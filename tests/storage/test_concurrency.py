@@ -1,4 +1,4 @@
-"""Concurrent requests on one storage server keep every experiment record (contract 4.2, 4.4)."""
+"""Concurrent requests on one storage server keep every experiment record."""
 
 from __future__ import annotations
 

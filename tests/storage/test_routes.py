@@ -1,4 +1,4 @@
-"""Every route of the storage server, through a real server process (contract sections 1 to 7, 13)."""
+"""Every route of the storage server, through a real server process."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_options_preflight_and_cors(storage: Storage, alice: requests.Session) -
 def test_acceptance_create_upload_list_download(
     storage: Storage, alice: requests.Session, prefix: str
 ) -> None:
-    """Contract 13, checks 2 to 5 and 8, under every prefix."""
+    """Create, upload, list, download (by uuid and by name) and delete, under every prefix."""
     url = f"{storage.url}{prefix}/storage"
     name = f"demo{len(prefix)}"
     assert alice.put(f"{url}/{name}").json() == {"uuid": name}
@@ -221,7 +221,7 @@ def test_unknown_experiment_is_404_and_others_are_403(
 
 
 def test_reserved_and_existing_names(storage: Storage, alice: requests.Session, exp: str) -> None:
-    """Contract 13, check 10."""
+    """Route names and hidden names cannot be experiments; an existing name is a conflict."""
     for name in [
         "experiments",
         "clone",
@@ -299,7 +299,7 @@ def make_zip(entries: dict[str, bytes | None]) -> bytes:
 
 
 def test_import_and_export(storage: Storage, alice: requests.Session) -> None:
-    """Contract 13, checks 6 and 7."""
+    """A zip with one top folder imports as a new experiment and exports back as a zip (owner only)."""
     body = make_zip(
         {
             "foo/": None,
@@ -370,7 +370,7 @@ def test_zip_upload_extracts_into_experiment(storage: Storage, alice: requests.S
 
 
 def test_template_clone(storage: Storage, alice: requests.Session) -> None:
-    """Contract 13, check 13."""
+    """Cloning a bundled template makes a new experiment from it."""
     response = alice.post(
         f"{storage.url}/storage/clone",
         data=json.dumps({"expPath": "tf_exchange/simulation_config_grpc.json"}),

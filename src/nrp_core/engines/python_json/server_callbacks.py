@@ -47,7 +47,9 @@ def _flush() -> None:
             stream.flush()
 
 
-def load_script_class(file_name: str | Path, base_dir: str | Path | None = None) -> type[EngineScript]:
+def load_script_class(
+    file_name: str | Path, base_dir: str | Path | None = None, base: type = EngineScript
+) -> type[Any]:
     """Load a user engine script file and return its ``Script`` class.
 
     The file is loaded by path under a unique module name (so installed modules cannot shadow it,
@@ -89,8 +91,8 @@ def load_script_class(file_name: str | Path, base_dir: str | Path | None = None)
     script_class = getattr(module, "Script", None)
     if script_class is None:
         raise EngineScriptLoadError(f"Engine script {path.name} does not define a class named 'Script'")
-    if not (isinstance(script_class, type) and issubclass(script_class, EngineScript)):
-        raise EngineScriptLoadError("Script class must inherit from EngineScript class", str(path))
+    if not (isinstance(script_class, type) and issubclass(script_class, base)):
+        raise EngineScriptLoadError(f"Script class must inherit from {base.__name__} class", str(path))
     return script_class
 
 
@@ -105,11 +107,14 @@ class EngineServer:
         script: the user's ``Script`` instance, ``None`` before ``initialize``.
     """
 
+    script_base: type = EngineScript
+    """The class engine scripts must inherit from."""
+
     def __init__(self, base_dir: str | Path | None = None) -> None:
         self.base_dir = base_dir
-        self.script: EngineScript | None = None
+        self.script: Any = None
 
-    def _require_script(self, operation: str) -> EngineScript:
+    def _require_script(self, operation: str) -> Any:
         script = self.script
         if script is None:
             raise EngineRequestError(f"{operation}: the engine is not initialized (no engine script loaded)")
@@ -144,7 +149,7 @@ class EngineServer:
         file_name = request.get("PythonFileName")
         if not file_name:
             raise EngineRequestError("initialize: the engine config has no PythonFileName")
-        script_class = load_script_class(file_name, self.base_dir)
+        script_class = load_script_class(file_name, self.base_dir, self.script_base)
         script = self._call_user("Initialization failed", script_class)
         script._name = request.get("EngineName", "")
         script._config = request
@@ -191,6 +196,11 @@ class EngineServer:
             return
         script = self._require_script("set_datapacks")
         for name, entry in request.items():
+            if isinstance(entry, dict) and "proto" in entry:
+                raise EngineRequestError(
+                    f"DataPack '{name}' is a protobuf datapack ({entry.get('type')}), but JSON engine "
+                    f"'{script._name}' only handles JSON datapacks ({JSON_DATAPACK_TYPE!r})"
+                )
             if not isinstance(entry, dict) or any(key not in entry for key in _SET_KEYS):
                 raise EngineRequestError(_malformed(name, entry, _SET_KEYS))
             if entry["type"] != JSON_DATAPACK_TYPE:
