@@ -15,8 +15,9 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo ">>> Installing nrp-backend into $(VENV) with the simulators (MuJoCo, PyBullet, Gymnasium,"
-	@echo ">>> NEST) and the dev tools (pytest, ruff, mypy): about 850 MB once installed; a few minutes"
-	@echo ">>> on a first download, under a minute from pip's cache."
+	@echo ">>> NEST with NEST Server, OpenSim, TVB) and the dev tools (pytest, ruff, mypy): about 2 GB"
+	@echo ">>> once installed (OpenSim 0.3 GB, TVB and its numba/scipy/pandas 0.6 GB); a few minutes"
+	@echo ">>> on a first download, about a minute from pip's cache."
 	$(BIN)/pip install -e '.[dev,sim]'
 	touch $(STAMP)
 	@echo ">>> Installed. In a shell, '. $(VENV)/bin/activate' puts nrp on the PATH."

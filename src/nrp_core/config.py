@@ -51,6 +51,7 @@ ENGINE_PROC_CMDS: dict[str, str] = {
     "python_json": "python_json_engine.py",
     "py_sim": "python_json_engine.py",
     "nest_json": "nest_json_engine.py",
+    "nest_server": "nest-server",
     "python_grpc": "python_grpc_engine.py",
     "datatransfer_grpc_engine": "datatransfer_grpc_engine.py",
 }
@@ -320,7 +321,21 @@ def _warn_unknown_config_keys(doc: dict) -> None:
 # -- engines ----------------------------------------------------------------------------------------
 
 
+UNREACHABLE_ENGINE_TYPES: dict[str, str] = {
+    "gazebo_grpc": "Gazebo",
+    "gazebo_json": "Gazebo",
+    "edlut_grpc_engine": "EDLUT",
+}
+"""nrp-core engine types whose simulator this runtime cannot run (no Python package for it)."""
+
+
 def _unknown_engine_type(engine_type: Any, path: str) -> str:
+    needs = UNREACHABLE_ENGINE_TYPES.get(str(engine_type))
+    if needs is not None:
+        return (
+            f"{path}: Failed to find engine interface for EngineType '{engine_type}': not supported, it "
+            f"needs {needs}, which this runtime cannot run (see docs/simulators.md)"
+        )
     known = ", ".join(sorted(ENGINE_PROC_CMDS))
     return (
         f"{path}: Failed to find engine interface for EngineType {engine_type!r}: this engine type is "

@@ -150,3 +150,37 @@ def test_simulator_engine_error_fails_the_simulation(system: System, tmp_path: P
     assert sim["error"]["error_type"] == "Loading"
     for fragment in fragments:
         assert fragment in sim["error"]["msg"], sim["error"]
+
+
+@ONE_BROKER
+def test_upstream_opensim_tvb_template_through_rest(system: System, tmp_path: Path) -> None:
+    """nrp-core's ``templates/opensim_tvb`` (OpenSim arm, TVB brain, main script) through the REST server.
+
+    Only its SimulationTimeout is shortened; the TVB connectivity stand-in goes on the engines' path
+    when PyPI's tvb-data lacks the example's Berlin subject (see ``tests/sim/helpers.py``).
+    """
+    from tests.sim.helpers import tvb_data_standin, upstream_example
+
+    _require(("opensim", "tvb", "tvb_data"))
+    experiment = "e2e_upstream_opensim_tvb"
+    source = upstream_example("templates/opensim_tvb", tmp_path / "upstream")
+    config_file = source / "simulation_config.json"
+    config = json.loads(config_file.read_text())
+    config["SimulationTimeout"] = 1
+    config_file.write_text(json.dumps(config, indent=4))
+    system.storage.client().upload_experiment(system.storage.alice, experiment, source)
+
+    standin = tvb_data_standin(tmp_path)
+    env = {"PYTHONPATH": str(standin)} if standin is not None else {}
+    rest = system.start_backend(**env).rest
+    sim_id = rest.launch(experiment)["simulationID"]
+    rest.wait_for(sim_id, lambda sim: bool(sim["ready"]), timeout=120)
+    assert rest.set_state(sim_id, "started").status_code == 200
+    sim = rest.wait_for(sim_id, lambda sim: sim["state"] in ("completed", "failed"), timeout=180)
+    assert sim["state"] == "completed" and sim["error"] is None, sim
+    assert rest.set_state(sim_id, "stopped").status_code == 200
+
+    zips = wait_until(lambda: system.storage.log_zips(experiment), 20, "logs not uploaded")
+    data = system.storage.client().get_file(system.storage.alice, experiment, zips[-1], by_name=True)
+    script_log = zipfile.ZipFile(io.BytesIO(data)).read(f"main_script_{sim_id}.log").decode()
+    assert "NRPSimulationTimeout reached in script" in script_log  # the template's main script

@@ -201,8 +201,19 @@ def test_validation_lists_every_problem_with_its_path(tmp_path):
 
 
 def test_unknown_engine_type_fails_with_engine_interface_message(tmp_path):
-    doc = {"EngineConfigs": [{"EngineType": "nest_server", "EngineName": "nest"}]}
-    message = r"\$\.EngineConfigs\[0\]: Failed to find engine interface.*nest_server"
+    doc = {"EngineConfigs": [{"EngineType": "unity_grpc", "EngineName": "unity"}]}
+    message = r"\$\.EngineConfigs\[0\]: Failed to find engine interface.*unity_grpc"
+    with pytest.raises(ConfigError, match=message):
+        load_simulation_config(write_experiment(tmp_path, doc))
+
+
+@pytest.mark.parametrize(
+    "engine_type, needs",
+    [("gazebo_grpc", "Gazebo"), ("gazebo_json", "Gazebo"), ("edlut_grpc_engine", "EDLUT")],
+)
+def test_unreachable_simulators_are_refused_saying_why(tmp_path, engine_type, needs):
+    doc = {"EngineConfigs": [{"EngineType": engine_type, "EngineName": "engine"}]}
+    message = rf"\$\.EngineConfigs\[0\]: Failed to find .* '{engine_type}': not supported, it needs {needs}, "
     with pytest.raises(ConfigError, match=message):
         load_simulation_config(write_experiment(tmp_path, doc))
 

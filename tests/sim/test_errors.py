@@ -54,8 +54,12 @@ def test_nest_error_in_brain_script(run_experiment):
     assert "bad_brain.py' line 3" in message and "no_such_neuron" in message
 
 
-def test_opensim_is_not_supported_yet(run_experiment):
-    require("pybullet")
-    run = run_experiment("bullet_racecar", 'EngineConfigs.0.Simulator="Opensim"')
+def test_opensim_model_that_does_not_load(run_experiment):
+    """A world file OpenSim cannot read: one message naming engine, simulator and file, no traceback."""
+    require("opensim")
+    run = run_experiment("mujoco_pendulum", 'EngineConfigs.0.Simulator="Opensim"')
     message = _initialize_error(run)
-    assert "bullet_simulator" in message and "Opensim is not supported yet" in message
+    assert "py_sim engine 'mujoco_simulator' (Opensim, world file 'model/pendulum.xml')" in message
+    assert "cannot load the model" in message and "Traceback" not in message
+    assert message.count("cannot load the model") == 1
+    run.client.shutdown()  # after the failed initialize, shutdown does not raise again

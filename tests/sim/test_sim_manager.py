@@ -24,8 +24,6 @@ def test_unknown_and_later_simulators():
 
     with pytest.raises(SimulatorError, match="Simulator Gazebo is not installed"):
         manager("Gazebo", "world.sdf")
-    with pytest.raises(SimulatorError, match="Simulator Opensim is not supported yet"):
-        manager("Opensim", "arm.osim")
     with pytest.raises(SimulatorError, match="stable_baselines3 environments are not supported yet"):
         extra = {"framework": "stable_baselines3", "env_number": 2}
         manager("OpenAI", "CartPole-v1", EngineExtraConfigs=extra)

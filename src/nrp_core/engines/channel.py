@@ -105,6 +105,10 @@ class Channel:
             pass
 
 
+def _is_brief(exc: BaseException) -> bool:
+    return bool(getattr(exc, "brief", False) or getattr(exc.__cause__, "brief", False))
+
+
 def error_details(op: str, exc: BaseException) -> dict[str, Any]:
     """Describe an exception for an ``("error", details)`` reply."""
     file, line = user_location(exc)
@@ -112,7 +116,8 @@ def error_details(op: str, exc: BaseException) -> dict[str, Any]:
         "op": op,
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        # Errors whose message says it all (``brief``, e.g. a world file that does not load) have none.
+        "traceback": "" if _is_brief(exc) else "".join(traceback.format_exception(exc)),
         "file": file,
         "line": line,
     }
@@ -121,6 +126,7 @@ def error_details(op: str, exc: BaseException) -> dict[str, Any]:
 def serve(channel: Channel, server: Any) -> None:
     """Answer requests from ``channel`` with ``server`` until end of file or ``shutdown``."""
     get_request: dict[str, Any] | None = None
+    reply: Any
     while True:
         try:
             message = channel.recv()
@@ -129,7 +135,11 @@ def serve(channel: Channel, server: Any) -> None:
         op = message[0]
         phase = op
         try:
-            if op == "step":
+            if op == "step" and hasattr(server, "step"):
+                # a server that sets, advances and reads in one go (nest_server: one request to NEST Server)
+                phase = "run_loop"
+                reply = server.step(message[1], message[2], get_request)
+            elif op == "step":
                 set_request, time_step = message[1], message[2]
                 phase = "set_datapacks"
                 if set_request:
@@ -140,7 +150,7 @@ def serve(channel: Channel, server: Any) -> None:
                     time = server.run_loop({"time_step": time_step})["time"]
                 phase = "get_datapacks"
                 fetched = server.get_datapacks(get_request) if get_request else {}
-                reply: Any = (time, fetched)
+                reply = (time, fetched)
             elif op == "init":
                 phase = "initialize"
                 server.initialize(message[1])

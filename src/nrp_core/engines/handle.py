@@ -43,6 +43,7 @@ ENGINE_TYPES: dict[str, tuple[str, str]] = {
         "nrp_core.engines.datatransfer.worker",
         "nrp_core.engines.datatransfer.server:make_server",
     ),
+    "nest_server": ("nrp_core.engines.nest_server.worker", "nrp_core.engines.nest_server.server:make_server"),
 }
 
 

@@ -16,6 +16,7 @@ importable from here.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -44,6 +45,15 @@ GRPC_ENGINE_TYPES = frozenset({"python_grpc", "datatransfer_grpc_engine"})
 """Engine types whose servers speak nrp-core's ``EngineGrpcService``."""
 
 
+def _names_program(proc_cmd: str, program: str) -> bool:
+    """True when ``proc_cmd`` runs nrp-core's ``program`` (by any path, e.g. behind a wrapper script)."""
+    try:
+        words = shlex.split(proc_cmd)
+    except ValueError:
+        return False
+    return any(Path(word).name == program for word in words)
+
+
 def create_engine(
     config: Mapping[str, Any], experiment_dir: Path, output: int | IO[Any] | None = None
 ) -> EngineHandle:
@@ -64,14 +74,22 @@ def create_engine(
     default_cmd = ENGINE_PROC_CMDS.get(engine_type)
     proc_cmd = config.get("EngineProcCmd")
     if default_cmd and proc_cmd and proc_cmd != default_cmd:
-        logger.warning(
-            "engine %s: custom EngineProcCmd %r is not supported yet and is ignored", name, proc_cmd
-        )
+        if _names_program(str(proc_cmd), default_cmd):
+            # nrp-core's own engine program, maybe behind its Xpra wrapper: ours serves the same engine.
+            logger.info(
+                "engine %s: EngineProcCmd %r runs this runtime's %s engine", name, proc_cmd, engine_type
+            )
+        else:
+            logger.warning(
+                "engine %s: custom EngineProcCmd %r is not supported yet and is ignored", name, proc_cmd
+            )
     launch = (config.get("EngineLaunchCommand") or {}).get("LaunchType", "BasicFork")
     if launch == "InProcess":
         return InProcessEngine(config, experiment_dir)
     if launch == "BasicFork":
         return EngineProcess(config, experiment_dir, output)
+    if launch == "EmptyLaunchCommand" and engine_type == "nest_server":
+        return EngineProcess(config, experiment_dir, output)  # it connects to the running NEST Server
     if launch == "EmptyLaunchCommand":
         if engine_type in GRPC_ENGINE_TYPES:
             from nrp_core.engines.grpc import GrpcEngine

@@ -163,21 +163,25 @@ class DataTransferServer:
                     f"Malformed DataPack. Expected keys: 'data', 'engine_name', 'type'; got {entry!r}"
                 )
             streamed = False
+            text = None  # the datapack as JSON, made once for the broker and the file
             if name in self._network and self._mqtt is not None:
-                topic = data_topic(self._prefix, self._simulation_id, name)
-                kind, payload = self._payload(name, entry)
-                if self._types.get(name, "json") != kind:
-                    self._types[name] = kind
-                    if kind != "json":
-                        self._mqtt.publish(f"{topic}/type", kind, qos=0, retain=True)
-                    self._announce(self._mqtt)
-                self._mqtt.publish(topic, payload, qos=0)
+                if self._mqtt.is_connected():  # nothing to encode while no broker is reachable
+                    topic = data_topic(self._prefix, self._simulation_id, name)
+                    kind, payload = self._payload(name, entry)
+                    if kind == "json":
+                        text = payload
+                    if self._types.get(name, "json") != kind:
+                        self._types[name] = kind
+                        if kind != "json":
+                            self._mqtt.publish(f"{topic}/type", kind, qos=0, retain=True)
+                        self._announce(self._mqtt)
+                    self._mqtt.publish(topic, payload, qos=0)
                 streamed = True
             if name in self._file:
                 if "proto" in entry:
                     self._write_proto(name, entry)
                 else:
-                    self._write(name, entry["data"])
+                    self._write(name, entry["data"], text)
                 streamed = written = True
             if streamed or name in self._network:
                 self._last[name] = entry
@@ -190,14 +194,15 @@ class DataTransferServer:
             # One flush per step: what a step recorded is on disk before the next step starts.
             self._flush()
 
-    def _write(self, name: str, data: Any) -> None:
+    def _write(self, name: str, data: Any, text: str | None = None) -> None:
         handle = self._files.get(name)
         if handle is None:
             assert self._directory is not None
             handle = open(self._directory / f"{name}.data", "a", encoding="utf-8")  # noqa: SIM115
             self._files[name] = handle
-        handle.write(json.dumps({"time_ns": self._time_ns, "data": data}, separators=(",", ":")))
-        handle.write("\n")
+        if text is None:
+            text = json.dumps(data, separators=(",", ":"))
+        handle.write(f'{{"time_ns":{self._time_ns},"data":{text}}}\n')
 
     def _write_proto(self, name: str, entry: dict[str, Any]) -> None:
         from nrp_core.data.nrp_protobuf import message_class_for

@@ -26,11 +26,38 @@ _NS_PER_MS = 1_000_000
 _RESOLUTIONS_MS = (0.1, 0.05, 0.025, 0.02, 0.01, 0.005, 0.001)
 
 
+def _kernel_api() -> Any:
+    """NEST's low-level status calls, which ``NodeCollection.get``/``set`` end in (None if absent)."""
+    try:
+        from nest import nestkernel_api
+    except ImportError:
+        return None
+    if hasattr(nestkernel_api, "llapi_get_nc_status") and hasattr(nestkernel_api, "llapi_set_nc_status"):
+        return nestkernel_api
+    return None
+
+
+_KERNEL_API: Any = None
+_KERNEL_API_CHECKED = False
+
+
+def _kernel() -> Any:
+    global _KERNEL_API, _KERNEL_API_CHECKED
+    if not _KERNEL_API_CHECKED:
+        _KERNEL_API, _KERNEL_API_CHECKED = _kernel_api(), True
+    return _KERNEL_API
+
+
 def node_status(nodes: Any) -> list[dict[str, Any]]:
-    """``nest.GetStatus(nodes)`` as a list with one dict per node, without the deprecated call."""
-    status = nodes.get()
+    """``nest.GetStatus(nodes)`` as a list with one dict per node, without the deprecated call.
+
+    Read with NEST's low-level call when available: ``NodeCollection.get()`` makes the same call, then
+    reshapes its result for one node (about a third of the cost of a recorder's read).
+    """
+    kernel = _kernel()
+    status = kernel.llapi_get_nc_status(nodes._datum) if kernel is not None else nodes.get()
     count = len(nodes)
-    if count == 1:
+    if count == 1 and kernel is None:
         return [status]
     return [{key: values[index] for key, values in status.items()} for index in range(count)]
 
@@ -38,13 +65,18 @@ def node_status(nodes: Any) -> list[dict[str, Any]]:
 def set_node_status(nodes: Any, data: dict[str, Any] | list[dict[str, Any]]) -> None:
     """``nest.SetStatus(nodes, data)``: one object for every node, or a list with one per node.
 
-    A single object without list values is expanded to one copy per node first: NEST's own
-    single-object path reads the first node's whole status (a recorder's events included) on every
-    call, which costs more than the write itself.
+    A single object without list values is expanded to one copy per node first. The list goes to
+    NEST's low-level call when available: ``NodeCollection.set`` makes the same call after reading
+    the nodes' ``local`` flag and, for a single object, the first node's whole status (a recorder's
+    events included), which costs some 40 times the write itself.
     """
     if isinstance(data, dict) and not any(isinstance(value, (list, tuple)) for value in data.values()):
         data = [data] * len(nodes)
-    nodes.set(data)
+    kernel = _kernel()
+    if kernel is not None and isinstance(data, list) and len(data) == len(nodes) and nodes:
+        kernel.llapi_set_nc_status(nodes._datum, data)
+    else:
+        nodes.set(data)
 
 
 class NestEngineError(RuntimeError):
@@ -94,11 +126,16 @@ class NestEngineServer:
         self._resolution_ns = 100_000
         self._time_ns = 0
         self._initialized = False
+        self.engine_type = "nest_json"
+        self.brain_source: str | None = None
+        """The brain script's text when it comes with the request (``nest_server``), else read from file."""
+        self.brain_globals: dict[str, Any] = {}
+        """Names the brain script finds defined (``nest_server`` brains use ``nrp_core`` unimported)."""
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"nest_json engine '{self._name}'"
+        return f"{self.engine_type} engine '{self._name}'"
 
     def _kernel_setup(self) -> None:
         nest = self.nest
@@ -124,15 +161,18 @@ class NestEngineServer:
         nest_json._devices.clear()
         self._kernel_setup()
         path = experiment_path(self._config, self._brain_file)
-        if not path.is_file():
+        if self.brain_source is not None:
+            source = self.brain_source
+        elif not path.is_file():
             raise NestEngineError(
                 f"{self._where()}: brain script (NestInitFileName) '{self._brain_file}' not found ({path})"
             )
-        source = path.read_text()
+        else:
+            source = path.read_text()
         directory = str(path.parent)
-        if directory not in sys.path:
+        if directory not in sys.path and path.parent.is_dir():
             sys.path.insert(0, directory)
-        namespace = {"__name__": "__nest_brain__", "__file__": str(path)}
+        namespace = {**self.brain_globals, "__name__": "__nest_brain__", "__file__": str(path)}
         try:
             code = compile(source, str(path), "exec")
             exec(code, namespace)
@@ -148,6 +188,7 @@ class NestEngineServer:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+        self._register_populations(namespace.get("populations"))
         nest = self.nest
         # A brain script usually calls nest.ResetKernel() itself, which drops our seed; the seed may
         # be set again after nodes exist, the resolution may not, so that one is checked instead.
@@ -164,6 +205,24 @@ class NestEngineServer:
         self._resolution_ms = resolution
         self._resolution_ns = round(resolution * _NS_PER_MS)
         self._time_ns = round(float(nest.GetKernelStatus("biological_time")) * _NS_PER_MS)
+
+    def _register_populations(self, populations: Any) -> None:
+        """Register the brain's ``populations`` dict (nrp-core's ``nest_server`` brains name devices so)."""
+        if populations is None:
+            return
+        if not isinstance(populations, dict):
+            raise NestEngineError(
+                f"{self._where()}: 'populations' in '{self._brain_file}' must be a dict of datapack name to "
+                f"node collection, got {type(populations).__name__}"
+            )
+        for name, nodes in populations.items():
+            if nest_json._devices.get(name) is not nodes:
+                try:
+                    nest_json.RegisterDataPack(str(name), nodes)
+                except ValueError as exc:
+                    raise NestEngineError(
+                        f"{self._where()}: populations of '{self._brain_file}': {exc}"
+                    ) from exc
 
     # -- engine operations ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ and in-process engines find it in the configuration (see :func:`nrp_core.engines
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -20,8 +21,15 @@ __all__ = ["SimulatorManager", "SimulatorError"]
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_SIMULATORS = ("Mujoco", "Bullet", "OpenAI")
-_LATER_SIMULATORS = ("Opensim",)
+SUPPORTED_SIMULATORS = ("Mujoco", "Bullet", "OpenAI", "Opensim")
+
+# Simulator -> (backend module, backend class, the PyPI package it needs, its import name)
+_BACKENDS = {
+    "Mujoco": ("mujoco_backend", "MujocoBackend", "mujoco", "mujoco"),
+    "Bullet": ("bullet_backend", "BulletBackend", "pybullet", "pybullet"),
+    "OpenAI": ("gym_backend", "GymBackend", "gymnasium", "gymnasium"),
+    "Opensim": ("opensim_backend", "OpensimBackend", "opensim", "opensim"),
+}
 
 
 class SimulatorManager:
@@ -49,25 +57,27 @@ class SimulatorManager:
 
     def _create_backend(self) -> SimulatorBackend:
         where = f"py_sim engine '{self.engine_name}'"
-        if self.simulator in _LATER_SIMULATORS:
-            raise SimulatorError(f"{where}: Simulator {self.simulator} is not supported yet")
         if self.extra_configs.get("framework") == "stable_baselines3":
             raise SimulatorError(
                 f"{where}: vectorized stable_baselines3 environments are not supported yet "
                 "(EngineExtraConfigs.framework)"
             )
-        backend_class: type[SimulatorBackend]
-        if self.simulator == "Mujoco":
-            from nrp_core.engines.py_sim.mujoco_backend import MujocoBackend as backend_class
-        elif self.simulator == "Bullet":
-            from nrp_core.engines.py_sim.bullet_backend import BulletBackend as backend_class
-        elif self.simulator == "OpenAI":
-            from nrp_core.engines.py_sim.gym_backend import GymBackend as backend_class
-        else:
+        if self.simulator not in _BACKENDS:
             raise SimulatorError(
                 f"{where}: Simulator {self.simulator} is not installed "
                 f"(supported: {', '.join(SUPPORTED_SIMULATORS)})"
             )
+        module_name, class_name, package, import_name = _BACKENDS[self.simulator]
+        try:
+            module = importlib.import_module(f"nrp_core.engines.py_sim.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != import_name and not (exc.name or "").startswith(f"{import_name}."):
+                raise
+            raise SimulatorError(
+                f"{where}: Simulator {self.simulator} needs the Python package '{package}', which is not "
+                f"installed (pip install {package}, or pip install nrp-backend[sim])"
+            ) from exc
+        backend_class: type[SimulatorBackend] = getattr(module, class_name)
         return backend_class(
             world_file=self.world_file,
             resolved_world_file=str(experiment_path(self.configuration, self.world_file)),
@@ -103,10 +113,7 @@ class SimulatorManager:
 
     def get_model_all_properties(self, datapack_type: str) -> dict[str, Any]:
         """``{name: value}`` for every element of ``datapack_type``."""
-        return {
-            name: self.sim_interface.get_model_property(name, datapack_type)
-            for name in self.sim_interface.get_model_properties(datapack_type)
-        }
+        return self.sim_interface.get_model_all_properties(datapack_type)
 
     def get_sim_time(self) -> float:
         """The simulator's time in seconds."""

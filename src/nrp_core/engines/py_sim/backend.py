@@ -9,7 +9,12 @@ __all__ = ["SimulatorBackend", "SimulatorError", "has_display"]
 
 
 class SimulatorError(RuntimeError):
-    """A simulator could not be created or driven; the message names the engine and the file."""
+    """A simulator could not be created or driven; the message names the engine and the file.
+
+    The message says all there is to say, so engines report it without a traceback (``brief``).
+    """
+
+    brief = True
 
 
 def has_display() -> bool:
@@ -72,6 +77,13 @@ class SimulatorBackend:
     def get_model_property(self, datapack_name: str, datapack_type: str) -> Any:
         """Value of one element of a property type."""
         raise NotImplementedError
+
+    def get_model_all_properties(self, datapack_type: str) -> dict[str, Any]:
+        """``{name: value}`` for every element of a property type."""
+        return {
+            name: self.get_model_property(name, datapack_type)
+            for name in self.get_model_properties(datapack_type)
+        }
 
     def get_sim_time(self) -> float:
         """Simulation time in seconds."""

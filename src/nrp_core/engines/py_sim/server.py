@@ -21,8 +21,9 @@ class PySimEngineServer(EngineServer):
     def initialize(self, request: dict[str, Any]) -> None:
         super().initialize(request)
         script = self.script
-        if isinstance(script, PySimEngineScript):
-            self._call_user("Initialization failed", lambda: script.sim_manager)
+        if isinstance(script, PySimEngineScript) and not script.has_simulator():
+            # A SimulatorError names engine, simulator, file and bad value: raised as is, no traceback.
+            script.sim_manager  # noqa: B018 - creates the simulator
 
 
 def make_server() -> PySimEngineServer:
