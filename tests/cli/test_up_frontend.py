@@ -64,27 +64,31 @@ def test_up_serves_frontend_login_registry_and_mqtt_on_one_port(tmp_path: Path) 
             deadline_ok.wait(0.1)
         assert deadline_ok.is_set(), "the local REST server was never offered"
 
-        # MQTT over WebSocket at ws://<port>/ reaches the broker
+        # MQTT over WebSocket at ws://<port>/ reaches the broker: a browser-like anonymous subscriber
+        # sees what the REST server publishes for a simulation it launches (anonymous clients may
+        # only subscribe: publishing needs the identities nrp up hands its servers)
         host, port = port_url.split("://", 1)[1].rsplit(":", 1)
-        got: queue.Queue[bytes] = queue.Queue()
+        got: queue.Queue[str] = queue.Queue()
         subscribed = threading.Event()
         ws = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="websockets")
         ws.ws_set_options(path="/")
         ws.on_connect = lambda client, *_args: client.subscribe("#")
         ws.on_subscribe = lambda *_args: subscribed.set()
-        ws.on_message = lambda _c, _u, msg: got.put(msg.payload) if msg.topic == "up/test" else None
+        ws.on_message = lambda _c, _u, msg: got.put(msg.topic)
         ws.connect(host, int(port))
         ws.loop_start()
         try:
             assert subscribed.wait(15)
-            broker_host, broker_port = info["MQTT broker"].split(" ")[0].rsplit(":", 1)
-            tcp = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-            tcp.connect(broker_host, int(broker_port))
-            tcp.loop_start()
-            tcp.publish("up/test", b"over tcp", qos=1).wait_for_publish(15)
-            assert got.get(timeout=15) == b"over tcp"
-            tcp.loop_stop()
-            tcp.disconnect()
+            launched = requests.post(
+                f"{info['REST API']}/simulation",
+                json={"experimentID": "tf_exchange"},
+                headers={"Authorization": f"Bearer {info['Token']}"},
+                timeout=60,
+            )
+            assert launched.status_code == 201, launched.text
+            topic_prefix = f"nrp_simulation/{launched.json()['simulationID']}/"
+            while not got.get(timeout=60).startswith(topic_prefix):
+                pass
         finally:
             ws.loop_stop()
             ws.disconnect()

@@ -171,7 +171,8 @@ def test_upstream_opensim_tvb_template_through_rest(system: System, tmp_path: Pa
     system.storage.client().upload_experiment(system.storage.alice, experiment, source)
 
     standin = tvb_data_standin(tmp_path)
-    env = {"PYTHONPATH": str(standin)} if standin is not None else {}
+    # the stand-in lives in this test's temporary folder, which a sandboxed simulation cannot see
+    env = {"PYTHONPATH": str(standin), "NRP_SANDBOX": "none"} if standin is not None else {}
     rest = system.start_backend(**env).rest
     sim_id = rest.launch(experiment)["simulationID"]
     rest.wait_for(sim_id, lambda sim: bool(sim["ready"]), timeout=120)
