@@ -276,7 +276,11 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
         browser.check_healthy("completed")
         assert api.get(sim_url).json()["state"] == "completed"
 
-        # 5. leave and re-open: the page re-joins the running simulation through joinableServers
+        # 5. leave and re-open: the page re-joins the running simulation through joinableServers.
+        # Two polls stand between the simulation and the page: storage's registry asks the REST
+        # server every 3 s, and the page asks storage for its experiment list every 3 s. The
+        # workbench re-joins from the page's last list, read once when it opens, so first storage
+        # must list the simulation, then the page's list must show it ("(1 simulation running)").
         leave(page)
 
         def joinable() -> list[str]:
@@ -284,6 +288,8 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
             return [j["server"] for j in listed[0]["joinableServers"]]
 
         assert _wait(joinable, "the registry's next poll to see the simulation") == ["local"]
+        entry = panel.locator("li").filter(has=page.get_by_text(name, exact=True))
+        entry.get_by_text("(1 simulation running)", exact=True).wait_for()
         panel.get_by_text(name, exact=True).click()
         panel.get_by_role("button", name="Open").click()
         page.wait_for_url(f"**/experiment/{clone}")
