@@ -168,15 +168,26 @@ def leave(page: Any) -> None:
     page.wait_for_url("**/experiments-overview")
 
 
+# Records every state the workbench renders in "Simulation State: <state>". Two status messages can
+# reach the page in one WebSocket frame (the gateway forwards the broker's bytes as they come), and
+# React then renders both states in one task: the page shows only the last, the first is the state
+# text node's old value in the mutation records.
 RECORD_STATES = """() => {
   window.__nrpStates = [];
-  const seen = () => {
-    const match = /Simulation State: (\\w+)/.exec(document.body.innerText);
+  const push = (state) => {
     const states = window.__nrpStates;
-    if (match && states[states.length - 1] !== match[1]) states.push(match[1]);
+    if (/^\\w+$/.test(state) && states[states.length - 1] !== state) states.push(state);
   };
-  new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, characterData: true});
-  seen();
+  const shown = () => (/Simulation State: (\\w+)/.exec(document.body.innerText) || [])[1] || '';
+  const isState = (node) => node.parentNode && node.parentNode.textContent.startsWith('Simulation State:');
+  const options = {subtree: true, childList: true, characterData: true, characterDataOldValue: true};
+  new MutationObserver((records) => {
+    for (const record of records) {
+      if (record.type === 'characterData' && isState(record.target)) push(record.oldValue.trim());
+    }
+    push(shown());
+  }).observe(document.body, options);
+  push(shown());
 }"""
 
 
