@@ -3,7 +3,8 @@
 The build (``../shared/nrp-frontend/build`` beside the repository) has ``localhost:9000`` baked in;
 the test serves a copy from a temporary folder with those URLs rewritten to the port ``nrp up``
 bound (port 0, read from its output), so nothing assumes 9000 is free. Playwright drives Debian's
-``chromium``. Every step leaves a screenshot and the browser's console log; when a step fails they
+``chromium``. Every step leaves a screenshot and the browser log (console, failed requests, and each
+change of what the page's experiment list says is joinable, all with times); when a step fails they
 are copied to ``<tmp>/nrp-frontend-browser-failures/<time>/`` and that path is in the failure message.
 """
 
@@ -80,22 +81,44 @@ class Browser:
         self.shots = shots
         self.log: list[str] = []
         self.step = 0
-        self.page.on("console", lambda msg: self.log.append(f"console.{msg.type}: {msg.text}"))
-        self.page.on("pageerror", lambda exc: self.log.append(f"pageerror: {exc}"))
-        self.page.on(
-            "response",
-            lambda r: (
-                self.log.append(f"HTTP {r.status} {r.request.method} {r.url}") if r.status >= 400 else None
-            ),
-        )
+        self.started = time.monotonic()
+        self.joinable: dict[str, list[str]] | None = None
+        self.page.on("console", lambda msg: self.note(f"console.{msg.type}: {msg.text}"))
+        self.page.on("pageerror", lambda exc: self.note(f"pageerror: {exc}"))
+        self.page.on("response", self._on_response)
+
+    def note(self, text: str) -> None:
+        """One line of the browser log, with the seconds since the browser started."""
+        self.log.append(f"[{time.monotonic() - self.started:7.2f}] {text}")
+
+    def _on_response(self, response: Any) -> None:
+        """Failed requests, and each change of what the page's experiment list says is joinable."""
+        request = response.request
+        if response.status >= 400:
+            self.note(f"HTTP {response.status} {request.method} {response.url}")
+        elif request.method == "GET" and response.url.split("?")[0].endswith("/proxy/storage/experiments"):
+            try:
+                listed = response.json()
+                joinable = {
+                    item["id"]: [j["server"] for j in item["joinableServers"]]
+                    for item in listed
+                    if item.get("joinableServers")
+                }
+            except Exception as exc:  # noqa: BLE001 - a diagnostic line must not fail the test
+                self.note(f"experiment list unreadable: {exc}")
+                return
+            if joinable != self.joinable:
+                self.joinable = joinable
+                self.note(f"the page's experiment list has joinable simulations: {joinable}")
 
     def snapshot(self, name: str) -> Path:
         self.step += 1
         path = self.shots / f"{self.step:02d}-{name}.png"
+        self.note(f"step {path.name}")
         try:
             self.page.screenshot(path=str(path), full_page=True)
         except Exception as exc:  # noqa: BLE001 - a failed screenshot must not hide the real failure
-            self.log.append(f"screenshot {name} failed: {exc}")
+            self.note(f"screenshot {name} failed: {exc}")
         (self.shots / "browser.log").write_text("\n".join(self.log), encoding="utf-8")
         return path
 
@@ -168,15 +191,26 @@ def leave(page: Any) -> None:
     page.wait_for_url("**/experiments-overview")
 
 
+# Records every state the workbench renders in "Simulation State: <state>". Two status messages can
+# reach the page in one WebSocket frame (the gateway forwards the broker's bytes as they come), and
+# React then renders both states in one task: the page shows only the last, the first is the state
+# text node's old value in the mutation records.
 RECORD_STATES = """() => {
   window.__nrpStates = [];
-  const seen = () => {
-    const match = /Simulation State: (\\w+)/.exec(document.body.innerText);
+  const push = (state) => {
     const states = window.__nrpStates;
-    if (match && states[states.length - 1] !== match[1]) states.push(match[1]);
+    if (/^\\w+$/.test(state) && states[states.length - 1] !== state) states.push(state);
   };
-  new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, characterData: true});
-  seen();
+  const shown = () => (/Simulation State: (\\w+)/.exec(document.body.innerText) || [])[1] || '';
+  const isState = (node) => node.parentNode && node.parentNode.textContent.startsWith('Simulation State:');
+  const options = {subtree: true, childList: true, characterData: true, characterDataOldValue: true};
+  new MutationObserver((records) => {
+    for (const record of records) {
+      if (record.type === 'characterData' && isState(record.target)) push(record.oldValue.trim());
+    }
+    push(shown());
+  }).observe(document.body, options);
+  push(shown());
 }"""
 
 
@@ -276,7 +310,11 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
         browser.check_healthy("completed")
         assert api.get(sim_url).json()["state"] == "completed"
 
-        # 5. leave and re-open: the page re-joins the running simulation through joinableServers
+        # 5. leave and re-open: the page re-joins the running simulation through joinableServers.
+        # Two polls stand between the simulation and the page: storage's registry asks the REST
+        # server every 3 s, and the page asks storage for its experiment list every 3 s. The
+        # workbench re-joins from the page's last list, read once when it opens, so first storage
+        # must list the simulation, then the page's list must show it ("(1 simulation running)").
         leave(page)
 
         def joinable() -> list[str]:
@@ -284,6 +322,8 @@ def test_stock_frontend_flow(browser_run: tuple[UpProcess, Browser, dict[str, st
             return [j["server"] for j in listed[0]["joinableServers"]]
 
         assert _wait(joinable, "the registry's next poll to see the simulation") == ["local"]
+        entry = panel.locator("li").filter(has=page.get_by_text(name, exact=True))
+        entry.get_by_text("(1 simulation running)", exact=True).wait_for()
         panel.get_by_text(name, exact=True).click()
         panel.get_by_role("button", name="Open").click()
         page.wait_for_url(f"**/experiment/{clone}")
