@@ -304,6 +304,9 @@ def test_triggers_over_broker(make_pair) -> None:
     assert backend.events[0].data == {"experiment": "husky"}
     assert backend.accept_command("initialized") is False
     assert backend.accept_command("paused") is False
+    # The spy's sync marker orders only its own messages: wait for the backend's message itself,
+    # then sync, so that anything the no-ops might have published would have arrived too.
+    wait_for(lambda: len(pair.spy.payloads()) >= 2, message="the initialized message")
     pair.spy.sync()
     # the connect clear, then exactly one message: the no-ops published nothing
     assert pair.spy.payloads() == [None, msg("nrp_backend", "created", "initialized", "paused")]
