@@ -1,4 +1,4 @@
-"""Simulations of one REST server: launch, transitions, supervision, shutdown.
+"""Simulations of one REST server: launch, transitions, shutdown.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
 uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the manager's lock
@@ -8,7 +8,8 @@ transition (a stop can take seconds).
 
 Where the rest lives: ``simulation.py`` (one simulation: record, directory, process, clean-up),
 ``simulation_sync.py`` (its MQTT status and runtime errors), ``reconcile.py`` (restart recovery,
-stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle).
+stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle),
+``watchdog.py`` (auto-stop of idle completed and over-lifetime simulations).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,13 @@ from hbp_nrp_backend.simulation import (
     LaunchRequest,
     Simulation,
 )
+from hbp_nrp_backend.watchdog import Watchdog
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.lifecycle import REST_TARGETS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FINALIZED_MESSAGE", "REQUESTABLE_STATES", "LaunchRequest", "Simulation", "SimulationManager"]
-
-WATCHDOG_PERIOD = 0.5
 
 
 def _targets(state: str) -> str:
@@ -94,9 +93,7 @@ class SimulationManager:
         self._link_lock = threading.Lock()
         self._pending = 0
         self._simulations: dict[int, Simulation] = {}
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
-        self._auto_stopping: set[int] = set()
+        self.watchdog = Watchdog(self)
         for record in self.registry.load_all():
             self._simulations[record.id] = Simulation(self, record)
 
@@ -106,8 +103,7 @@ class SimulationManager:
         self.reconcile()
         self.clear_stale_retained()
         self.uploader.start()
-        self._watchdog = threading.Thread(target=self._watch, name="SimulationWatchdog", daemon=True)
-        self._watchdog.start()
+        self.watchdog.start()
 
     def reconcile(self) -> None:
         """Fail every simulation a previous run left unfinished (see :mod:`hbp_nrp_backend.reconcile`)."""
@@ -119,7 +115,7 @@ class SimulationManager:
 
     def shutdown(self) -> None:
         """Stop every active simulation as a user stop would (logs uploaded or spooled)."""
-        self._stop.set()
+        self.watchdog.stop()
         threads = []
         for sim in list(self._simulations.values()):
             if sim.lifecycle is not None and sim.state not in FINAL_STATES:
@@ -134,8 +130,7 @@ class SimulationManager:
         self.uploader.close()
         if self.mqtt_accounts is not None:
             self.mqtt_accounts.close()
-        if self._watchdog is not None:
-            self._watchdog.join(2)
+        self.watchdog.join(2)
         self.registry.close()
 
     @property
@@ -303,31 +298,7 @@ class SimulationManager:
         except Exception as exc:
             logger.info("Simulation %s: stop (%s) not applied: %s", sim.id, reason, exc)
         finally:
-            with self._lock:
-                self._auto_stopping.discard(sim.id)
-
-    def _watch(self) -> None:
-        """Stop simulations idle in ``completed`` too long, and those past their wall-clock limit."""
-        while not self._stop.wait(WATCHDOG_PERIOD):
-            now = time.monotonic()
-            for sim in list(self._simulations.values()):
-                if sim.lifecycle is None or sim.state in FINAL_STATES:
-                    continue
-                reason = None
-                if sim.completed_at is not None and sim.state == "completed":
-                    if now - sim.completed_at >= self.config.completed_idle_stop:
-                        reason = "idle after completion"
-                if now - sim.started_at >= self.config.max_lifetime:
-                    reason = "maximum lifetime exceeded"
-                if reason is None:
-                    continue
-                with self._lock:
-                    if sim.id in self._auto_stopping:
-                        continue
-                    self._auto_stopping.add(sim.id)
-                threading.Thread(
-                    target=self.stop_quietly, args=(sim, reason), name=f"SimAutoStop-{sim.id}", daemon=True
-                ).start()
+            self.watchdog.stop_ended(sim.id)
 
     # -- NRP_SIMULATION_DIR ------------------------------------------------------------------------
     def link_simulation_dir(self, sim_dir: Path) -> None:
