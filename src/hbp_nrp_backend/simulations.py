@@ -1,4 +1,4 @@
-"""Simulations of one REST server: launch, transitions, shutdown.
+"""Simulations of one REST server: launch, lookup, access checks, shutdown.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
 uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the manager's lock
@@ -9,7 +9,8 @@ transition (a stop can take seconds).
 Where the rest lives: ``simulation.py`` (one simulation: record, directory, process, clean-up),
 ``simulation_sync.py`` (its MQTT status and runtime errors), ``reconcile.py`` (restart recovery,
 stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle),
-``watchdog.py`` (auto-stop of idle completed and over-lifetime simulations).
+``state_requests.py`` (requested transitions, the server's own stops), ``watchdog.py`` (auto-stop
+of idle completed and over-lifetime simulations).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hbp_nrp_backend import events, reconcile
+from hbp_nrp_backend import events, reconcile, state_requests
 from hbp_nrp_backend.auth import Authenticator, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
@@ -33,12 +34,10 @@ from hbp_nrp_backend.errors import (
     Forbidden,
     NotFound,
     ServiceUnavailable,
-    TransitionError,
 )
 from hbp_nrp_backend.logs import LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
 from hbp_nrp_backend.registry import FINAL_STATES, Registry, SimulationRecord
-from hbp_nrp_backend.simserver_process import KILL_WAIT
 from hbp_nrp_backend.simulation import (
     BROKER_TIMEOUT,
     FINALIZED_MESSAGE,
@@ -48,15 +47,10 @@ from hbp_nrp_backend.simulation import (
 )
 from hbp_nrp_backend.watchdog import Watchdog
 from hbp_nrp_commons import mqtt
-from hbp_nrp_commons.lifecycle import REST_TARGETS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FINALIZED_MESSAGE", "REQUESTABLE_STATES", "LaunchRequest", "Simulation", "SimulationManager"]
-
-
-def _targets(state: str) -> str:
-    return ", ".join(REST_TARGETS.get(state, ()))
 
 
 class SimulationManager:
@@ -247,56 +241,15 @@ class SimulationManager:
             raise ApiError(message, 500, data=sim.user_text(str(cause))) from exc
         return sim
 
-    # -- transitions ---------------------------------------------------------------------------
-    def request_state(self, sim: Simulation, requested: Any, user: User | None = None) -> dict[str, Any]:
-        """``PUT /simulation/<id>/state`` after the 404/401/403/final checks; 400 for an illegal state."""
-        current = sim.state
-        if requested not in REQUESTABLE_STATES:
-            raise TransitionError(
-                f"Invalid state requested: ({requested}). Current state: '{current}'; "
-                f"allowed: {_targets(current)}"
-            )
-        lifecycle = sim.lifecycle
-        if lifecycle is None:
-            raise TransitionError(FINALIZED_MESSAGE)
-        from hbp_nrp_backend.lifecycle import InvalidTransitionError, LifecycleBusyError
-
-        try:
-            lifecycle.command(requested)
-        except LifecycleBusyError as exc:
-            if requested == "stopped" and self._wait_for_cleanup(sim):
-                # Another stop (the watchdog's, a second click) got there first: answer as it ends.
-                return sim.state_representation()
-            raise TransitionError(f"The state transition is invalid ({exc})") from exc
-        except InvalidTransitionError as exc:
-            current = getattr(exc, "current", None) or sim.state
-            if current in FINAL_STATES:
-                raise TransitionError(FINALIZED_MESSAGE) from exc
-            raise TransitionError(
-                f"The state transition is invalid ('{current}' -> '{requested}'). "
-                f"Allowed from '{current}': {_targets(current)}"
-            ) from exc
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise ApiError(f"Internal server error: {exc}", 500, "General error") from exc
-        return sim.state_representation()
-
-    def _wait_for_cleanup(self, sim: Simulation) -> bool:
-        """Wait for a stop or failure in progress to end; True once ``sim`` is final and cleaned."""
-        bound = self.config.stop_grace + KILL_WAIT + self.config.settings.storage_timeout + 5
-        lifecycle = sim.lifecycle
-        # ``done_event`` follows the state change, which follows the cleanup.
-        return lifecycle is not None and lifecycle.done_event.wait(bound) and sim.state in FINAL_STATES
+    # -- transitions (state_requests.py) ---------------------------------------------------------
+    def request_state(self, sim: Simulation, requested: object) -> dict[str, Any]:
+        """``PUT /simulation/<id>/state``: see :func:`hbp_nrp_backend.state_requests.request_state`."""
+        return state_requests.request_state(sim, requested, self.config)
 
     def stop_quietly(self, sim: Simulation, reason: str) -> None:
-        """Stop ``sim`` if it still runs; a refused stop is only logged (watchdog, unexpected exits)."""
+        """Stop ``sim`` if it still runs, only logging a refusal; the watchdog may stop it again after."""
         try:
-            if sim.lifecycle is not None and sim.state not in FINAL_STATES:
-                logger.info("Stopping simulation %s (%s)", sim.id, reason)
-                sim.lifecycle.command("stopped")
-        except Exception as exc:
-            logger.info("Simulation %s: stop (%s) not applied: %s", sim.id, reason, exc)
+            state_requests.stop_quietly(sim, reason)
         finally:
             self.watchdog.stop_ended(sim.id)
 
