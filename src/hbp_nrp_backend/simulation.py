@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -46,16 +45,6 @@ logger = logging.getLogger(__name__)
 REQUESTABLE_STATES = ("started", "paused", "stopped")
 FINALIZED_MESSAGE = "The state transition is invalid (The simulation requested is finalized)"
 BROKER_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    """A checked ``POST /simulation`` body."""
-
-    experiment_id: str
-    experiment_configuration: str = "simulation_config.json"
-    main_script: str = "main_script.py"
-    ctx_id: str | None = None
 
 
 def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str]:

@@ -1,12 +1,13 @@
 """Simulations of one REST server: launch, lookup, access checks, shutdown.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
-uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the manager's lock
-covers only ID allocation and the capacity check; each simulation's transitions are serialised by
-its own lifecycle lock; reading a simulation never takes a lock, so GET requests never wait for a
-transition (a stop can take seconds).
+uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the launcher's lock
+covers only the capacity check and the registration of a new simulation; each simulation's
+transitions are serialised by its own lifecycle lock; reading a simulation never takes a lock, so
+GET requests never wait for a transition (a stop can take seconds).
 
-Where the rest lives: ``simulation.py`` (one simulation: record, directory, process, clean-up),
+Where the rest lives: ``launch.py`` (checks, capacity, record and lifecycle creation, a failed
+start), ``simulation.py`` (one simulation: record, directory, process, clean-up),
 ``simulation_sync.py`` (its MQTT status and runtime errors), ``reconcile.py`` (restart recovery,
 stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle),
 ``state_requests.py`` (requested transitions, the server's own stops), ``watchdog.py`` (auto-stop
@@ -21,30 +22,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hbp_nrp_backend import events, reconcile, state_requests
+from hbp_nrp_backend import reconcile, state_requests
 from hbp_nrp_backend.auth import Authenticator, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
-    BROKER_UNREACHABLE,
     MODIFY_FORBIDDEN,
     SIMULATION_NOT_FOUND,
     VIEW_FORBIDDEN,
     ApiError,
-    Conflict,
     Forbidden,
     NotFound,
-    ServiceUnavailable,
 )
+from hbp_nrp_backend.launch import Launcher, LaunchRequest
 from hbp_nrp_backend.logs import LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
-from hbp_nrp_backend.registry import FINAL_STATES, Registry, SimulationRecord
-from hbp_nrp_backend.simulation import (
-    BROKER_TIMEOUT,
-    FINALIZED_MESSAGE,
-    REQUESTABLE_STATES,
-    LaunchRequest,
-    Simulation,
-)
+from hbp_nrp_backend.registry import FINAL_STATES, Registry
+from hbp_nrp_backend.simulation import FINALIZED_MESSAGE, REQUESTABLE_STATES, Simulation
 from hbp_nrp_backend.watchdog import Watchdog
 from hbp_nrp_commons import mqtt
 
@@ -83,10 +76,9 @@ class SimulationManager:
         self.mqtt_accounts: DynsecAccounts | None = None
         if config.mqtt_dynsec:
             self.mqtt_accounts = DynsecAccounts(settings.mqtt, mqtt.client_id(self.node_name, "accounts"))
-        self._lock = threading.Lock()
         self._link_lock = threading.Lock()
-        self._pending = 0
         self._simulations: dict[int, Simulation] = {}
+        self.launcher = Launcher(self)
         self.watchdog = Watchdog(self)
         for record in self.registry.load_all():
             self._simulations[record.id] = Simulation(self, record)
@@ -171,75 +163,16 @@ class SimulationManager:
         return [sim for sim in self.all() if sim.record.owner == user.id]
 
     def active_count(self) -> int:
-        return sum(1 for sim in self._simulations.values() if sim.active)
+        return sum(1 for sim in list(self._simulations.values()) if sim.active)
 
-    # -- launch ------------------------------------------------------------------------------------
+    def register(self, sim: Simulation) -> None:
+        """Add a launched simulation (the launcher calls it under its lock, after its capacity check)."""
+        self._simulations[sim.id] = sim
+
+    # -- launch (launch.py) ------------------------------------------------------------------------
     def launch(self, user: User, request: LaunchRequest) -> Simulation:
-        """``POST /simulation`` after the body was checked.
-
-        Checks the capacity (409) and the experiment's access (404), allocates the id, connects the
-        simulation's lifecycle to MQTT (503 when the broker is unreachable), registers the simulation
-        and fires ``initialized``, which clones the experiment and spawns the Simulation Server.
-        """
-        from hbp_nrp_backend.lifecycle import BackendSimulationLifecycle
-
-        limit = self.config.max_simulations
-        with self._lock:
-            if self.active_count() + self._pending >= limit:
-                raise Conflict(
-                    f"Maximum number of simulations reached on this server ({limit}); stop one first"
-                )
-            self._pending += 1
-        try:
-            if not self.auth.experiment_accessible(user, request.experiment_id, request.ctx_id):
-                raise NotFound(f"Experiment {request.experiment_id} not found in storage")
-            sim_id = self.registry.allocate_id()
-            prefix = self.config.settings.mqtt.prefix
-            connection = mqtt.MqttConnection(
-                self.config.settings.mqtt, mqtt.client_id(self.node_name, sim_id)
-            )
-            record = SimulationRecord(
-                id=sim_id,
-                experiment_id=request.experiment_id,
-                experiment_configuration=request.experiment_configuration,
-                main_script=request.main_script,
-                owner=user.id,
-                ctx_id=request.ctx_id,
-                token=user.token,
-            )
-            sim = Simulation(self, record)
-            sim.connection = connection
-            try:
-                sim.sync.subscribe(connection)
-                lifecycle = BackendSimulationLifecycle(sim, connection, prefix)
-                lifecycle.connect(BROKER_TIMEOUT)
-            except mqtt.BrokerUnreachable as exc:
-                connection.close()
-                raise ServiceUnavailable(BROKER_UNREACHABLE) from exc
-            sim.lifecycle = lifecycle
-            sim.save()
-            with self._lock:
-                self._simulations[sim_id] = sim
-        finally:
-            with self._lock:
-                self._pending -= 1
-        try:
-            sim.lifecycle.command("initialized")
-        except ApiError as exc:
-            sim.record.error = sim.loading_error(exc.message)
-            sim.save()
-            events.launch_failed(sim_id, request.experiment_id, exc.message)
-            raise
-        except Exception as exc:
-            cause = exc
-            message = f'Error starting the simulation. ("{cause!r}") An exception has occurred'
-            sim.record.error = sim.loading_error(message)
-            sim.save()
-            logger.error("Simulation %s could not start", sim_id, exc_info=exc)
-            message = sim.user_text(message)
-            events.launch_failed(sim_id, request.experiment_id, message)
-            raise ApiError(message, 500, data=sim.user_text(str(cause))) from exc
-        return sim
+        """``POST /simulation``: see :meth:`hbp_nrp_backend.launch.Launcher.launch`."""
+        return self.launcher.launch(user, request)
 
     # -- transitions (state_requests.py) ---------------------------------------------------------
     def request_state(self, sim: Simulation, requested: object) -> dict[str, Any]:
