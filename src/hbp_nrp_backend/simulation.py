@@ -57,18 +57,32 @@ def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str
 class ExperimentCloner(Protocol):
     """What a simulation needs from the storage client."""
 
-    def clone_experiment(self, token: str, experiment_id: str, dest: Path) -> Any: ...
+    def clone_experiment(self, token: str, experiment_id: str, dest: Path) -> object: ...
 
 
 class SimulationHost(Protocol):
-    """What a :class:`Simulation` needs from the server that owns it (the ``SimulationManager``)."""
+    """What a :class:`Simulation` needs from the server that owns it (the ``SimulationManager``).
 
-    config: BackendConfig
-    storage: ExperimentCloner
-    registry: Registry
-    uploader: LogUploader
-    simserver_module: str
-    mqtt_accounts: DynsecAccounts | None
+    Read-only members: a host may hold more than this (its storage client does more than clone).
+    """
+
+    @property
+    def config(self) -> BackendConfig: ...
+
+    @property
+    def storage(self) -> ExperimentCloner: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def uploader(self) -> LogUploader: ...
+
+    @property
+    def simserver_module(self) -> str: ...
+
+    @property
+    def mqtt_accounts(self) -> DynsecAccounts | None: ...
 
     def link_simulation_dir(self, sim_dir: Path) -> None: ...
 

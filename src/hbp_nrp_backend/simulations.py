@@ -20,10 +20,10 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hbp_nrp_backend import reconcile, state_requests
-from hbp_nrp_backend.auth import Authenticator, User
+from hbp_nrp_backend.auth import Authenticator, IdentityStorage, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
     MODIFY_FORBIDDEN,
@@ -34,16 +34,28 @@ from hbp_nrp_backend.errors import (
     NotFound,
 )
 from hbp_nrp_backend.launch import Launcher, LaunchRequest
-from hbp_nrp_backend.logs import LogUploader
+from hbp_nrp_backend.logs import LogStorage, LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
 from hbp_nrp_backend.registry import FINAL_STATES, Registry
-from hbp_nrp_backend.simulation import FINALIZED_MESSAGE, REQUESTABLE_STATES, Simulation
+from hbp_nrp_backend.simulation import FINALIZED_MESSAGE, REQUESTABLE_STATES, ExperimentCloner, Simulation
 from hbp_nrp_backend.watchdog import Watchdog
 from hbp_nrp_commons import mqtt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FINALIZED_MESSAGE", "REQUESTABLE_STATES", "LaunchRequest", "Simulation", "SimulationManager"]
+__all__ = [
+    "FINALIZED_MESSAGE",
+    "REQUESTABLE_STATES",
+    "BackendStorage",
+    "LaunchRequest",
+    "Simulation",
+    "SimulationManager",
+]
+
+
+class BackendStorage(IdentityStorage, LogStorage, ExperimentCloner, Protocol):
+    """What the REST server needs from the storage client: identities and experiment listings
+    (authentication), log uploads (the uploader), experiment clones (each simulation)."""
 
 
 class SimulationManager:
@@ -54,14 +66,16 @@ class SimulationManager:
         storage: the storage client; built from the settings when ``None``.
     """
 
-    def __init__(self, config: BackendConfig, storage: Any = None) -> None:
+    def __init__(self, config: BackendConfig, storage: BackendStorage | None = None) -> None:
         from hbp_nrp_backend.storage_client import StorageClient
 
         self.config = config
         settings = config.settings
-        self.storage = storage or StorageClient.from_settings(settings)
+        self.storage: BackendStorage = storage or StorageClient.from_settings(settings)
         self.auth = Authenticator(config.auth, self.storage, config.admin_users, ttl=config.auth_cache_ttl)
-        upload_client = storage or StorageClient(settings.storage_url, settings.storage_timeout, backoff=())
+        upload_client: LogStorage = storage or StorageClient(
+            settings.storage_url, settings.storage_timeout, backoff=()
+        )
         self.uploader = LogUploader(
             upload_client,
             config.log_spool_dir,
