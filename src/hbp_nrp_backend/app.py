@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, request, send_from_directory
 from flask_smorest import Api
@@ -16,6 +16,9 @@ from hbp_nrp_backend.api.version import package_version
 from hbp_nrp_backend.config import BackendConfig, load_backend_config
 from hbp_nrp_backend.errors import ALLOWED_HEADERS, ALLOWED_METHODS, register_error_handlers
 from hbp_nrp_commons.settings import Settings
+
+if TYPE_CHECKING:
+    from hbp_nrp_backend.simulations import BackendStorage
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def _answer_options() -> Response | None:
 def create_app(
     settings: BackendConfig | Settings | None = None,
     *,
-    storage: Any = None,
+    storage: BackendStorage | None = None,
     start: bool = True,
 ) -> Flask:
     """Build the REST server.

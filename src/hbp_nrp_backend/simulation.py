@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,16 +47,6 @@ FINALIZED_MESSAGE = "The state transition is invalid (The simulation requested i
 BROKER_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
-class LaunchRequest:
-    """A checked ``POST /simulation`` body."""
-
-    experiment_id: str
-    experiment_configuration: str = "simulation_config.json"
-    main_script: str = "main_script.py"
-    ctx_id: str | None = None
-
-
 def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str]:
     """The environment that gives a Simulation Server its own MQTT identity (none without a secret)."""
     if not settings.secret:
@@ -68,18 +57,32 @@ def simulation_credentials(settings: MqttSettings, sim_id: int) -> dict[str, str
 class ExperimentCloner(Protocol):
     """What a simulation needs from the storage client."""
 
-    def clone_experiment(self, token: str, experiment_id: str, dest: Path) -> Any: ...
+    def clone_experiment(self, token: str, experiment_id: str, dest: Path) -> object: ...
 
 
 class SimulationHost(Protocol):
-    """What a :class:`Simulation` needs from the server that owns it (the ``SimulationManager``)."""
+    """What a :class:`Simulation` needs from the server that owns it (the ``SimulationManager``).
 
-    config: BackendConfig
-    storage: ExperimentCloner
-    registry: Registry
-    uploader: LogUploader
-    simserver_module: str
-    mqtt_accounts: DynsecAccounts | None
+    Read-only members: a host may hold more than this (its storage client does more than clone).
+    """
+
+    @property
+    def config(self) -> BackendConfig: ...
+
+    @property
+    def storage(self) -> ExperimentCloner: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def uploader(self) -> LogUploader: ...
+
+    @property
+    def simserver_module(self) -> str: ...
+
+    @property
+    def mqtt_accounts(self) -> DynsecAccounts | None: ...
 
     def link_simulation_dir(self, sim_dir: Path) -> None: ...
 

@@ -1,14 +1,17 @@
-"""Simulations of one REST server: launch, transitions, supervision, shutdown.
+"""Simulations of one REST server: launch, lookup, access checks, shutdown.
 
 :class:`SimulationManager` owns the registry, the storage client, authentication, the log
-uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the manager's lock
-covers only ID allocation and the capacity check; each simulation's transitions are serialised by
-its own lifecycle lock; reading a simulation never takes a lock, so GET requests never wait for a
-transition (a stop can take seconds).
+uploader and every :class:`~hbp_nrp_backend.simulation.Simulation`. Locking: the launcher's lock
+covers only the capacity check and the registration of a new simulation; each simulation's
+transitions are serialised by its own lifecycle lock; reading a simulation never takes a lock, so
+GET requests never wait for a transition (a stop can take seconds).
 
-Where the rest lives: ``simulation.py`` (one simulation: record, directory, process, clean-up),
+Where the rest lives: ``launch.py`` (checks, capacity, record and lifecycle creation, a failed
+start), ``simulation.py`` (one simulation: record, directory, process, clean-up),
 ``simulation_sync.py`` (its MQTT status and runtime errors), ``reconcile.py`` (restart recovery,
-stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle).
+stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle),
+``state_requests.py`` (requested transitions, the server's own stops), ``watchdog.py`` (auto-stop
+of idle completed and over-lifetime simulations).
 """
 
 from __future__ import annotations
@@ -16,48 +19,43 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from hbp_nrp_backend import events, reconcile
-from hbp_nrp_backend.auth import Authenticator, User
+from hbp_nrp_backend import reconcile, state_requests
+from hbp_nrp_backend.auth import Authenticator, IdentityStorage, User
 from hbp_nrp_backend.config import BackendConfig
 from hbp_nrp_backend.errors import (
-    BROKER_UNREACHABLE,
     MODIFY_FORBIDDEN,
     SIMULATION_NOT_FOUND,
     VIEW_FORBIDDEN,
     ApiError,
-    Conflict,
     Forbidden,
     NotFound,
-    ServiceUnavailable,
-    TransitionError,
 )
-from hbp_nrp_backend.logs import LogUploader
+from hbp_nrp_backend.launch import Launcher, LaunchRequest
+from hbp_nrp_backend.logs import LogStorage, LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
-from hbp_nrp_backend.registry import FINAL_STATES, Registry, SimulationRecord
-from hbp_nrp_backend.simserver_process import KILL_WAIT
-from hbp_nrp_backend.simulation import (
-    BROKER_TIMEOUT,
-    FINALIZED_MESSAGE,
-    REQUESTABLE_STATES,
-    LaunchRequest,
-    Simulation,
-)
+from hbp_nrp_backend.registry import FINAL_STATES, Registry
+from hbp_nrp_backend.simulation import FINALIZED_MESSAGE, REQUESTABLE_STATES, ExperimentCloner, Simulation
+from hbp_nrp_backend.watchdog import Watchdog
 from hbp_nrp_commons import mqtt
-from hbp_nrp_commons.lifecycle import REST_TARGETS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FINALIZED_MESSAGE", "REQUESTABLE_STATES", "LaunchRequest", "Simulation", "SimulationManager"]
+__all__ = [
+    "FINALIZED_MESSAGE",
+    "REQUESTABLE_STATES",
+    "BackendStorage",
+    "LaunchRequest",
+    "Simulation",
+    "SimulationManager",
+]
 
-WATCHDOG_PERIOD = 0.5
 
-
-def _targets(state: str) -> str:
-    return ", ".join(REST_TARGETS.get(state, ()))
+class BackendStorage(IdentityStorage, LogStorage, ExperimentCloner, Protocol):
+    """What the REST server needs from the storage client: identities and experiment listings
+    (authentication), log uploads (the uploader), experiment clones (each simulation)."""
 
 
 class SimulationManager:
@@ -68,14 +66,16 @@ class SimulationManager:
         storage: the storage client; built from the settings when ``None``.
     """
 
-    def __init__(self, config: BackendConfig, storage: Any = None) -> None:
+    def __init__(self, config: BackendConfig, storage: BackendStorage | None = None) -> None:
         from hbp_nrp_backend.storage_client import StorageClient
 
         self.config = config
         settings = config.settings
-        self.storage = storage or StorageClient.from_settings(settings)
+        self.storage: BackendStorage = storage or StorageClient.from_settings(settings)
         self.auth = Authenticator(config.auth, self.storage, config.admin_users, ttl=config.auth_cache_ttl)
-        upload_client = storage or StorageClient(settings.storage_url, settings.storage_timeout, backoff=())
+        upload_client: LogStorage = storage or StorageClient(
+            settings.storage_url, settings.storage_timeout, backoff=()
+        )
         self.uploader = LogUploader(
             upload_client,
             config.log_spool_dir,
@@ -90,13 +90,10 @@ class SimulationManager:
         self.mqtt_accounts: DynsecAccounts | None = None
         if config.mqtt_dynsec:
             self.mqtt_accounts = DynsecAccounts(settings.mqtt, mqtt.client_id(self.node_name, "accounts"))
-        self._lock = threading.Lock()
         self._link_lock = threading.Lock()
-        self._pending = 0
         self._simulations: dict[int, Simulation] = {}
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
-        self._auto_stopping: set[int] = set()
+        self.launcher = Launcher(self)
+        self.watchdog = Watchdog(self)
         for record in self.registry.load_all():
             self._simulations[record.id] = Simulation(self, record)
 
@@ -106,8 +103,7 @@ class SimulationManager:
         self.reconcile()
         self.clear_stale_retained()
         self.uploader.start()
-        self._watchdog = threading.Thread(target=self._watch, name="SimulationWatchdog", daemon=True)
-        self._watchdog.start()
+        self.watchdog.start()
 
     def reconcile(self) -> None:
         """Fail every simulation a previous run left unfinished (see :mod:`hbp_nrp_backend.reconcile`)."""
@@ -119,7 +115,7 @@ class SimulationManager:
 
     def shutdown(self) -> None:
         """Stop every active simulation as a user stop would (logs uploaded or spooled)."""
-        self._stop.set()
+        self.watchdog.stop()
         threads = []
         for sim in list(self._simulations.values()):
             if sim.lifecycle is not None and sim.state not in FINAL_STATES:
@@ -134,8 +130,7 @@ class SimulationManager:
         self.uploader.close()
         if self.mqtt_accounts is not None:
             self.mqtt_accounts.close()
-        if self._watchdog is not None:
-            self._watchdog.join(2)
+        self.watchdog.join(2)
         self.registry.close()
 
     @property
@@ -182,152 +177,28 @@ class SimulationManager:
         return [sim for sim in self.all() if sim.record.owner == user.id]
 
     def active_count(self) -> int:
-        return sum(1 for sim in self._simulations.values() if sim.active)
+        return sum(1 for sim in list(self._simulations.values()) if sim.active)
 
-    # -- launch ------------------------------------------------------------------------------------
+    def register(self, sim: Simulation) -> None:
+        """Add a launched simulation (the launcher calls it under its lock, after its capacity check)."""
+        self._simulations[sim.id] = sim
+
+    # -- launch (launch.py) ------------------------------------------------------------------------
     def launch(self, user: User, request: LaunchRequest) -> Simulation:
-        """``POST /simulation`` after the body was checked.
+        """``POST /simulation``: see :meth:`hbp_nrp_backend.launch.Launcher.launch`."""
+        return self.launcher.launch(user, request)
 
-        Checks the capacity (409) and the experiment's access (404), allocates the id, connects the
-        simulation's lifecycle to MQTT (503 when the broker is unreachable), registers the simulation
-        and fires ``initialized``, which clones the experiment and spawns the Simulation Server.
-        """
-        from hbp_nrp_backend.lifecycle import BackendSimulationLifecycle
-
-        limit = self.config.max_simulations
-        with self._lock:
-            if self.active_count() + self._pending >= limit:
-                raise Conflict(
-                    f"Maximum number of simulations reached on this server ({limit}); stop one first"
-                )
-            self._pending += 1
-        try:
-            if not self.auth.experiment_accessible(user, request.experiment_id, request.ctx_id):
-                raise NotFound(f"Experiment {request.experiment_id} not found in storage")
-            sim_id = self.registry.allocate_id()
-            prefix = self.config.settings.mqtt.prefix
-            connection = mqtt.MqttConnection(
-                self.config.settings.mqtt, mqtt.client_id(self.node_name, sim_id)
-            )
-            record = SimulationRecord(
-                id=sim_id,
-                experiment_id=request.experiment_id,
-                experiment_configuration=request.experiment_configuration,
-                main_script=request.main_script,
-                owner=user.id,
-                ctx_id=request.ctx_id,
-                token=user.token,
-            )
-            sim = Simulation(self, record)
-            sim.connection = connection
-            try:
-                sim.sync.subscribe(connection)
-                lifecycle = BackendSimulationLifecycle(sim, connection, prefix)
-                lifecycle.connect(BROKER_TIMEOUT)
-            except mqtt.BrokerUnreachable as exc:
-                connection.close()
-                raise ServiceUnavailable(BROKER_UNREACHABLE) from exc
-            sim.lifecycle = lifecycle
-            sim.save()
-            with self._lock:
-                self._simulations[sim_id] = sim
-        finally:
-            with self._lock:
-                self._pending -= 1
-        try:
-            sim.lifecycle.command("initialized")
-        except ApiError as exc:
-            sim.record.error = sim.loading_error(exc.message)
-            sim.save()
-            events.launch_failed(sim_id, request.experiment_id, exc.message)
-            raise
-        except Exception as exc:
-            cause = exc
-            message = f'Error starting the simulation. ("{cause!r}") An exception has occurred'
-            sim.record.error = sim.loading_error(message)
-            sim.save()
-            logger.error("Simulation %s could not start", sim_id, exc_info=exc)
-            message = sim.user_text(message)
-            events.launch_failed(sim_id, request.experiment_id, message)
-            raise ApiError(message, 500, data=sim.user_text(str(cause))) from exc
-        return sim
-
-    # -- transitions ---------------------------------------------------------------------------
-    def request_state(self, sim: Simulation, requested: Any, user: User | None = None) -> dict[str, Any]:
-        """``PUT /simulation/<id>/state`` after the 404/401/403/final checks; 400 for an illegal state."""
-        current = sim.state
-        if requested not in REQUESTABLE_STATES:
-            raise TransitionError(
-                f"Invalid state requested: ({requested}). Current state: '{current}'; "
-                f"allowed: {_targets(current)}"
-            )
-        lifecycle = sim.lifecycle
-        if lifecycle is None:
-            raise TransitionError(FINALIZED_MESSAGE)
-        from hbp_nrp_backend.lifecycle import InvalidTransitionError, LifecycleBusyError
-
-        try:
-            lifecycle.command(requested)
-        except LifecycleBusyError as exc:
-            if requested == "stopped" and self._wait_for_cleanup(sim):
-                # Another stop (the watchdog's, a second click) got there first: answer as it ends.
-                return sim.state_representation()
-            raise TransitionError(f"The state transition is invalid ({exc})") from exc
-        except InvalidTransitionError as exc:
-            current = getattr(exc, "current", None) or sim.state
-            if current in FINAL_STATES:
-                raise TransitionError(FINALIZED_MESSAGE) from exc
-            raise TransitionError(
-                f"The state transition is invalid ('{current}' -> '{requested}'). "
-                f"Allowed from '{current}': {_targets(current)}"
-            ) from exc
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise ApiError(f"Internal server error: {exc}", 500, "General error") from exc
-        return sim.state_representation()
-
-    def _wait_for_cleanup(self, sim: Simulation) -> bool:
-        """Wait for a stop or failure in progress to end; True once ``sim`` is final and cleaned."""
-        bound = self.config.stop_grace + KILL_WAIT + self.config.settings.storage_timeout + 5
-        lifecycle = sim.lifecycle
-        # ``done_event`` follows the state change, which follows the cleanup.
-        return lifecycle is not None and lifecycle.done_event.wait(bound) and sim.state in FINAL_STATES
+    # -- transitions (state_requests.py) ---------------------------------------------------------
+    def request_state(self, sim: Simulation, requested: object) -> dict[str, Any]:
+        """``PUT /simulation/<id>/state``: see :func:`hbp_nrp_backend.state_requests.request_state`."""
+        return state_requests.request_state(sim, requested, self.config)
 
     def stop_quietly(self, sim: Simulation, reason: str) -> None:
-        """Stop ``sim`` if it still runs; a refused stop is only logged (watchdog, unexpected exits)."""
+        """Stop ``sim`` if it still runs, only logging a refusal; the watchdog may stop it again after."""
         try:
-            if sim.lifecycle is not None and sim.state not in FINAL_STATES:
-                logger.info("Stopping simulation %s (%s)", sim.id, reason)
-                sim.lifecycle.command("stopped")
-        except Exception as exc:
-            logger.info("Simulation %s: stop (%s) not applied: %s", sim.id, reason, exc)
+            state_requests.stop_quietly(sim, reason)
         finally:
-            with self._lock:
-                self._auto_stopping.discard(sim.id)
-
-    def _watch(self) -> None:
-        """Stop simulations idle in ``completed`` too long, and those past their wall-clock limit."""
-        while not self._stop.wait(WATCHDOG_PERIOD):
-            now = time.monotonic()
-            for sim in list(self._simulations.values()):
-                if sim.lifecycle is None or sim.state in FINAL_STATES:
-                    continue
-                reason = None
-                if sim.completed_at is not None and sim.state == "completed":
-                    if now - sim.completed_at >= self.config.completed_idle_stop:
-                        reason = "idle after completion"
-                if now - sim.started_at >= self.config.max_lifetime:
-                    reason = "maximum lifetime exceeded"
-                if reason is None:
-                    continue
-                with self._lock:
-                    if sim.id in self._auto_stopping:
-                        continue
-                    self._auto_stopping.add(sim.id)
-                threading.Thread(
-                    target=self.stop_quietly, args=(sim, reason), name=f"SimAutoStop-{sim.id}", daemon=True
-                ).start()
+            self.watchdog.stop_ended(sim.id)
 
     # -- NRP_SIMULATION_DIR ------------------------------------------------------------------------
     def link_simulation_dir(self, sim_dir: Path) -> None:

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 
 from hbp_nrp_backend.api.common import caller, json_body, manager
 from hbp_nrp_backend.api.schemas import ApiErrorSchema, SimulationRequestSchema, SimulationSchema, load_body
-from hbp_nrp_backend.simulation import LaunchRequest
+from hbp_nrp_backend.launch import LaunchRequest
 
 blp = Blueprint("simulation", __name__, description="Simulations of this server")
 

@@ -46,4 +46,4 @@ class SimulationState(MethodView):
         sims.check_modify(user, sim)
         sim.reject_if_final()
         body = load_body(StateRequestSchema(), json_body())
-        return sims.request_state(sim, body["state"], user)
+        return sims.request_state(sim, body["state"])
