@@ -122,7 +122,9 @@ def test_simulations_run_as_different_uids(
     if os.geteuid() != 0:
         pytest.skip("a uid per simulation needs a REST server running as root")
     backend = start_backend(**SANDBOXED)
-    script = "import os\nprint('UID', os.getuid(), flush=True)\n" + UNTIL_STOPPED
+    # one write (print() writes each argument on its own, and the unbuffered console interleaves
+    # the simserver's log lines between them)
+    script = "import os, sys\nsys.stdout.write(f'UID {os.getuid()}\\n')\n" + UNTIL_STOPPED
     experiment = upload(storage, tmp_path, "sandbox_uid", script)
     uids = []
     rest = backend.rest
@@ -135,6 +137,7 @@ def test_simulations_run_as_different_uids(
             sim_id, lambda s, i=sim_id: s["state"] != "started" or "UID " in console(backend, i), timeout=60
         )
         assert sim["state"] == "started", sim
+        assert "UID " in console(backend, sim_id), console(backend, sim_id)
         uids.append(int(console(backend, sim_id).split("UID ", 1)[1].split()[0]))
         assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
     assert 0 not in uids and uids[0] != uids[1], uids
