@@ -105,7 +105,8 @@ def test_log_file_is_exclusive(tmp_path: Path) -> None:
 
 def test_own_sigterm_is_no_failure(tmp_path: Path) -> None:
     process, exits = spawn(tmp_path, "import time; print('up', flush=True); time.sleep(30)")
-    assert process_carries_id(process.pid or 0, 3)
+    # between fork and exec the child still shows the parent's command line: wait for the exec
+    wait_until(lambda: process_carries_id(process.pid or 0, 3), message="the simserver's command line")
     assert not process_carries_id(process.pid or 0, 4)
     result = process.terminate(grace=HANG)
     # ended by the SIGTERM itself, not by the SIGKILL after the grace period
