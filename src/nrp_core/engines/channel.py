@@ -186,7 +186,7 @@ def serve(channel: Channel, server: Any) -> None:
         channel.send_pickled(payload)
 
 
-def _line_buffered_output() -> None:
+def line_buffered_output() -> None:
     """Write whole lines: several engines share one output file or pipe, even with ``python -u``.
 
     ``print("a", x)`` issues several writes; unbuffered streams (``PYTHONUNBUFFERED``) would pass
@@ -230,7 +230,7 @@ def worker_main(make_server: Any, argv: list[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     args, _unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _line_buffered_output()
+    line_buffered_output()
     parent = os.getppid()
 
     def watch_parent() -> None:

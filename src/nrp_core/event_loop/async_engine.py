@@ -360,6 +360,9 @@ def run_event_loop_engine_app(
     argv: Sequence[str] | None = None,
 ) -> int:
     """The async engine command: parse options and config, run the engine's Event Loop; exit code."""
+    from nrp_core.engines.channel import line_buffered_output
+
+    line_buffered_output()  # engines started together share one console: whole lines only
     levels = {
         "critical": logging.CRITICAL,
         "fatal": logging.FATAL,
