@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers.waiting import wait_until
+from tests.helpers.waiting import HANG, wait_until
 
 NRP = [sys.executable, "-m", "nrp_cli"]
 HEADINGS = ("REST API: ", "API docs: ", "Storage: ", "MQTT broker: ", "Token: ")
@@ -92,9 +92,13 @@ class UpProcess:
             pids += [int(p) for p in (task / "children").read_text().split()]
         return pids
 
-    def interrupt(self, timeout: float = 60) -> int:
+    def interrupt(self, timeout: float = 2 * HANG) -> int:
+        """Ctrl-C: ``nrp up`` stops every server in order (the REST server stops and uploads first)."""
         self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("nrp up did not stop after Ctrl-C:\n" + "\n".join(self.lines)) from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
