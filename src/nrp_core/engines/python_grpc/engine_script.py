@@ -11,61 +11,26 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from nrp_core.engines.python_json.engine_script import ScriptLife
+
 __all__ = ["GrpcEngineScript"]
 
 
-class GrpcEngineScript:
+class GrpcEngineScript(ScriptLife):
     """Base class of a Python gRPC engine's user script.
 
     Override the hooks :meth:`initialize`, :meth:`runLoop`, :meth:`reset` and :meth:`shutdown`;
     keep the engine's datapacks with :meth:`_registerDataPack`, :meth:`_setDataPack` and
-    :meth:`_getDataPack`.
+    :meth:`_getDataPack`. Name, config and time: :class:`ScriptLife`.
 
     Attributes:
-        _time_ns: the engine time in int nanoseconds; inside ``runLoop`` it already equals the end
-            time of the step.
-        _name: the ``EngineName``.
-        _config: the engine config sent at initialize.
         _datapacks_msgs: datapack name -> the message it holds (a new, empty message once registered).
     """
 
-    _time_ns: int
-    _name: str
-    _config: dict[str, Any]
     _datapacks_msgs: dict[str, Message]
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> GrpcEngineScript:
-        # State lives here so that a subclass whose __init__ skips super().__init__() still works.
-        script = super().__new__(cls)
-        script._time_ns = 0
-        script._name = ""
-        script._config = {}
-        script._datapacks_msgs = {}
-        return script
-
-    # -- hooks -------------------------------------------------------------------------------
-
-    def initialize(self) -> None:
-        """Called once after ``_name`` and ``_config`` are set; register datapacks here."""
-
-    def runLoop(self, timestep_ns: int) -> None:
-        """Advance the simulation by ``timestep_ns`` (``_time_ns`` is already the step's end time)."""
-
-    def reset(self) -> None:
-        """Bring the engine back to its initial state; the server then sets ``_time_ns`` to 0."""
-
-    def shutdown(self) -> None:
-        """Release the engine's resources."""
-
-    # -- engine name and time -----------------------------------------------------------------
-
-    def _getEngineName(self) -> str:
-        """The ``EngineName``."""
-        return self._name
-
-    def _advanceTime(self, timestep_ns: int) -> None:
-        """Add ``timestep_ns`` to ``_time_ns``."""
-        self._time_ns += timestep_ns
+    def _new_datapack_store(self) -> None:
+        self._datapacks_msgs = {}
 
     # -- datapacks ----------------------------------------------------------------------------
 

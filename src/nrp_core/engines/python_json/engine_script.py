@@ -11,38 +11,36 @@ from typing import Any
 
 from nrp_core.errors import DataPackRegistrationError
 
-__all__ = ["EngineScript"]
+__all__ = ["EngineScript", "ScriptLife"]
 
 
-class EngineScript:
-    """Base class of a Python JSON engine's user script.
-
-    Override the hooks :meth:`initialize`, :meth:`runLoop`, :meth:`reset` and :meth:`shutdown`;
-    keep the engine's datapacks with :meth:`_registerDataPack`, :meth:`_setDataPack` and
-    :meth:`_getDataPack`.
+class ScriptLife:
+    """What every Python engine script has, whatever its datapacks hold: the engine's name, config
+    and time, and the hooks the engine server calls (:class:`EngineScript`, ``GrpcEngineScript``).
 
     Attributes:
         _time_ns: the engine time in int nanoseconds; inside ``runLoop`` it already equals the end
             time of the step.
         _name: the ``EngineName``.
         _config: the full engine config sent at initialize (defaults filled, plus ``TimeRatio``).
-        _datapacks: datapack name -> data (``None`` until set).
     """
 
     _time_ns: int
     _name: str
     _config: dict[str, Any]
-    _datapacks: dict[str, Any]
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> EngineScript:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # State lives here rather than in __init__ so that a subclass whose __init__ forgets to
         # call super().__init__() still works.
         script = super().__new__(cls)
         script._time_ns = 0
         script._name = ""
         script._config = {}
-        script._datapacks = {}
+        script._new_datapack_store()
         return script
+
+    def _new_datapack_store(self) -> None:
+        """Create the (empty) datapack store of a new script."""
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -67,6 +65,23 @@ class EngineScript:
     def _advanceTime(self, timestep_ns: int) -> None:
         """Add ``timestep_ns`` to ``_time_ns``."""
         self._time_ns += timestep_ns
+
+
+class EngineScript(ScriptLife):
+    """Base class of a Python JSON engine's user script.
+
+    Override the hooks :meth:`initialize`, :meth:`runLoop`, :meth:`reset` and :meth:`shutdown`;
+    keep the engine's datapacks with :meth:`_registerDataPack`, :meth:`_setDataPack` and
+    :meth:`_getDataPack`. Name, config and time: :class:`ScriptLife`.
+
+    Attributes:
+        _datapacks: datapack name -> data (``None`` until set).
+    """
+
+    _datapacks: dict[str, Any]
+
+    def _new_datapack_store(self) -> None:
+        self._datapacks = {}
 
     # -- datapacks ----------------------------------------------------------------------------
 
