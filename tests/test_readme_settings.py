@@ -1,6 +1,6 @@
 """The README's settings table against the code that reads the environment.
 
-Every ``NRP_*`` / ``STORAGE_*`` variable named in ``src`` appears in the table and every variable of
+Every ``NRP_*`` / ``STORAGE_*`` variable (and Ray's ``RAY_ADDRESS``) named in ``src`` appears in the table and every variable of
 the table is named in ``src``; the settings loaders read nothing the table lacks; and each literal
 default of the table is what the loaders produce from an environment without that variable.
 """
@@ -23,7 +23,7 @@ from hbp_nrp_backend.simserver_process import SECRET_NAMES
 from hbp_nrp_commons.settings import SERVICE_USER
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIABLE = re.compile(r"^(?:NRP|STORAGE)_[A-Z0-9_]+$")
+VARIABLE = re.compile(r"^(?:(?:NRP|STORAGE)_[A-Z0-9_]+|RAY_ADDRESS)$")
 #: Names in the code that are no settings: secrets removed from a Simulation Server's environment.
 NOT_SETTINGS = SECRET_NAMES
 
@@ -134,6 +134,16 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_LOG_FAILED_KEEP": lambda c: c.log_failed_keep,
     "NRP_SIMULATION_DIR": lambda c: c.simulation_dir_link,
     "NRP_SIMSERVER_MODULE": lambda c: c.simserver_module,
+    "NRP_EXECUTOR": lambda c: c.executor,
+    "RAY_ADDRESS": lambda c: c.ray.address,
+    "NRP_RAY_NAMESPACE": lambda c: c.ray.namespace,
+    "NRP_RAY_NUM_CPUS": lambda c: c.ray.defaults.num_cpus,
+    "NRP_RAY_MEMORY_MB": lambda c: c.ray.defaults.memory_mb,
+    "NRP_RAY_RESOURCES": lambda c: ",".join(f"{name}={amount:g}" for name, amount in c.ray.defaults.custom),
+    "NRP_RAY_STORAGE_URL": lambda c: c.ray.storage_url or c.settings.storage_url,
+    "NRP_RAY_MQTT_ADDRESS": lambda c: c.ray.mqtt_address or c.settings.mqtt.address,
+    "NRP_RAY_PLACEMENT_TIMEOUT": lambda c: c.ray.placement_timeout,
+    "NRP_RAY_LEASE": lambda c: c.ray.lease,
     "NRP_SANDBOX": lambda c: c.sandbox.requested,
     "NRP_SANDBOX_UID_BASE": lambda c: c.sandbox.uid_base,
     "NRP_SANDBOX_MEMORY_MB": lambda c: c.sandbox.limits.memory_mb,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hbp_nrp_backend.executors import EXECUTORS
+from hbp_nrp_backend.executors.ray_settings import RaySettings, load_ray_settings
 from hbp_nrp_backend.sandbox import SandboxConfig, load_sandbox_config
 from hbp_nrp_commons.settings import (
     SERVICE_USER,
@@ -56,6 +58,9 @@ class BackendConfig:
         log_failed_keep: seconds logs storage refused for good are kept (``NRP_LOG_FAILED_KEEP``).
         max_body_kb: request body limit in KiB (``NRP_REST_MAX_BODY_KB``; 413 beyond, before the
             body is read or the token checked).
+        executor: where Simulation Servers run: ``local`` child processes or ``ray`` actors on a Ray
+            cluster (``NRP_EXECUTOR``).
+        ray: the Ray executor's settings (``RAY_ADDRESS``, ``NRP_RAY_*``).
     """
 
     settings: Settings
@@ -80,6 +85,8 @@ class BackendConfig:
     max_body_kb: int = 1024
     log_max_mb: int = 100
     log_failed_keep: float = 604800.0
+    executor: str = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
 
     @property
     def log_max_bytes(self) -> int:
@@ -120,6 +127,10 @@ def load_backend_config(
     admins = frozenset(name.strip() for name in env.get("NRP_ADMIN_USERS", "").split(",") if name.strip())
     # the storage server's registry polls GET /simulation as this user and must see every simulation
     admins |= {SERVICE_USER}
+    executor = env.get("NRP_EXECUTOR", "").strip().lower() or "local"
+    if executor not in EXECUTORS:
+        raise SettingsError(f"NRP_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    sandbox = load_sandbox_config(env)
     return BackendConfig(
         settings=settings,
         auth=auth,
@@ -137,11 +148,13 @@ def load_backend_config(
         auth_cache_ttl=env_float(env, "NRP_AUTH_CACHE_TTL", 5.0, non_negative=True),
         spool_retry_interval=env_float(env, "NRP_LOG_SPOOL_RETRY", 30.0, non_negative=True),
         simserver_module=env.get("NRP_SIMSERVER_MODULE", "").strip() or "hbp_nrp_simserver",
-        sandbox=load_sandbox_config(env),
+        sandbox=sandbox,
         mqtt_dynsec=_dynsec(env, settings),
         max_body_kb=env_int(env, "NRP_REST_MAX_BODY_KB", 1024, minimum=1),
         log_max_mb=env_int(env, "NRP_LOG_MAX_MB", 100, minimum=1),
         log_failed_keep=env_float(env, "NRP_LOG_FAILED_KEEP", 604800.0, non_negative=True),
+        executor=executor,
+        ray=load_ray_settings(env, sandbox.limits.memory_mb),
     )
 
 

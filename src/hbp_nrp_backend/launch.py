@@ -1,6 +1,7 @@
 """Launching a simulation: ``POST /simulation`` after its body was checked.
 
-:class:`Launcher` checks the capacity (409) and the experiment's access (404), allocates the id,
+:class:`Launcher` checks the capacity (409) and the experiment's access (404), has the executor admit
+the launch (its own capacity: 409; the resources it asks for: 400), allocates the id,
 creates the record, connects the simulation's lifecycle to MQTT (503 when the broker is
 unreachable), registers the simulation with its host and fires ``initialized``, which clones the
 experiment and spawns the Simulation Server; a failed start is stored in the simulation's
@@ -18,6 +19,7 @@ from typing import Protocol
 from hbp_nrp_backend import events
 from hbp_nrp_backend.auth import Authenticator, User
 from hbp_nrp_backend.errors import BROKER_UNREACHABLE, ApiError, Conflict, NotFound, ServiceUnavailable
+from hbp_nrp_backend.executors import Executor
 from hbp_nrp_backend.lifecycle import BackendSimulationLifecycle
 from hbp_nrp_backend.registry import SimulationRecord
 from hbp_nrp_backend.simulation import BROKER_TIMEOUT, Simulation, SimulationHost
@@ -46,6 +48,9 @@ class LaunchHost(SimulationHost, Protocol):
     def node_name(self) -> str: ...
 
     def active_count(self) -> int: ...
+
+    @property
+    def executor(self) -> Executor: ...
 
     def register(self, sim: Simulation) -> None: ...
 
@@ -78,9 +83,11 @@ class Launcher:
                     f"Maximum number of simulations reached on this server ({limit}); stop one first"
                 )
             self._pending += 1
+        admission: object = None
         try:
             if not host.auth.experiment_accessible(user, request.experiment_id, request.ctx_id):
                 raise NotFound(f"Experiment {request.experiment_id} not found in storage")
+            admission = host.executor.admit(user.token, request)
             sim_id = host.registry.allocate_id()
             prefix = config.settings.mqtt.prefix
             connection = mqtt.MqttConnection(config.settings.mqtt, mqtt.client_id(host.node_name, sim_id))
@@ -94,6 +101,7 @@ class Launcher:
                 token=user.token,
             )
             sim = Simulation(host, record)
+            sim.admission = admission
             sim.connection = connection
             try:
                 sim.sync.subscribe(connection)
@@ -106,6 +114,9 @@ class Launcher:
             sim.save()
             with self._lock:
                 host.register(sim)
+        except BaseException:
+            host.executor.release(admission)
+            raise
         finally:
             with self._lock:
                 self._pending -= 1
@@ -125,4 +136,7 @@ class Launcher:
             message = sim.user_text(message)
             events.launch_failed(sim_id, request.experiment_id, message)
             raise ApiError(message, 500, data=sim.user_text(str(cause))) from exc
+        finally:
+            host.executor.release(admission)
+            sim.admission = None
         return sim

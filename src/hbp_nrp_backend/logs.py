@@ -352,24 +352,50 @@ class LogUploader:
             if zip_path is None:
                 return "empty"
             try:
-                stored = self._deliver(zip_path, token, experiment_id, owner, sim_id)
+                stored = self.deliver(zip_path, token, experiment_id, owner, sim_id)
                 folder, _, name = stored.partition("/")
                 events.logs_uploaded(sim_id, folder, name)
                 return "uploaded"
             except Exception as exc:
-                reason = exc
-            try:
-                if is_permanent(reason):
-                    self.keep(zip_path, sim_id, reason)
-                    return "kept"
-                spooled = self.spool(zip_path, experiment_id, owner, token, sim_id)
-                events.logs_spooled(sim_id, spooled, reason, self.retry_interval)
-                return "spooled"
-            except OSError:
-                logger.exception("Could not spool the logs of simulation %s (upload: %s)", sim_id, reason)
-                return "lost"
+                return self.settle(zip_path, sim_id, experiment_id, owner, token, exc)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def deliver(self, zip_path: Path, token: str | None, experiment_id: str, owner: str, sim_id: int) -> str:
+        """Upload ``zip_path`` once: into the experiment or, refused for good, the owner's own space.
+
+        Returns:
+            ``<experiment>/<stored name>``.
+
+        Raises:
+            Exception: the upload failed; :func:`is_permanent` tells whether a retry may help.
+        """
+        return self._deliver(zip_path, token, experiment_id, owner, sim_id)
+
+    def settle(
+        self,
+        zip_path: Path,
+        sim_id: int,
+        experiment_id: str,
+        owner: str,
+        token: str | None,
+        reason: BaseException,
+    ) -> str:
+        """An upload of ``zip_path`` failed with ``reason``: keep it (refused for good) or spool it.
+
+        Returns:
+            ``"kept"``, ``"spooled"`` or ``"lost"`` (could not even spool).
+        """
+        try:
+            if is_permanent(reason):
+                self.keep(zip_path, sim_id, reason)
+                return "kept"
+            spooled = self.spool(zip_path, experiment_id, owner, token, sim_id)
+            events.logs_spooled(sim_id, spooled, reason, self.retry_interval)
+            return "spooled"
+        except OSError:
+            logger.exception("Could not spool the logs of simulation %s (upload: %s)", sim_id, reason)
+            return "lost"
 
     def keep(self, zip_path: Path, sim_id: int, reason: BaseException) -> Path:
         """Move a refused archive to ``failed/`` until ``failed_keep`` has passed; report it."""

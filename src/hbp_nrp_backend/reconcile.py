@@ -1,23 +1,22 @@
 """Recovery at REST server start-up: what a previous run left behind.
 
-:func:`reconcile_leftovers` fails the simulations a previous run left unfinished (their
-Simulation Server is terminated only if its command line carries their id), uploads or spools
-their logs and removes their folders; :func:`clear_stale_retained` clears retained lifecycle
+:func:`reconcile_leftovers` fails the simulations a previous run left unfinished and has the
+executor stop what is left of them (a local Simulation Server is terminated only if its command
+line carries their id; a Ray actor is found by its name), upload or spool their logs and remove
+their folders; :func:`clear_stale_retained` clears retained lifecycle
 messages a crash left on the broker (the shared ``mqtt.clear_retained_matching``).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable
 from typing import Protocol
 
 from hbp_nrp_backend.config import BackendConfig
-from hbp_nrp_backend.logs import LogUploader
+from hbp_nrp_backend.executors import Executor
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
 from hbp_nrp_backend.registry import RUNNING_STATES
-from hbp_nrp_backend.simserver_process import process_carries_id, terminate_orphan
 from hbp_nrp_backend.simulation import BROKER_TIMEOUT, Simulation
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.mqtt_identity import simulation_user
@@ -32,14 +31,20 @@ class Leftovers(Protocol):
     """What reconciliation needs from the manager."""
 
     config: BackendConfig
-    uploader: LogUploader
     mqtt_accounts: DynsecAccounts | None
+
+    @property
+    def executor(self) -> Executor: ...
 
     def all(self) -> Iterable[Simulation]: ...
 
 
 def reconcile_leftovers(manager: Leftovers) -> None:
-    """Fail every simulation a previous run left unfinished, kill its simserver, save its logs."""
+    """Fail every simulation a previous run left unfinished; the executor stops what survived of
+    them and saves their logs (a simulation another executor ran is only failed, and that is
+    logged), then clears anything else of its own it finds (e.g. Ray actors no simulation owns)."""
+    executor = manager.executor
+    leftovers, failed = [], []
     for sim in list(manager.all()):
         record = sim.record
         if record.state not in RUNNING_STATES or sim.lifecycle is not None:
@@ -48,23 +53,27 @@ def reconcile_leftovers(manager: Leftovers) -> None:
         record.state = "failed"
         record.error = dict(BACKEND_RESTARTED)
         sim.save()
-        if record.pid and process_carries_id(record.pid, record.id):
-            logger.info("Terminating the surviving Simulation Server %s (pid %s)", record.id, record.pid)
-            terminate_orphan(record.pid, manager.config.stop_grace)
+        failed.append(sim)
         if manager.mqtt_accounts is not None:
             manager.mqtt_accounts.delete(simulation_user(manager.config.settings.mqtt.prefix, record.id))
-        if sim.sim_dir is not None and sim.sim_dir.is_dir():
-            manager.uploader.archive(
-                sim.sim_dir,
+        ran_on = (record.node or {}).get("executor", "local")
+        if ran_on == executor.name:
+            leftovers.append(sim)
+        else:
+            logger.warning(
+                "Simulation %s ran on the %s executor, this server uses %s (NRP_EXECUTOR): "
+                "whatever is left of it there is not stopped from here",
                 record.id,
-                record.experiment_configuration,
-                record.experiment_id,
-                record.owner,
-                record.token,
+                ran_on,
+                executor.name,
             )
-            shutil.rmtree(sim.sim_dir, ignore_errors=True)
-        record.token = None
-        record.pid = None
+    try:
+        executor.reconcile(leftovers)
+    except Exception:
+        logger.exception("Reconciling the simulations of a previous run failed")
+    for sim in failed:
+        sim.record.token = None
+        sim.record.pid = None
         sim.save()
         sim.cleaned.set()
 

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS simulations (
     error TEXT,
     sim_dir TEXT,
     pid INTEGER,
-    token TEXT
+    token TEXT,
+    node TEXT
 );
 """
 
@@ -56,7 +57,10 @@ _COLUMNS = (
     "sim_dir",
     "pid",
     "token",
+    "node",
 )
+#: Columns added after the first release: (name, SQL type), added to older databases when opened.
+_ADDED_COLUMNS = (("node", "TEXT"),)
 
 
 def creation_timestamp() -> str:
@@ -68,6 +72,7 @@ def creation_timestamp() -> str:
 class SimulationRecord:
     """What the registry stores about one simulation.
 
+    ``node`` says where it runs (executor, node id, host; a Ray simulation's actor too).
     ``token`` (the creation token, needed to upload logs) and ``pid``/``sim_dir`` (needed to
     reconcile after a crash) are internal and never part of the REST representation.
     """
@@ -85,6 +90,7 @@ class SimulationRecord:
     sim_dir: str | None = None
     pid: int | None = None
     token: str | None = None
+    node: dict[str, Any] | None = None
 
     def representation(self, mqtt_prefix: str) -> dict[str, Any]:
         """The simulation as ``GET /simulation`` and ``GET /simulation/<id>`` return it."""
@@ -100,12 +106,20 @@ class SimulationRecord:
             "MQTTPrefix": mqtt_prefix,
             "ready": self.ready,
             "error": self.error,
+            "node": self.public_node(),
         }
+
+    def public_node(self) -> dict[str, Any] | None:
+        """Where it runs: ``executor`` (``local`` or ``ray``), ``id`` (the Ray node id) and ``host``."""
+        if self.node is None:
+            return None
+        return {key: self.node.get(key) for key in ("executor", "id", "host")}
 
     def _row(self) -> tuple[Any, ...]:
         values = dict(self.__dict__)
         values["ready"] = int(self.ready)
         values["error"] = json.dumps(self.error) if self.error is not None else None
+        values["node"] = json.dumps(self.node) if self.node is not None else None
         return tuple(values[name] for name in _COLUMNS)
 
     @classmethod
@@ -113,6 +127,7 @@ class SimulationRecord:
         values = {name: row[name] for name in _COLUMNS}
         values["ready"] = bool(values["ready"])
         values["error"] = json.loads(values["error"]) if values["error"] else None
+        values["node"] = json.loads(values["node"]) if values["node"] else None
         return cls(**values)
 
 
@@ -141,6 +156,10 @@ class Registry:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            present = {row["name"] for row in self._db.execute("PRAGMA table_info(simulations)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in present:  # a database of an older release
+                    self._db.execute(f"ALTER TABLE simulations ADD COLUMN {name} {kind}")
 
     def allocate_id(self) -> int:
         """Return a simulation ID never returned before by this database (0, 1, 2, ...)."""

@@ -36,6 +36,7 @@ LIMIT_PERIOD = 0.2
 FILE_SAMPLES = 5
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
 
 
 def child_environment(environ: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -127,6 +128,9 @@ class SimulationServerProcess:
         env: the child's complete environment (see :func:`child_environment`).
         on_exit: called once from the monitor thread with the :class:`ProcessExit`; it must not
             block on anything the terminating thread holds (it should hand work to another thread).
+        die_with_parent: the process gets SIGKILL when this one dies (``PR_SET_PDEATHSIG``). Linux
+            ties that to the *thread* that spawned it, so the monitor thread, which lives exactly as
+            long as the process, spawns it.
     """
 
     def __init__(
@@ -138,8 +142,10 @@ class SimulationServerProcess:
         on_exit: Callable[[ProcessExit], None] | None = None,
         limits: Limits | None = None,
         sandboxed: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
         self.command = command
+        self.die_with_parent = die_with_parent
         self.limits = limits
         self.sandboxed = sandboxed
         self.limit_error = ""
@@ -170,24 +176,34 @@ class SimulationServerProcess:
             OSError: the process could not be started.
         """
         log_file = open(self.log_path, "xb")  # noqa: SIM115 - closed right after the spawn
-        try:
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=self.sim_dir,
-                env=self.env,
-                close_fds=True,
-                start_new_session=True,
+        if self.die_with_parent:
+            spawned = threading.Event()
+            failure: list[BaseException] = []
+
+            def spawn_and_watch() -> None:
+                try:
+                    self._spawn(log_file, _kill_with_parent)
+                except BaseException as exc:
+                    failure.append(exc)
+                    return
+                finally:
+                    spawned.set()
+                self._watch()
+
+            self._monitor = threading.Thread(
+                target=spawn_and_watch, name=f"SimServerMonitor-{self.sim_id}", daemon=True
             )
-        finally:
-            log_file.close()  # the child holds its own copy
-        logger.info("Simulation Server %s started with pid %s", self.sim_id, self._proc.pid)
-        self._monitor = threading.Thread(
-            target=self._watch, name=f"SimServerMonitor-{self.sim_id}", daemon=True
-        )
-        self._monitor.start()
+            self._monitor.start()
+            spawned.wait()
+            if failure:
+                raise failure[0]
+        else:
+            self._spawn(log_file, None)
+            self._monitor = threading.Thread(
+                target=self._watch, name=f"SimServerMonitor-{self.sim_id}", daemon=True
+            )
+            self._monitor.start()
+        logger.info("Simulation Server %s started with pid %s", self.sim_id, self.pid)
         if self.limits is not None and any(
             (
                 self.limits.memory_mb,
@@ -200,6 +216,22 @@ class SimulationServerProcess:
             threading.Thread(
                 target=self._watch_limits, name=f"SimServerLimits-{self.sim_id}", daemon=True
             ).start()
+
+    def _spawn(self, log_file: Any, preexec: Callable[[], None] | None) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self.sim_dir,
+                env=self.env,
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        finally:
+            log_file.close()  # the child holds its own copy
 
     def _watch(self) -> None:
         assert self._proc is not None
@@ -360,6 +392,13 @@ class SimulationServerProcess:
         # with its init, so a sandboxed simulation has nothing left by now).
         _kill_group(self._proc.pid)
         return self.exit
+
+
+def _kill_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGKILL when the spawning thread's process goes."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _children(pid: int) -> list[int]:

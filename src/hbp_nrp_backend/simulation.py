@@ -2,17 +2,15 @@
 
 :class:`Simulation` holds the registry record and, while the simulation runs, its lifecycle, its
 MQTT connection (read by :class:`~hbp_nrp_backend.simulation_sync.SimulationSync`) and its process.
-The lifecycle's callbacks call :meth:`Simulation.initialize` (clone, spawn) and
-:meth:`Simulation.cleanup` (terminate, upload the logs, delete the directory). What it needs from
+The lifecycle's callbacks call :meth:`Simulation.initialize` and :meth:`Simulation.cleanup`, which
+have the server's executor (:mod:`hbp_nrp_backend.executors`) clone and spawn, and terminate,
+upload the logs and delete the directory. What it needs from
 the server that owns it is :class:`SimulationHost`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,13 +22,7 @@ from hbp_nrp_backend.errors import TransitionError
 from hbp_nrp_backend.logs import LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
 from hbp_nrp_backend.registry import FINAL_STATES, Registry, SimulationRecord
-from hbp_nrp_backend.sandbox import hand_over, sandbox_uid, wrap_command
-from hbp_nrp_backend.simserver_process import (
-    ProcessExit,
-    SimulationServerProcess,
-    child_environment,
-    simserver_command,
-)
+from hbp_nrp_backend.simserver_process import ProcessExit, SimulationServerProcess
 from hbp_nrp_backend.simulation_sync import SimulationSync
 from hbp_nrp_commons import mqtt
 from hbp_nrp_commons.mqtt_identity import PASSWORD_VARIABLE, credential, simulation_user
@@ -38,6 +30,7 @@ from hbp_nrp_commons.settings import MqttSettings
 from hbp_nrp_commons.user_paths import relative_paths
 
 if TYPE_CHECKING:
+    from hbp_nrp_backend.executors import Executor
     from hbp_nrp_backend.lifecycle import BackendSimulationLifecycle
 
 logger = logging.getLogger(__name__)
@@ -88,6 +81,9 @@ class SimulationHost(Protocol):
 
     def unlink_simulation_dir(self, sim_dir: Path) -> None: ...
 
+    @property
+    def executor(self) -> Executor: ...
+
     def stop_quietly(self, sim: Simulation, reason: str) -> None: ...
 
 
@@ -104,6 +100,7 @@ class Simulation:
         self.lifecycle: BackendSimulationLifecycle | None = None
         self.connection: mqtt.MqttConnection | None = None
         self.process: SimulationServerProcess | None = None
+        self.admission: Any = None
         self.sim_dir: Path | None = Path(record.sim_dir) if record.sim_dir else None
         self.cleaned = threading.Event()
         self.stop_target: str | None = None
@@ -170,63 +167,34 @@ class Simulation:
         record = self.record
         events.state_changed(self.id, source, target, record.experiment_id, record.owner, record.error)
 
+    def simserver_environment(self, broker_address: str) -> dict[str, str]:
+        """What the Simulation Server's environment adds: the broker (as seen from where it runs),
+        the topic prefix and its own MQTT credential."""
+        mqtt_settings = self.manager.config.settings.mqtt
+        return {
+            "NRP_MQTT_BROKER_ADDRESS": broker_address,
+            "NRP_MQTT_PREFIX": mqtt_settings.prefix,
+            **simulation_credentials(mqtt_settings, self.id),
+        }
+
     def initialize(self) -> None:
-        """Create the directory, clone the experiment, spawn the Simulation Server.
+        """Give the simulation its MQTT identity and have the executor start it (clone, spawn).
 
         Raises:
-            ApiError: the symlink could not be created (500, its own message).
+            ApiError: the executor refused (e.g. 409: the admitted resources are gone), or the
+                symlink could not be created (500, its own message).
             Exception: cloning or spawning failed; the caller wraps it.
         """
         manager = self.manager
-        sim_dir = Path(tempfile.mkdtemp(prefix=f"nrp.{self.id}."))
-        self.sim_dir = sim_dir
-        self.record.sim_dir = str(sim_dir)
-        self.save()
-        manager.link_simulation_dir(sim_dir)
-        manager.storage.clone_experiment(self.record.token or "", self.record.experiment_id, sim_dir)
-        settings = manager.config.settings
-        command = simserver_command(
-            sim_dir,
-            self.id,
-            self.record.main_script,
-            self.record.experiment_configuration,
-            verbose=manager.config.verbose,
-            module=manager.simserver_module,
-        )
-        env = child_environment(
-            os.environ,
-            {
-                "NRP_MQTT_BROKER_ADDRESS": settings.mqtt.address,
-                "NRP_MQTT_PREFIX": settings.mqtt.prefix,
-                "PYTHONUNBUFFERED": "1",
-                **simulation_credentials(settings.mqtt, self.id),
-            },
-        )
+        mqtt_settings = manager.config.settings.mqtt
         if manager.mqtt_accounts is not None:  # mosquitto: the broker must know the identity first
-            username = simulation_user(settings.mqtt.prefix, self.id)
-            manager.mqtt_accounts.create(username, credential(settings.mqtt.secret, username))
-        sandbox = manager.config.sandbox
-        uid = sandbox_uid(sandbox, self.id)
-        if uid is not None:
-            hand_over(sim_dir, uid)
-        protected = [settings.data_dir, settings.storage.root, manager.config.state_dir]
-        command = wrap_command(command, sandbox, sim_dir, manager.simserver_module, protected, uid)
-        process = SimulationServerProcess(
-            command,
-            sim_dir,
-            self.id,
-            env,
-            on_exit=self._process_exited,
-            limits=sandbox.limits,
-            sandboxed=sandbox.enabled,
-        )
-        process.start()
-        self.process = process
-        self.record.pid = process.pid
-        self.save()
+            username = simulation_user(mqtt_settings.prefix, self.id)
+            manager.mqtt_accounts.create(username, credential(mqtt_settings.secret, username))
+        manager.executor.start(self, self.admission)
 
     def cleanup(self, target: str) -> None:
-        """Stop logic of ``stop`` and ``fail``: terminate, upload logs, delete the directory.
+        """Stop logic of ``stop`` and ``fail``: the executor terminates the process, uploads the logs
+        and deletes the directory.
 
         Idempotent and never raises; runs inside the lifecycle's transition.
         """
@@ -236,21 +204,7 @@ class Simulation:
             self.stop_target = self.stop_target or target
             manager = self.manager
             try:
-                if self.process is not None:
-                    self.process.terminate(manager.config.stop_grace)
-                    self.sync.merge_runtime_report()
-                    if self.sim_dir is not None:
-                        manager.uploader.archive(
-                            self.sim_dir,
-                            self.id,
-                            self.record.experiment_configuration,
-                            self.record.experiment_id,
-                            self.record.owner,
-                            self.record.token,
-                        )
-                if self.sim_dir is not None:
-                    manager.unlink_simulation_dir(self.sim_dir)
-                    shutil.rmtree(self.sim_dir, ignore_errors=True)
+                manager.executor.stop(self)
             except Exception:
                 logger.exception("Cleaning up simulation %s failed", self.id)
             finally:
@@ -269,8 +223,9 @@ class Simulation:
             self.connection.close()
 
     # -- process supervision -----------------------------------------------------------------
-    def _process_exited(self, exit: ProcessExit) -> None:
-        """Monitor thread: a failure fires ``failed`` from another thread (never blocks here).
+    def process_exited(self, exit: ProcessExit) -> None:
+        """The executor saw the process end (its monitor thread): a failure fires ``failed`` from
+        another thread (never blocks here).
 
         A clean exit we did not ask for (someone else sent SIGTERM) stops the simulation, so its
         logs are uploaded and its slot freed instead of it staying ``started`` with no process.

@@ -130,12 +130,16 @@ class SimulationSync:
             if key in report and not error.get(key):
                 error[key] = report[key]
 
-    def merge_runtime_report(self) -> None:
+    def merge_runtime_report(self, report: dict[str, Any] | None = None, read_folder: bool = True) -> None:
         """Before the folder goes: a report whose message was lost (or raced the ``failed``) still
-        reaches ``error``; an error of the same message gets its traceback and exit code."""
-        if self.sim.sim_dir is None:
-            return
-        report = read_runtime_error(self.sim.sim_dir)
+        reaches ``error``; an error of the same message gets its traceback and exit code.
+
+        Args:
+            report: the report when the caller has read it (a Ray node sends it back).
+            read_folder: read the report from the simulation's folder when ``report`` is ``None``.
+        """
+        if report is None and read_folder and self.sim.sim_dir is not None:
+            report = read_runtime_error(self.sim.sim_dir)
         if report is None:
             return
         current = self.sim.record.error

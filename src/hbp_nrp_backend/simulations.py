@@ -7,7 +7,8 @@ transitions are serialised by its own lifecycle lock; reading a simulation never
 GET requests never wait for a transition (a stop can take seconds).
 
 Where the rest lives: ``launch.py`` (checks, capacity, record and lifecycle creation, a failed
-start), ``simulation.py`` (one simulation: record, directory, process, clean-up),
+start), ``simulation.py`` (one simulation: record, lifecycle callbacks, clean-up), ``executors/`` (where
+its Simulation Server runs: a local child process or a Ray actor),
 ``simulation_sync.py`` (its MQTT status and runtime errors), ``reconcile.py`` (restart recovery,
 stale retained messages), ``lifecycle.py`` (the backend side of the shared lifecycle),
 ``state_requests.py`` (requested transitions, the server's own stops), ``watchdog.py`` (auto-stop
@@ -33,6 +34,8 @@ from hbp_nrp_backend.errors import (
     Forbidden,
     NotFound,
 )
+from hbp_nrp_backend.executors import Executor
+from hbp_nrp_backend.executors.factory import create_executor
 from hbp_nrp_backend.launch import Launcher, LaunchRequest
 from hbp_nrp_backend.logs import LogStorage, LogUploader
 from hbp_nrp_backend.mqtt_accounts import DynsecAccounts
@@ -92,6 +95,7 @@ class SimulationManager:
             self.mqtt_accounts = DynsecAccounts(settings.mqtt, mqtt.client_id(self.node_name, "accounts"))
         self._link_lock = threading.Lock()
         self._simulations: dict[int, Simulation] = {}
+        self.executor: Executor = create_executor(config, self)
         self.launcher = Launcher(self)
         self.watchdog = Watchdog(self)
         for record in self.registry.load_all():
@@ -99,7 +103,9 @@ class SimulationManager:
 
     # -- start-up and shutdown -----------------------------------------------------------------
     def start(self) -> None:
-        """Reconcile with a previous run, clear stale retained messages, start background threads."""
+        """Connect the executor, reconcile with a previous run, clear stale retained messages, start
+        background threads."""
+        self.executor.start_service()
         self.reconcile()
         self.clear_stale_retained()
         self.uploader.start()
@@ -127,6 +133,7 @@ class SimulationManager:
         for sim in list(self._simulations.values()):  # stops already in progress finish too
             if sim.lifecycle is not None:
                 sim.cleaned.wait(self.config.stop_grace + 60)
+        self.executor.close()
         self.uploader.close()
         if self.mqtt_accounts is not None:
             self.mqtt_accounts.close()

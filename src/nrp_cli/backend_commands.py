@@ -30,7 +30,9 @@ def _parse_port(raw: str | None, source: str) -> int | None:
         return DEFAULT_BACKEND_PORT
 
 
-def _run_backend(host: str | None, port: int | None, logfile: Path | None, verbose: bool) -> None:
+def _run_backend(
+    host: str | None, port: int | None, logfile: Path | None, verbose: bool, executor: str | None = None
+) -> None:
     from hbp_nrp_backend.config import load_backend_config
     from hbp_nrp_backend.server import PortBusyError, configure_logging, serve
     from hbp_nrp_commons.settings import SettingsError, load_settings
@@ -46,6 +48,8 @@ def _run_backend(host: str | None, port: int | None, logfile: Path | None, verbo
         chosen_port = settings.backend_port
     chosen_host = host or settings.backend_host
     config = config.with_overrides(verbose=verbose)
+    if executor is not None:
+        config = config.with_overrides(executor=executor)
     configure_logging(verbose, logfile)
 
     def announce(url: str) -> None:
@@ -81,6 +85,14 @@ def register(cli: click.Group) -> None:
         help="Write the log here instead of stdout.",
     )
     @click.option("--verbose", is_flag=True, help="DEBUG logging (also for the Simulation Servers).")
-    def backend(host: str | None, port: int | None, logfile: Path | None, verbose: bool) -> None:
+    @click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default=None,
+        help="Where Simulation Servers run: child processes, or Ray actors [NRP_EXECUTOR or local].",
+    )
+    def backend(
+        host: str | None, port: int | None, logfile: Path | None, verbose: bool, executor: str | None
+    ) -> None:
         """Run the REST server until Ctrl-C or SIGTERM (then every simulation is stopped)."""
-        _run_backend(host, port, logfile, verbose)
+        _run_backend(host, port, logfile, verbose, executor)

@@ -43,6 +43,7 @@ SIMULATION_FIELDS = (
     "MQTTPrefix",
     "ready",
     "error",
+    "node",
 )
 
 #: Experiments created for alice: name -> fake.json behaviour.

@@ -139,6 +139,19 @@ class SimulationSchema(Schema):
     MQTTPrefix = fields.String()
     ready = fields.Boolean()
     error = fields.Dict(allow_none=True)
+    node = fields.Nested(
+        "NodeSchema",
+        allow_none=True,
+        metadata={"description": "where its Simulation Server runs (null until it was placed)"},
+    )
+
+
+class NodeSchema(Schema):
+    executor = fields.String(metadata={"description": "local or ray (NRP_EXECUTOR)"})
+    id = fields.String(
+        allow_none=True, metadata={"description": "the Ray node id; local for the local executor"}
+    )
+    host = fields.String(allow_none=True, metadata={"description": "the node's IP address or host name"})
 
 
 class StateRequestSchema(Schema):
