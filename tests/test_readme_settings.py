@@ -1,8 +1,9 @@
 """The README's settings table against the code that reads the environment.
 
-Every ``NRP_*`` / ``STORAGE_*`` variable (and Ray's ``RAY_ADDRESS``) named in ``src`` appears in the table and every variable of
-the table is named in ``src``; the settings loaders read nothing the table lacks; and each literal
-default of the table is what the loaders produce from an environment without that variable.
+Every ``NRP_*`` / ``STORAGE_*`` variable (and Ray's ``RAY_ADDRESS``) named in ``src`` appears in
+the table and every variable of the table is named in ``src``; the settings loaders read nothing the
+table lacks; and each literal default of the table is what the loaders produce from an environment
+without that variable.
 """
 
 from __future__ import annotations

@@ -94,7 +94,10 @@ class BridgeProcess:
             start_new_session=True,
         )
         theirs.close()
-        self.conn = Connection(ours.detach())
+        # shutdown() on the socket, not close() on the connection, ends it: a close does not wake the
+        # reader thread blocked in recv(), and the bridge would never see the end
+        self._socket = ours
+        self.conn = Connection(os.dup(ours.fileno()))
         self._on_event = on_event
         self._on_lost = on_lost
         self._send_lock = threading.Lock()
@@ -182,6 +185,8 @@ class BridgeProcess:
         for done, box in list(self._pending.values()):
             box[:] = ["lost", self.lost]
             done.set()
+        self.conn.close()
+        self._socket.close()
         self._on_lost(self, self.lost)
 
     def kill(self, reason: str | None = None) -> None:
@@ -201,9 +206,10 @@ class BridgeProcess:
         """Close our end: the bridge shuts its driver down and exits."""
         self.lost = self.lost or "closed"
         try:
-            self.conn.close()
+            self._socket.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._socket.close()
         try:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
