@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import time
 import zipfile
@@ -86,15 +87,15 @@ def cluster() -> Iterator[RayCluster]:
 def ray_backend(start_backend: BackendFactory, cluster: RayCluster, **env: str) -> tuple[Any, str]:
     """A REST server on the Ray executor in a namespace of its own; returns it and the namespace."""
     namespace = f"nrp-test-{os.getpid()}-{next(NAMESPACES)}"
-    backend = start_backend(
-        NRP_EXECUTOR="ray",
-        RAY_ADDRESS=cluster.address,
-        NRP_RAY_NAMESPACE=namespace,
-        NRP_RAY_RESOURCES='{"nrp_sim": 1}',
-        NRP_RAY_MEMORY_MB="128",
-        NRP_RAY_PLACEMENT_TIMEOUT="5",
-        **env,
-    )
+    settings = {
+        "NRP_EXECUTOR": "ray",
+        "RAY_ADDRESS": cluster.address,
+        "NRP_RAY_NAMESPACE": namespace,
+        "NRP_RAY_RESOURCES": '{"nrp_sim": 1}',
+        "NRP_RAY_MEMORY_MB": "128",
+        "NRP_RAY_PLACEMENT_TIMEOUT": "5",
+    }
+    backend = start_backend(**{**settings, **env})
     return backend, namespace
 
 
@@ -333,3 +334,43 @@ def test_an_actor_whose_lease_runs_out_stops_and_uploads_by_itself(
     print(f"lease of 2 s ran out -> actor gone in {time.monotonic() - gone:.2f} s")
     assert not simserver_alive(sim_id)
     assert log_zips(storage, "my_cloned_experiment", sim_id)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_the_sandbox_limits_logs_and_errors_hold_on_a_node(
+    start_backend: BackendFactory, storage: Storage, cluster: RayCluster, tmp_path: Path
+) -> None:
+    """The real Simulation Server, sandboxed on a worker node: own uid, live logs through the
+    actor, the memory limit, a script's runtime error with its file and line."""
+    from tests.backend.test_sandbox import SANDBOXED, UNTIL_STOPPED, console, run_to_end
+    from tests.backend.test_sandbox import upload as upload_script
+
+    backend, namespace = ray_backend(
+        start_backend, cluster, **SANDBOXED, NRP_SANDBOX_MEMORY_MB="400", NRP_RAY_MEMORY_MB="400"
+    )
+    rest = backend.rest
+    waiting = upload_script(
+        storage, tmp_path, "ray_uid", "import os\nprint('UID', os.getuid(), flush=True)\n" + UNTIL_STOPPED
+    )
+    sim_id = rest.launch(waiting)["simulationID"]
+    assert rest.get(f"/simulation/{sim_id}").json()["node"]["id"] != cluster.cluster.head_node.node_id
+    rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
+    rest.set_state(sim_id, "started")
+    text = wait_until(
+        lambda: "UID " in console(backend, sim_id) and console(backend, sim_id), message="UID line"
+    )
+    assert int(text.split("UID ", 1)[1].split()[0]) not in (0, os.getuid()), text
+    assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
+
+    hog = upload_script(storage, tmp_path, "ray_memory", "hog = bytearray(5 * 1024**3)\nprint('allocated')\n")
+    sim = run_to_end(backend, hog)
+    assert sim["state"] == "failed" and "memory limit of 400 MiB" in sim["error"]["msg"], sim
+
+    broken = upload_script(storage, tmp_path, "ray_error", "x = 1\nraise RuntimeError('boom on the node')\n")
+    sim = run_to_end(backend, broken)
+    assert sim["error"] is not None and "boom on the node" in sim["error"]["msg"], sim
+    assert sim["error"]["fileName"] == "main_script.py" and sim["error"]["line_number"] == 2, sim
+    assert "nrp." not in json.dumps(sim["error"]), sim  # no folder of the node in what users see
+    if sim["state"] != "failed":  # a script error leaves it completed, as locally
+        assert rest.set_state(sim["simulationID"], "stopped").json()["state"] == "stopped"
+    assert cluster.actors(namespace) == []

@@ -1,4 +1,5 @@
-"""``GET /simulation/<id>/logs``: the log files of a running simulation, read from its directory.
+"""``GET /simulation/<id>/logs``: the log files of a running simulation, read from its directory
+by its executor (on a Ray node, by its actor: :mod:`hbp_nrp_backend.live_logs`).
 
 Once a simulation has ended its directory is gone: the logs are in the ``*_simulation_<id>.log.zip``
 the stop uploaded to the experiment's storage folder (``nrp sim logs`` fetches it from there).
@@ -6,9 +7,6 @@ the stop uploaded to the experiment's storage folder (``nrp sim logs`` fetches i
 
 from __future__ import annotations
 
-import os
-import stat
-from pathlib import Path
 from typing import Any
 
 from flask import request
@@ -18,6 +16,7 @@ from flask_smorest import Blueprint
 from hbp_nrp_backend.api.common import caller, manager
 from hbp_nrp_backend.api.schemas import ApiErrorSchema, SimulationLogsSchema
 from hbp_nrp_backend.errors import ClientError, NotFound
+from hbp_nrp_backend.live_logs import NoSuchLog
 from hbp_nrp_backend.registry import FINAL_STATES
 
 blp = Blueprint("logs", __name__, description="Log files of a running simulation")
@@ -47,43 +46,6 @@ def _number(name: str, default: int, minimum: int, maximum: int) -> int:
     if not minimum <= value <= maximum:
         raise ClientError(f"{name} must be between {minimum} and {maximum} bytes, got {value}")
     return value
-
-
-def read_log(path: Path, tail: int, offset: int = 0) -> dict[str, Any]:
-    """``{"name", "size", "offset", "truncated", "content"}`` of one log file.
-
-    ``content`` is the file from byte ``offset`` on, but at most its last ``tail`` bytes
-    (``truncated`` then); ``offset`` in the answer is where ``content`` starts.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never a link's target
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(f"{path.name} is not a regular file")
-        size = handle.seek(0, 2)
-        start = max(min(offset, size), size - tail)
-        handle.seek(start)
-        data = handle.read(size - start)
-    return {
-        "name": path.name,
-        "size": size,
-        "offset": start,
-        "truncated": start > offset,
-        "content": data.decode("utf-8", errors="replace"),
-    }
-
-
-def _is_regular(path: Path) -> bool:
-    """A regular file, not a symlink: a ``*.log`` link is never followed."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def log_files(sim_dir: Path) -> list[Path]:
-    """The top-level ``*.log`` files of a simulation directory: console log first, then by name."""
-    found = sorted(p for p in sim_dir.iterdir() if p.name.endswith(".log") and _is_regular(p))
-    return sorted(found, key=lambda p: not p.name.startswith("simulation_"))
 
 
 @blp.route("/simulation/<int:sim_id>/logs")
@@ -123,22 +85,16 @@ class SimulationLogs(MethodView):
         sims.check_view(caller(), sim)
         tail = _number("tail", DEFAULT_TAIL, 1, MAX_TAIL)
         offset = _number("offset", 0, 0, 2**62)
-        sim_dir = sim.sim_dir
-        if sim.state in FINAL_STATES or sim_dir is None or not sim_dir.is_dir():
+        name = request.args.get("name")
+        files = None
+        if sim.state not in FINAL_STATES and sim.sim_dir is not None:
+            try:
+                files = sims.executor.read_logs(sim, name, tail, offset)  # from wherever it runs
+            except NoSuchLog:
+                raise NotFound(f"Simulation {sim_id} has no log file {name!r}") from None
+        if files is None:
             raise NotFound(
                 f"Simulation {sim_id} is {sim.state}: its logs are in the *_simulation_{sim_id}.log.zip "
                 f"file of experiment {sim.record.experiment_id} in storage"
             )
-        paths = log_files(sim_dir)
-        name = request.args.get("name")
-        if name is not None:
-            paths = [p for p in paths if p.name == name]
-            if not paths:
-                raise NotFound(f"Simulation {sim_id} has no log file {name!r}")
-        files = []
-        for path in paths:
-            try:
-                files.append(read_log(path, tail, offset))
-            except OSError:
-                continue  # removed by a stop in progress
         return {"simulationID": sim_id, "state": sim.state, "files": files}

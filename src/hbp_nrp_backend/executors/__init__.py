@@ -55,6 +55,16 @@ class Executor(Protocol):
         """Stop the Simulation Server, merge its runtime report, upload its logs, remove its folder."""
         ...
 
+    def read_logs(
+        self, sim: Simulation, name: str | None, tail: int, offset: int
+    ) -> list[dict[str, Any]] | None:
+        """The running simulation's log files (see :func:`hbp_nrp_backend.live_logs.read_logs`).
+
+        Raises:
+            NoSuchLog: there is no log file ``name``.
+        """
+        ...
+
     def reconcile(self, leftovers: Iterable[Simulation]) -> None:
         """At start-up: stop what a previous run left running of these (already failed) simulations."""
         ...

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hbp_nrp_backend.executors.spawn import SpawnSettings, spawn_simserver
+from hbp_nrp_backend.live_logs import read_logs
 from hbp_nrp_backend.simserver_process import process_carries_id, terminate_orphan
 
 if TYPE_CHECKING:
@@ -94,6 +95,13 @@ class LocalExecutor:
         if sim.sim_dir is not None:
             host.unlink_simulation_dir(sim.sim_dir)
             shutil.rmtree(sim.sim_dir, ignore_errors=True)
+
+    def read_logs(
+        self, sim: Simulation, name: str | None, tail: int, offset: int
+    ) -> list[dict[str, Any]] | None:
+        if sim.sim_dir is None:
+            return None
+        return read_logs(sim.sim_dir, name, tail, offset)
 
     def reconcile(self, leftovers: Iterable[Simulation]) -> None:
         host = self._host

@@ -214,6 +214,16 @@ class Bridge:
                 "reason": f"could not reach its folder on node {node_id}: {_first_line(exc)}",
             }
 
+    def read_logs(self, sim_id: int, name: str | None, tail: int, offset: int) -> dict[str, Any]:
+        """The running simulation's log files, read by its actor on its node."""
+        import ray
+
+        with self._watch_lock:
+            watched = self._watched.get(sim_id)
+        if watched is None:
+            return {"files": None}
+        return dict(ray.get(watched[0].read_logs.remote(name, tail, offset), timeout=30))
+
     def actors(self) -> list[str]:
         """Names of the alive actors in this namespace."""
         import ray
@@ -313,7 +323,9 @@ class Bridge:
 
 
 #: The methods the REST server may call.
-CALLS = frozenset({"ping", "capacity", "start", "stop", "salvage", "actors", "kill", "actor_pid"})
+CALLS = frozenset(
+    {"ping", "capacity", "start", "stop", "salvage", "read_logs", "actors", "kill", "actor_pid"}
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from hbp_nrp_backend.executors.ray_settings import (
     Resources,
     experiment_resources,
 )
+from hbp_nrp_backend.live_logs import NoSuchLog
 from hbp_nrp_backend.logs import PermanentUploadError
 from hbp_nrp_backend.registry import FINAL_STATES
 from hbp_nrp_backend.simserver_process import ProcessExit
@@ -474,6 +475,18 @@ class RayExecutor:
         else:
             record.error = {**record.error, "logs": message}
         sim.save()
+
+    def read_logs(
+        self, sim: Simulation, name: str | None, tail: int, offset: int
+    ) -> list[dict[str, Any]] | None:
+        try:
+            answer = self.call("read_logs", timeout=40.0, sim_id=sim.id, name=name, tail=tail, offset=offset)
+        except BridgeLost as exc:
+            raise ServiceUnavailable(f"The Ray cluster is unreachable: {exc}") from exc
+        if "missing" in answer:
+            raise NoSuchLog(str(answer["missing"]))
+        files = answer.get("files")
+        return list(files) if files is not None else None
 
     def reconcile(self, leftovers: Iterable[Simulation]) -> None:
         for sim in leftovers:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hbp_nrp_backend.executors.spawn import SpawnSettings, spawn_simserver
+from hbp_nrp_backend.live_logs import NoSuchLog, read_logs
 from hbp_nrp_backend.logs import LogUploader, build_log_zip, is_permanent
 from hbp_nrp_backend.simserver_process import ProcessExit, SimulationServerProcess
 from hbp_nrp_commons.runtime_error_file import read_runtime_error
@@ -257,6 +258,15 @@ class SimulationActor:
                 result["logs"] = {"result": "empty"}
             self._stopped = result
             return result
+
+    def read_logs(self, name: str | None, tail: int, offset: int) -> dict[str, Any]:
+        """The log files of the running simulation: ``{"files": [...] | None}`` or ``{"missing": name}``."""
+        if self.sim_dir is None or self._stopped is not None:
+            return {"files": None}
+        try:
+            return {"files": read_logs(self.sim_dir, name, tail, offset)}
+        except NoSuchLog:
+            return {"missing": name}
 
     def pid(self) -> int:
         """The actor's own process id (tests kill it to play a crash)."""
