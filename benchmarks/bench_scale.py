@@ -24,9 +24,10 @@ it completes (they run faster than real time, so their CPU is what one simulatio
 gets a core), for the memory and MQTT data traffic of real simulators.
 
 Same-run baselines: the idle REST server, broker and storage server (no simulation); the commit
-rate of a fresh registry (``hbp_nrp_backend.registry.Registry.save``) on this disk; and the routing
-rate and broker CPU per delivery of status-sized messages to 1 and 8 subscribers, for the embedded
-amqtt broker and, when installed, mosquitto. CPU per simulation is CPU seconds of its process tree
+rate of a fresh registry (``hbp_nrp_backend.registry.Registry.save``) on this disk; the rate and
+storage CPU of storage's token check (``GET /identity/me``); the routing rate and broker CPU per
+delivery of status-sized messages to 1 and 8 subscribers, for the embedded amqtt broker and, when
+installed, mosquitto. CPU per simulation is CPU seconds of its process tree
 over the window's wall seconds; medians are over the simulations of a run. The bench's own polling
 (GET every 50 ms while launching and stopping) reaches storage only as token checks
 (``/identity/me``, cached 5 s by the REST server), listed on their own. About 90 s on 2 cores.
@@ -550,6 +551,22 @@ def registry_commit_rate(work: Path, count: int = 300) -> float:
     return count / elapsed
 
 
+def identity_rate(system: System, count: int = 300) -> tuple[float, float]:
+    """(requests per second, storage CPU ms per request) of ``GET /identity/me`` on one keep-alive
+    connection: the token check the REST server makes for each new token every 5 s."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {system.token}"
+        url = f"{system.storage.url}/identity/me"
+        session.get(url, timeout=TIMEOUT).raise_for_status()
+        cpu = cpu_seconds([system.storage.proc.pid])
+        start = time.perf_counter()
+        for _ in range(count):
+            session.get(url, timeout=TIMEOUT).raise_for_status()
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds([system.storage.proc.pid]) - cpu
+    return count / elapsed, cpu / count * 1000
+
+
 # -- report --------------------------------------------------------------------------------------
 
 
@@ -725,6 +742,7 @@ def main() -> None:
                 profiles.append(profile_experiment(system, name, seconds))
             pid = system.broker_pid()
             routing = {k: broker_routing(system.broker.host, system.broker.port, k, pid) for k in (1, 8)}
+            identity = identity_rate(system)
         mosquitto = mosquitto_routing(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -737,6 +755,10 @@ def main() -> None:
         f"  idle broker (amqtt): CPU {idle.broker_cpu:.4f} s/s; idle storage: CPU {idle.storage_cpu:.4f} s/s"
     )
     print(f"  registry commits (Registry.save, WAL, this disk): {commit_rate:.0f}/s")
+    print(
+        f"  storage GET /identity/me, one keep-alive client: {identity[0]:.0f}/s, "
+        f"storage CPU {identity[1]:.2f} ms per request"
+    )
     print_routing("amqtt (embedded)", routing)
     print_routing("mosquitto", mosquitto)
     for result in results:
