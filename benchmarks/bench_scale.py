@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -55,7 +56,13 @@ from tests.helpers.brokers import AmqttBroker, MosquittoBroker, mosquitto_binary
 from tests.helpers.processes import ServerProcess, start_server
 
 import nrp_experiments
-from benchmarks.bench_backend import FOREVER, TF_EXCHANGE, build_forever, child_processes
+from benchmarks.bench_backend import (
+    FOREVER,
+    TF_EXCHANGE,
+    build_forever,
+    child_processes,
+    process_start_time,
+)
 from hbp_nrp_backend.registry import Registry, SimulationRecord
 from hbp_nrp_backend.storage_client import StorageClient
 from hbp_nrp_storage.users import UserStore
@@ -324,7 +331,13 @@ def simulation_of(pid: int) -> int | None:
 
 @contextmanager
 def running_system(work: Path) -> Iterator[System]:
+    """Broker, storage server (user, experiments) and REST server, counted; all stopped on exit.
+
+    The REST server stops its simulations when terminated; a simserver still alive afterwards (after
+    an error here) is killed with its process group, as ``bench_backend`` does.
+    """
     started: list[Callable[[], object]] = []
+    backend: ServerProcess | None = None
     try:
         broker = AmqttBroker()
         started.append(broker.stop)
@@ -356,11 +369,18 @@ def running_system(work: Path) -> Iterator[System]:
         started.append(system.session.close)
         yield system
     finally:
+        children = child_processes(backend.proc.pid) if backend is not None else []
         for stop in reversed(started):
             try:
                 stop()
             except Exception as exc:  # keep cleaning up
                 print(f"cleanup: {exc!r}", file=sys.stderr)
+        for pid, start_time in children:
+            if process_start_time(pid) == start_time:  # still the same process
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # simservers lead their own process group
+                except OSError:
+                    pass
 
 
 # -- measurements --------------------------------------------------------------------------------
