@@ -184,7 +184,7 @@ def build_forever(target: Path) -> Path:
 
 
 @contextmanager
-def running_system(work: Path) -> Iterator[System]:
+def running_system(work: Path, extra_env: dict[str, str] | None = None) -> Iterator[System]:
     """Broker, storage server (with user and experiments) and REST server; all stopped on exit.
 
     The REST server stops its simulations when terminated; any simserver or engine still alive
@@ -210,6 +210,7 @@ def running_system(work: Path) -> Iterator[System]:
             "NRP_MQTT_BROKER_ADDRESS": broker.address,
             "NRP_SIMULATION_DIR": str(data / "current-simulation"),
             "NRP_MQTT_PREFIX": PREFIX,
+            **(extra_env or {}),
         }
         verbose = ["--verbose"] if os.environ.get("NRP_BENCH_VERBOSE") else []
         backend = start_server([*NRP, "backend", "--port", "0", *verbose], env=env)
