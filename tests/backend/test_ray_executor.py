@@ -374,3 +374,21 @@ def test_the_sandbox_limits_logs_and_errors_hold_on_a_node(
     if sim["state"] != "failed":  # a script error leaves it completed, as locally
         assert rest.set_state(sim["simulationID"], "stopped").json()["state"] == "stopped"
     assert cluster.actors(namespace) == []
+
+
+def test_auto_starts_a_local_head_and_says_so(start_backend: BackendFactory, storage: Storage) -> None:
+    """``RAY_ADDRESS=auto``: the REST server's bridge starts a Ray head of its own, says so, runs a
+    simulation on it, and takes it down when the REST server stops."""
+    backend = start_backend(NRP_EXECUTOR="ray", RAY_ADDRESS="auto", NRP_RAY_MEMORY_MB="128")
+    assert "started a local Ray head" in backend.server.text(), backend.server.text()[-3000:]
+    rest = backend.rest
+    created = rest.post("/simulation", {"experimentID": "my_cloned_experiment"})
+    assert created.status_code == 201, created.text
+    sim_id = created.json()["simulationID"]
+    assert created.json()["node"]["executor"] == "ray" and created.json()["node"]["id"], created.json()
+    assert rest.set_state(sim_id, "started").json()["state"] == "started"
+    assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
+    assert log_zips(storage, "my_cloned_experiment", sim_id)
+    bridge = bridge_pid(backend.server.proc.pid)
+    backend.server.stop(timeout=HANG)
+    wait_until(lambda: not Path(f"/proc/{bridge}").exists(), message="the bridge (and its Ray head) to end")
