@@ -195,6 +195,24 @@ def test_capacity_is_the_clusters_and_requests_are_checked(
     assert cluster.actors(namespace) == []
 
 
+def test_completion_and_the_lifetime_limit_work_as_locally(
+    start_backend: BackendFactory, storage: Storage, cluster: RayCluster
+) -> None:
+    """The simulation's own end (``completed``) reaches the REST server from the node, and the
+    REST server's wall-clock limit stops a simulation on the node."""
+    backend, namespace = ray_backend(start_backend, cluster, NRP_SIMULATION_MAX_LIFETIME="3")
+    rest = backend.rest
+    completes = rest.launch("completes")["simulationID"]
+    endless = rest.launch()["simulationID"]
+    rest.set_state(completes, "started")
+    rest.set_state(endless, "started")
+    rest.wait_for(completes, lambda s: s["state"] in ("completed", "stopped"))
+    rest.wait_for(endless, lambda s: s["state"] == "stopped")
+    rest.wait_for(completes, lambda s: s["state"] == "stopped")
+    assert log_zips(storage, "my_cloned_experiment", endless) and log_zips(storage, "completes", completes)
+    assert cluster.actors(namespace) == []
+
+
 def test_a_node_that_cannot_reach_the_broker_fails_the_launch_at_once(
     start_backend: BackendFactory, cluster: RayCluster
 ) -> None:
@@ -252,6 +270,8 @@ def test_a_killed_node_fails_its_simulation_within_seconds(
     assert "Ray" in sim["error"]["msg"], sim
     wait_until(lambda: not simserver_alive(sim_id), message="nothing of the simulation to run on")
     assert cluster.actors(namespace) == []
+    sim = rest.wait_for(sim_id, lambda s: "logs" in (s["error"] or {}))  # said once the stop has ended
+    assert "left the Ray cluster" in sim["error"]["logs"], sim
 
 
 def test_a_lost_bridge_fails_the_simulation_and_a_new_one_stops_its_actor(
@@ -350,15 +370,27 @@ def test_the_sandbox_limits_logs_and_errors_hold_on_a_node(
     )
     rest = backend.rest
     waiting = upload_script(
-        storage, tmp_path, "ray_uid", "import os\nprint('UID', os.getuid(), flush=True)\n" + UNTIL_STOPPED
+        storage,
+        tmp_path,
+        "ray_uid",
+        "import os, sys\nsys.stdout.write(f'UID {os.getuid()}\\n')\n" + UNTIL_STOPPED,
     )
     sim_id = rest.launch(waiting)["simulationID"]
     assert rest.get(f"/simulation/{sim_id}").json()["node"]["id"] != cluster.cluster.head_node.node_id
-    rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
-    rest.set_state(sim_id, "started")
-    text = wait_until(
-        lambda: "UID " in console(backend, sim_id) and console(backend, sim_id), message="UID line"
-    )
+    ready = rest.wait_for(sim_id, lambda s: s["ready"] or s["state"] == "failed", timeout=60)
+    assert ready["state"] != "failed", ready
+    assert rest.set_state(sim_id, "started").json()["state"] == "started"
+    seen: list[str] = []
+
+    def uid_line() -> str | None:
+        seen[:] = [console(backend, sim_id)]
+        return seen[0] if "UID " in seen[0] else None
+
+    try:
+        text = wait_until(uid_line, message="UID line")
+    except AssertionError as exc:
+        state = rest.get(f"/simulation/{sim_id}").json()
+        raise AssertionError(f"{exc}; console: {seen[0][-2000:] if seen else None}; {state}") from None
     assert int(text.split("UID ", 1)[1].split()[0]) not in (0, os.getuid()), text
     assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
 

@@ -77,6 +77,7 @@ class Bridge:
         self.conn = conn
         self._send_lock = threading.Lock()
         self._watched: dict[int, tuple[Any, Any]] = {}  # sim id -> (actor handle, wait_exit ref)
+        self._starting: dict[int, Any] = {}  # sim id -> actor handle, until its start returns
         self._watch_lock = threading.Lock()
         self._closed = threading.Event()
         self.namespace = "nrp"
@@ -135,13 +136,23 @@ class Bridge:
             BridgeError: ``capacity`` when no node took the actor within ``placement_timeout``;
                 ``unreachable`` when the node cannot reach storage or the broker; ``failed`` else.
         """
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         name = actor_name(launch.sim_id)
         actor = self._actor_class.options(
             name=name, namespace=self.namespace, lifetime="detached", **options
         ).remote(launch)
+        with self._watch_lock:
+            self._starting[launch.sim_id] = actor  # its lease is renewed while it clones
+        try:
+            return self._start(launch, actor, placement_timeout)
+        finally:
+            with self._watch_lock:
+                self._starting.pop(launch.sim_id, None)
+
+    def _start(self, launch: NodeLaunch, actor: Any, placement_timeout: float) -> dict[str, Any]:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
         placed = actor.renew.remote()
         ready, _ = ray.wait([placed], timeout=placement_timeout)
         if not ready:
@@ -286,7 +297,7 @@ class Bridge:
         period = max(0.2, self.lease / 4)
         while not self._closed.wait(period):
             with self._watch_lock:
-                actors = [actor for actor, _ref in self._watched.values()]
+                actors = [actor for actor, _ref in self._watched.values()] + list(self._starting.values())
             for actor in actors:
                 actor.renew.remote()
 

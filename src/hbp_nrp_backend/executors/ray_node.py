@@ -182,6 +182,8 @@ class SimulationActor:
         self._exit: dict[str, Any] | None = None
         self._stop_lock = threading.Lock()
         self._stopped: dict[str, Any] | None = None
+        if launch.lease > 0:  # from creation on: an actor whose start never comes must end too
+            threading.Thread(target=self._watch_lease, name="NrpLease", daemon=True).start()
 
     # -- called by the REST server (through the bridge) ------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -222,8 +224,6 @@ class SimulationActor:
             die_with_parent=True,
         )
         self._last_renewal = time.monotonic()
-        if launch.lease > 0:
-            threading.Thread(target=self._watch_lease, name="NrpLease", daemon=True).start()
         return {"node": node, "pid": self.process.pid, "sim_dir": str(sim_dir)}
 
     def wait_exit(self) -> dict[str, Any]:
