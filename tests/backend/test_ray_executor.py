@@ -424,3 +424,17 @@ def test_auto_starts_a_local_head_and_says_so(start_backend: BackendFactory, sto
     bridge = bridge_pid(backend.server.proc.pid)
     backend.server.stop(timeout=HANG)
     wait_until(lambda: not Path(f"/proc/{bridge}").exists(), message="the bridge (and its Ray head) to end")
+
+
+def test_an_unreachable_cluster_answers_503_and_the_server_stays_up(start_backend: BackendFactory) -> None:
+    from tests.helpers.processes import free_port
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    backend = start_backend(NRP_EXECUTOR="ray", RAY_ADDRESS=nowhere)
+    response = backend.rest.post("/simulation", {"experimentID": "my_cloned_experiment"})
+    assert response.status_code == 503, response.text
+    assert nowhere in response.json()["message"] and "RAY_ADDRESS" in response.json()["message"], (
+        response.text
+    )
+    assert backend.rest.get("/simulation").json() == []  # nothing was created
+    assert backend.rest.get("/health").status_code == 200

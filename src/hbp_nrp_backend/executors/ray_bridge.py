@@ -60,6 +60,29 @@ def sim_id_of(name: str) -> int | None:
     return None
 
 
+#: Seconds to open a TCP connection to the cluster's GCS before giving up on joining.
+CONNECT_TIMEOUT = 5.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Open (and close) a TCP connection to the GCS at ``host:port`` (``ray://`` and bare hosts
+    are left to Ray).
+
+    Raises:
+        BridgeError: ``unreachable``, naming the address (Ray itself would retry for a minute).
+    """
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BridgeError("unreachable", f"nothing answers at {address} (RAY_ADDRESS): {exc}") from exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -100,6 +123,8 @@ class Bridge:
             "configure_logging": True,
         }
         started_head = address == "auto"
+        if not started_head:
+            check_reachable(address)
         if started_head:
             options["include_dashboard"] = False
         else:

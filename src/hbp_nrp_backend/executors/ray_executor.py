@@ -271,12 +271,21 @@ class RayExecutor:
             self._bridge = bridge
             return bridge
 
-    def call(self, method: str, timeout: float = 60.0, **kwargs: Any) -> Any:
-        """Call the bridge, restarting it once when it was lost."""
-        try:
-            return self.bridge().call(method, timeout, **kwargs)
-        except BridgeLost:
-            return self.bridge().call(method, timeout, **kwargs)
+    def call(self, method: str, timeout: float = 60.0, retry: bool = True, **kwargs: Any) -> Any:
+        """Call the bridge; with ``retry`` (calls that may run twice), once more through a new
+        bridge when it was lost.
+
+        Raises:
+            ServiceUnavailable: the cluster cannot be reached (no bridge, or it was lost).
+            ApiError: the call's own error (see :meth:`BridgeProcess.call`).
+        """
+        for attempt in (1, 2):
+            try:
+                return self.bridge().call(method, timeout, **kwargs)
+            except BridgeLost as exc:
+                if not retry or attempt == 2:
+                    raise ServiceUnavailable(f"Lost the connection to the Ray cluster: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _heartbeat(self) -> None:
         while not self._closed.wait(PING_PERIOD):
@@ -388,6 +397,7 @@ class RayExecutor:
         info = self.call(
             "start",
             timeout=self.settings.placement_timeout + 660.0,
+            retry=False,  # a second start would meet the first one's actor
             launch=self.node_launch(sim),
             options=options,
             placement_timeout=self.settings.placement_timeout,
@@ -416,7 +426,7 @@ class RayExecutor:
         launch = self.node_launch(sim)
         try:
             result = self.call("stop", timeout=self._host.config.stop_grace + 200.0, sim_id=sim.id)
-        except (BridgeLost, ApiError) as exc:
+        except ApiError as exc:
             message = (
                 f"The Ray cluster is unreachable ({exc}); the simulation's actor stops it and uploads "
                 f"its logs itself when its lease of {self.settings.lease:g} s (NRP_RAY_LEASE) runs out"
@@ -436,7 +446,7 @@ class RayExecutor:
             salvaged = self.call(
                 "salvage", timeout=150.0, launch=launch, node_id=node_id, sim_dir=record.sim_dir
             )
-        except (BridgeLost, ApiError) as exc:
+        except ApiError as exc:
             salvaged = {"result": "lost", "reason": str(exc)}
         self._settle_logs(sim, salvaged)
 
@@ -479,10 +489,7 @@ class RayExecutor:
     def read_logs(
         self, sim: Simulation, name: str | None, tail: int, offset: int
     ) -> list[dict[str, Any]] | None:
-        try:
-            answer = self.call("read_logs", timeout=40.0, sim_id=sim.id, name=name, tail=tail, offset=offset)
-        except BridgeLost as exc:
-            raise ServiceUnavailable(f"The Ray cluster is unreachable: {exc}") from exc
+        answer = self.call("read_logs", timeout=40.0, sim_id=sim.id, name=name, tail=tail, offset=offset)
         if "missing" in answer:
             raise NoSuchLog(str(answer["missing"]))
         files = answer.get("files")
@@ -502,7 +509,7 @@ class RayExecutor:
         """
         try:
             names = self.call("actors", timeout=30.0)
-        except (BridgeLost, ApiError) as exc:
+        except ApiError as exc:
             logger.error("Could not list the Ray actors of this server: %s", exc)
             return []
         known = {sim.id for sim in self._host_simulations() if sim.active and sim.lifecycle is not None}
@@ -515,7 +522,7 @@ class RayExecutor:
             try:
                 self.call("kill", timeout=30.0, name=name)
                 killed.append(name)
-            except (BridgeLost, ApiError) as exc:
+            except ApiError as exc:
                 logger.error("Could not kill Ray actor %s: %s", name, exc)
         return killed
 
@@ -524,7 +531,10 @@ class RayExecutor:
         return list(everything()) if callable(everything) else []
 
     def start_service(self) -> None:
-        self.bridge()
+        try:
+            self.bridge()
+        except ServiceUnavailable as exc:  # launches answer 503 until the cluster can be joined
+            logger.error("Ray executor: %s; launches fail with 503 until it can be joined", exc.message)
         threading.Thread(target=self._heartbeat, name="RayHeartbeat", daemon=True).start()
 
     def close(self) -> None:
