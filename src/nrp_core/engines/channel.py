@@ -55,31 +55,39 @@ class SpinPolicy:
     """When a receiver polls its socket before blocking; one per process, shared by its channels.
 
     A receive first polls (non-blocking ``recv``) for up to ``window`` seconds, calling
-    ``sched_yield`` between polls so that a process runnable on the same CPU (the peer, often) runs
+    ``sched_yield`` between polls so that a process runnable on the same CPU (often the peer) runs
     first; a reply that comes within the window is taken without the cost of a wake-up. Polling
     fails when the window passes (the peer is busy with a long step) or when one poll came more than
     ``gap`` seconds after the previous one: another process ran on this CPU meanwhile, so the CPU is
     contended and polling would only take time from others (a yield may hand a CPU-bound stranger a
     whole time slice). After a failure the process blocks without polling for ``backoff`` seconds,
-    which doubles with each failure up to ``max_backoff``; a poll that yielded and then got its data
-    without contention resets it to ``min_backoff``.
+    which doubles with each failure up to ``max_backoff``; ``streak`` polls in a row that yielded and
+    then got their data without contention reset it to ``min_backoff``.
 
     Args:
         window: seconds to poll before blocking; <= 0 never polls.
         gap: longest pause between two polls that does not count as contention (seconds).
         min_backoff: first pause of polling after a failure (seconds).
         max_backoff: longest pause (seconds).
+        streak: successful polls in a row that reset the pause to ``min_backoff``.
     """
 
     def __init__(
-        self, window: float, gap: float = 200e-6, min_backoff: float = 0.01, max_backoff: float = 1.0
+        self,
+        window: float,
+        gap: float = 1e-3,
+        min_backoff: float = 1e-3,
+        max_backoff: float = 1.0,
+        streak: int = 64,
     ) -> None:
         self.window = window
         self.gap = gap
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        self.streak = streak
         self.backoff = min_backoff
         self.off_until = 0.0
+        self._successes = 0
 
     @classmethod
     def from_environment(cls) -> SpinPolicy:
@@ -120,7 +128,9 @@ class SpinPolicy:
                 return received
             if received is not None:
                 if yielded:
-                    self.backoff = self.min_backoff
+                    self._successes += 1
+                    if self._successes >= self.streak:
+                        self.backoff = self.min_backoff
                 return received
             if now > end:
                 self._fail(now)
@@ -130,6 +140,7 @@ class SpinPolicy:
             os.sched_yield()
 
     def _fail(self, now: float) -> None:
+        self._successes = 0
         self.off_until = now + self.backoff
         self.backoff = min(2 * self.backoff, self.max_backoff)
 
