@@ -212,6 +212,10 @@ class Channel:
                     raise EOFError(str(exc)) from exc
                 if not received:
                     raise EOFError("control channel closed")
+                if not buffer and received >= 4:  # the usual case: exactly one whole message
+                    (size,) = _HEADER.unpack_from(self._chunk)
+                    if received == 4 + size:
+                        return pickle.loads(self._chunk_view[4:received])
                 buffer += self._chunk_view[:received]
         except TimeoutError:
             raise
@@ -248,6 +252,8 @@ def serve(channel: Channel, server: Any) -> None:
     """Answer requests from ``channel`` with ``server`` until end of file or ``shutdown``."""
     get_request: dict[str, Any] | None = None
     reply: Any
+    # a server that sets, advances and reads in one go (nest_server: one request to NEST Server)
+    combined_step = getattr(server, "step", None)
     while True:
         try:
             message = channel.recv()
@@ -256,10 +262,9 @@ def serve(channel: Channel, server: Any) -> None:
         op = message[0]
         phase = op
         try:
-            if op == "step" and hasattr(server, "step"):
-                # a server that sets, advances and reads in one go (nest_server: one request to NEST Server)
+            if op == "step" and combined_step is not None:
                 phase = "run_loop"
-                reply = server.step(message[1], message[2], get_request)
+                reply = combined_step(message[1], message[2], get_request)
             elif op == "step":
                 set_request, time_step = message[1], message[2]
                 phase = "set_datapacks"
