@@ -90,13 +90,18 @@ class SpinPolicy:
         self._successes = 0
 
     @classmethod
-    def from_environment(cls) -> SpinPolicy:
-        """The policy of ``NRP_ENGINE_SPIN_US`` (default 300 us; unparsable or negative: 0)."""
+    def shared(cls) -> SpinPolicy:
+        """This process's policy for the current ``NRP_ENGINE_SPIN_US`` (default 300 us; unparsable
+        or negative: 0), read at each call; channels created under the same value share it."""
         try:
             micros = float(os.environ.get(SPIN_ENV, "300"))
         except ValueError:
             micros = 0.0
-        return cls(max(micros, 0.0) * 1e-6)
+        window = max(micros, 0.0) * 1e-6
+        policy = _POLICIES.get(window)
+        if policy is None:
+            policy = _POLICIES[window] = cls(window)
+        return policy
 
     def poll(self, sock: socket.socket, buffer: memoryview, limit: float | None = None) -> int | None:
         """Poll ``sock`` into ``buffer``; the byte count received (0: end of file), or None: block.
@@ -145,8 +150,7 @@ class SpinPolicy:
         self.backoff = min(2 * self.backoff, self.max_backoff)
 
 
-SPIN = SpinPolicy.from_environment()
-"""The policy of this process's channels."""
+_POLICIES: dict[float, SpinPolicy] = {}  # window -> this process's policy for it
 
 
 class Channel:
@@ -154,12 +158,12 @@ class Channel:
 
     Args:
         sock: the connected socket, in blocking mode.
-        spin: how receives poll before blocking (default: the process's :data:`SPIN`).
+        spin: how receives poll before blocking (default: :meth:`SpinPolicy.shared`).
     """
 
     def __init__(self, sock: socket.socket, spin: SpinPolicy | None = None) -> None:
         self.sock = sock
-        self.spin = SPIN if spin is None else spin
+        self.spin = SpinPolicy.shared() if spin is None else spin
         self._buffer = bytearray()
         self._chunk = bytearray(_CHUNK)
         self._chunk_view = memoryview(self._chunk)
