@@ -1,9 +1,13 @@
-"""Protobuf datapacks, ``python_grpc`` engines and ``NRPCoreSim -m server`` (information, no targets).
+"""Protobuf datapacks, ``python_grpc`` engines and ``NRPCoreSim -m server``.
+
+Target (issue 9): engine processes <= 40 us per step (median); the other figures are information.
 
 Same-run figures, best (median) of ``REPEATS`` interleaved runs, on a tf_exchange written with
 ``python_grpc`` engines (a ``Dump.String`` clock forwarded by a TF, generated in a temporary folder):
 
-- ``python_grpc`` engines in their own processes (local channel, the default), per step;
+- ``python_grpc`` engines in their own processes (local channel, the default), per step; and,
+  as its baseline, the same with receives that block at once instead of polling first
+  (``NRP_ENGINE_SPIN_US=0``, as before polling existed);
 - the same engines as ``EngineGrpcService`` servers reached over gRPC (``EmptyLaunchCommand``), per step;
 - per call of ``run_loop(1)``: the in-process ``NrpCore`` against nrp-core's own client
   (``nrp-client``) driving ``NRPCoreSim -m server`` over gRPC; the latter runs when the
@@ -24,10 +28,11 @@ import time
 from pathlib import Path
 
 from nrp_core.client import NrpCore
+from nrp_core.engines.channel import SPIN_ENV
 
 STEPS = 3_000
 CALLS = 1_000
-REPEATS = 3
+REPEATS = 5
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_PYTHON = ROOT / ".venv-nrp-client" / "bin" / "python"
 
@@ -92,15 +97,25 @@ def _experiment(folder: Path) -> Path:
     return folder
 
 
-def _per_step(folder: Path, overrides: list[str]) -> float:
-    client = NrpCore("localhost:0", experiment_folder=str(folder), log_output=None, overrides=overrides)
-    client.initialize()
+def _per_step(folder: Path, overrides: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds per step of ``STEPS`` steps, with ``env`` set while the engines start and run."""
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
     try:
-        start = time.perf_counter()
-        client.run_loop(STEPS)
-        return (time.perf_counter() - start) / STEPS
+        client = NrpCore("localhost:0", experiment_folder=str(folder), log_output=None, overrides=overrides)
+        client.initialize()
+        try:
+            start = time.perf_counter()
+            client.run_loop(STEPS)
+            return (time.perf_counter() - start) / STEPS
+        finally:
+            client.shutdown()
     finally:
-        client.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _grpc_servers(folder: Path) -> tuple[list[subprocess.Popen], list[str]]:
@@ -171,11 +186,18 @@ def _nrp_client_calls(folder: Path) -> float | None:
 
 
 def main() -> None:
-    runs: dict[str, list[float]] = {"processes": [], "grpc": [], "in_process_call": [], "nrp_client_call": []}
+    runs: dict[str, list[float]] = {
+        "processes": [],
+        "blocking": [],
+        "grpc": [],
+        "in_process_call": [],
+        "nrp_client_call": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = _experiment(Path(tmp))
         for _ in range(REPEATS):
             runs["processes"].append(_per_step(folder, []))
+            runs["blocking"].append(_per_step(folder, [], {SPIN_ENV: "0"}))
             servers, overrides = _grpc_servers(folder)
             try:
                 runs["grpc"].append(_per_step(folder, overrides))
@@ -193,11 +215,16 @@ def main() -> None:
             return "skipped (no .venv-nrp-client)"
         return f"{min(values) * 1e6:7.1f} ({statistics.median(values) * 1e6:7.1f}) us"
 
+    rows = [
+        (f"engine processes, per step ({STEPS} steps):", "processes"),
+        (f"  the same, blocking receives ({SPIN_ENV}=0):", "blocking"),
+        (f"EngineGrpcService over gRPC, per step ({STEPS} steps):", "grpc"),
+        (f"in-process NrpCore run_loop(1), per call ({CALLS}):", "in_process_call"),
+        ("nrp-client run_loop(1) via NRPCoreSim -m server:", "nrp_client_call"),
+    ]
     print(f"tf_exchange with python_grpc engines, best (median) of {REPEATS} interleaved runs")
-    print(f"  engine processes, per step ({STEPS} steps):          {show('processes')}")
-    print(f"  EngineGrpcService over gRPC, per step ({STEPS} steps): {show('grpc')}")
-    print(f"  in-process NrpCore run_loop(1), per call ({CALLS}):   {show('in_process_call')}")
-    print(f"  nrp-client run_loop(1) via NRPCoreSim -m server:     {show('nrp_client_call')}")
+    for label, name in rows:
+        print(f"  {label:<54} {show(name)}")
     sys.stdout.flush()
 
 

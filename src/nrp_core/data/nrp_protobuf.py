@@ -215,7 +215,9 @@ def datapack_from_bytes(name: str, engine_name: str, type_name: str, payload: by
         KeyError: ``type_name`` is not a message of the NRP protobuf packages.
         google.protobuf.message.DecodeError: ``payload`` does not parse.
     """
-    cls = datapack_class_for(type_name)
+    cls = _DATAPACKS.get(type_name)
+    if cls is None:
+        cls = datapack_class_for(type_name)  # raises, naming the packages
     return cls(name, engine_name, cls.message_class.FromString(payload))
 
 

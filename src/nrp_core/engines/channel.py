@@ -22,30 +22,148 @@ request                                    reply payload (``("ok", payload)``)
 
 A failing operation replies ``("error", details)`` with the keys ``op``, ``type``, ``message``,
 ``traceback``, ``file`` and ``line`` (the innermost frame in a user file).
+
+Waiting: a receiver first polls its socket for up to ``NRP_ENGINE_SPIN_US`` microseconds (default
+300; 0 never polls), yielding the CPU between polls, and only then blocks (see :class:`SpinPolicy`):
+on virtual machines whose idle CPUs halt, waking a blocked process costs tens of microseconds, more
+than a whole step of a light engine.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import struct
+import time
 import traceback
 from typing import Any
 
 from nrp_core.errors import user_location
 
-__all__ = ["Channel", "error_details", "serve"]
+__all__ = ["SPIN_ENV", "Channel", "SpinPolicy", "error_details", "serve"]
 
 _HEADER = struct.Struct("<I")
 _PROTOCOL = 5
 _CHUNK = 1 << 16  # below the malloc mmap threshold: no mmap/munmap per recv
 
+SPIN_ENV = "NRP_ENGINE_SPIN_US"
+"""Environment variable: microseconds a receiver polls before blocking (default 300, 0: never)."""
+
+
+class SpinPolicy:
+    """When a receiver polls its socket before blocking; one per process, shared by its channels.
+
+    A receive first polls (non-blocking ``recv``) for up to ``window`` seconds, calling
+    ``sched_yield`` between polls so that a process runnable on the same CPU (often the peer) runs
+    first; a reply that comes within the window is taken without the cost of a wake-up. Polling
+    fails when the window passes (the peer is busy with a long step) or when one poll came more than
+    ``gap`` seconds after the previous one: another process ran on this CPU meanwhile, so the CPU is
+    contended and polling would only take time from others (a yield may hand a CPU-bound stranger a
+    whole time slice). After a failure the process blocks without polling for ``backoff`` seconds,
+    which doubles with each failure up to ``max_backoff``; ``streak`` polls in a row that yielded and
+    then got their data without contention reset it to ``min_backoff``.
+
+    Args:
+        window: seconds to poll before blocking; <= 0 never polls.
+        gap: longest pause between two polls that does not count as contention (seconds).
+        min_backoff: first pause of polling after a failure (seconds).
+        max_backoff: longest pause (seconds).
+        streak: successful polls in a row that reset the pause to ``min_backoff``.
+    """
+
+    def __init__(
+        self,
+        window: float,
+        gap: float = 1e-3,
+        min_backoff: float = 1e-3,
+        max_backoff: float = 1.0,
+        streak: int = 64,
+    ) -> None:
+        self.window = window
+        self.gap = gap
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.streak = streak
+        self.backoff = min_backoff
+        self.off_until = 0.0
+        self._successes = 0
+
+    @classmethod
+    def shared(cls) -> SpinPolicy:
+        """This process's policy for the current ``NRP_ENGINE_SPIN_US`` (default 300 us; unparsable
+        or negative: 0), read at each call; channels created under the same value share it."""
+        try:
+            micros = float(os.environ.get(SPIN_ENV, "300"))
+        except ValueError:
+            micros = 0.0
+        window = max(micros, 0.0) * 1e-6
+        policy = _POLICIES.get(window)
+        if policy is None:
+            policy = _POLICIES[window] = cls(window)
+        return policy
+
+    def poll(self, sock: socket.socket, buffer: memoryview, limit: float | None = None) -> int | None:
+        """Poll ``sock`` into ``buffer``; the byte count received (0: end of file), or None: block.
+
+        Args:
+            limit: at most this many seconds (the caller's timeout), if given.
+
+        Raises:
+            OSError: from ``recv`` (a connection reset, ...).
+        """
+        window = self.window if limit is None else min(self.window, limit)
+        if window <= 0:
+            return None
+        clock = time.perf_counter
+        start = clock()
+        if start < self.off_until:
+            return None
+        end = start + window
+        previous = start
+        yielded = False
+        while True:
+            try:
+                received: int | None = sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                received = None
+            now = clock()
+            if now - previous > self.gap:  # contended: take what came, and stop polling a while
+                self._fail(now)
+                return received
+            if received is not None:
+                if yielded:
+                    self._successes += 1
+                    if self._successes >= self.streak:
+                        self.backoff = self.min_backoff
+                return received
+            if now > end:
+                self._fail(now)
+                return None
+            previous = now
+            yielded = True
+            os.sched_yield()
+
+    def _fail(self, now: float) -> None:
+        self._successes = 0
+        self.off_until = now + self.backoff
+        self.backoff = min(2 * self.backoff, self.max_backoff)
+
+
+_POLICIES: dict[float, SpinPolicy] = {}  # window -> this process's policy for it
+
 
 class Channel:
-    """Framed pickle messages over a connected stream socket."""
+    """Framed pickle messages over a connected stream socket.
 
-    def __init__(self, sock: socket.socket) -> None:
+    Args:
+        sock: the connected socket, in blocking mode.
+        spin: how receives poll before blocking (default: :meth:`SpinPolicy.shared`).
+    """
+
+    def __init__(self, sock: socket.socket, spin: SpinPolicy | None = None) -> None:
         self.sock = sock
+        self.spin = SpinPolicy.shared() if spin is None else spin
         self._buffer = bytearray()
         self._chunk = bytearray(_CHUNK)
         self._chunk_view = memoryview(self._chunk)
@@ -74,8 +192,8 @@ class Channel:
             TimeoutError: no complete message within ``timeout``.
         """
         buffer = self._buffer
-        if timeout is not None and timeout > 0:
-            self.sock.settimeout(timeout)
+        limit = timeout if timeout is not None and timeout > 0 else None
+        timed = False
         try:
             while True:
                 if len(buffer) >= 4:
@@ -86,16 +204,27 @@ class Channel:
                         del buffer[:end]
                         return message
                 try:
-                    received = self.sock.recv_into(self._chunk_view)
+                    # Poll first, unless a timeout is set already: a socket with a timeout waits
+                    # (select) even for a non-blocking recv.
+                    received = None if timed else self.spin.poll(self.sock, self._chunk_view, limit)
+                    if received is None:
+                        if limit is not None and not timed:
+                            self.sock.settimeout(limit)
+                            timed = True
+                        received = self.sock.recv_into(self._chunk_view)
                 except (ConnectionResetError, BrokenPipeError) as exc:
                     raise EOFError(str(exc)) from exc
                 if not received:
                     raise EOFError("control channel closed")
+                if not buffer and received >= 4:  # the usual case: exactly one whole message
+                    (size,) = _HEADER.unpack_from(self._chunk)
+                    if received == 4 + size:
+                        return pickle.loads(self._chunk_view[4:received])
                 buffer += self._chunk_view[:received]
         except TimeoutError:
             raise
         finally:
-            if timeout is not None and timeout > 0:
+            if timed:
                 self.sock.settimeout(None)
 
     def close(self) -> None:
@@ -127,6 +256,8 @@ def serve(channel: Channel, server: Any) -> None:
     """Answer requests from ``channel`` with ``server`` until end of file or ``shutdown``."""
     get_request: dict[str, Any] | None = None
     reply: Any
+    # a server that sets, advances and reads in one go (nest_server: one request to NEST Server)
+    combined_step = getattr(server, "step", None)
     while True:
         try:
             message = channel.recv()
@@ -135,10 +266,9 @@ def serve(channel: Channel, server: Any) -> None:
         op = message[0]
         phase = op
         try:
-            if op == "step" and hasattr(server, "step"):
-                # a server that sets, advances and reads in one go (nest_server: one request to NEST Server)
+            if op == "step" and combined_step is not None:
                 phase = "run_loop"
-                reply = server.step(message[1], message[2], get_request)
+                reply = combined_step(message[1], message[2], get_request)
             elif op == "step":
                 set_request, time_step = message[1], message[2]
                 phase = "set_datapacks"

@@ -90,11 +90,17 @@ def _datapacks_from_reply(engine_name: str, fetched: Mapping[str, Any] | None) -
     return result
 
 
-def _proto_datapack(engine_name: str, name: str, type_name: str, payload: bytes) -> DataPackInterface:
-    from nrp_core.data.nrp_protobuf import datapack_from_bytes
+_from_bytes: Callable[[str, str, str, bytes], DataPackInterface] | None = None
 
+
+def _proto_datapack(engine_name: str, name: str, type_name: str, payload: bytes) -> DataPackInterface:
+    global _from_bytes
+    if _from_bytes is None:  # imported on first use: JSON-only simulations never load protobuf
+        from nrp_core.data.nrp_protobuf import datapack_from_bytes
+
+        _from_bytes = datapack_from_bytes
     try:
-        return datapack_from_bytes(name, engine_name, type_name, payload)
+        return _from_bytes(name, engine_name, type_name, payload)
     except Exception as exc:
         raise EngineError(
             engine_name, "get_datapacks", f"datapack '{name}' of type '{type_name}' cannot be read: {exc}"

@@ -29,6 +29,7 @@ class GrpcEngineServer(EngineServer):
     def __init__(self, base_dir: Any = None) -> None:
         super().__init__(base_dir)
         self.packages: frozenset[str] = frozenset(DEFAULT_PACKAGES)
+        self._allowed_types: set[str] = set()  # message types whose package is in ``packages``
 
     def initialize(self, request: dict[str, Any]) -> None:
         """As :meth:`EngineServer.initialize`, after checking ``ProtobufPackages``.
@@ -46,6 +47,7 @@ class GrpcEngineServer(EngineServer):
                     f"ProtobufPackages {unknown} not supported: the known packages are {', '.join(known)}"
                 )
             self.packages = frozenset(packages)
+            self._allowed_types = set()
         super().initialize(request)
 
     def _check_package(self, name: str, type_name: str) -> None:
@@ -114,7 +116,9 @@ class GrpcEngineServer(EngineServer):
                     f"Attempting to get data from an unregistered DataPack ({name})"
                 )
             type_name = message.DESCRIPTOR.full_name
-            self._check_package(name, type_name)
+            if type_name not in self._allowed_types:
+                self._check_package(name, type_name)
+                self._allowed_types.add(type_name)
             reply[name] = {"engine_name": own_name, "type": type_name, "proto": message.SerializeToString()}
         return reply
 
