@@ -22,6 +22,7 @@ import pytest
 from hbp_nrp_backend.config import BackendConfig, load_backend_config
 from hbp_nrp_backend.simserver_process import SECRET_NAMES
 from hbp_nrp_commons.settings import SERVICE_USER
+from nrp_core.engines.channel import SpinPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIABLE = re.compile(r"^(?:(?:NRP|STORAGE)_[A-Z0-9_]+|RAY_ADDRESS)$")
@@ -135,6 +136,8 @@ LOADED: dict[str, Callable[[BackendConfig], Any]] = {
     "NRP_LOG_FAILED_KEEP": lambda c: c.log_failed_keep,
     "NRP_SIMULATION_DIR": lambda c: c.simulation_dir_link,
     "NRP_SIMSERVER_MODULE": lambda c: c.simserver_module,
+    # read by nrp_core's engine channels in each process, not by the REST server's configuration
+    "NRP_ENGINE_SPIN_US": lambda c: round(SpinPolicy.shared().window * 1e6),
     "NRP_EXECUTOR": lambda c: c.executor,
     "RAY_ADDRESS": lambda c: c.ray.address,
     "NRP_RAY_NAMESPACE": lambda c: c.ray.namespace,
