@@ -213,17 +213,19 @@ def test_completion_and_the_lifetime_limit_work_as_locally(
     assert cluster.actors(namespace) == []
 
 
-def test_a_node_that_cannot_reach_the_broker_fails_the_launch_at_once(
-    start_backend: BackendFactory, cluster: RayCluster
+@pytest.mark.parametrize("setting", ["NRP_RAY_MQTT_ADDRESS", "NRP_RAY_STORAGE_URL"])
+def test_a_node_that_cannot_reach_a_service_fails_the_launch_at_once(
+    start_backend: BackendFactory, cluster: RayCluster, setting: str
 ) -> None:
     from tests.helpers.processes import free_port
 
     closed = f"127.0.0.1:{free_port()}"
-    backend, namespace = ray_backend(start_backend, cluster, NRP_RAY_MQTT_ADDRESS=closed)
+    value = closed if setting == "NRP_RAY_MQTT_ADDRESS" else f"http://{closed}"
+    backend, namespace = ray_backend(start_backend, cluster, **{setting: value})
     response = backend.rest.post("/simulation", {"experimentID": "my_cloned_experiment"})
     assert response.status_code == 503, response.text
     message = response.json()["message"]
-    assert closed in message and "NRP_RAY_MQTT_ADDRESS" in message, message
+    assert closed in message and setting in message, message
     (sim,) = backend.rest.get("/simulation").json()
     assert sim["state"] == "failed" and closed in sim["error"]["msg"], sim
     assert cluster.actors(namespace) == []
