@@ -177,12 +177,13 @@ class SimulationServerProcess:
         """
         log_file = open(self.log_path, "xb")  # noqa: SIM115 - closed right after the spawn
         if self.die_with_parent:
+            hook = _kill_with_parent_hook()
             spawned = threading.Event()
             failure: list[BaseException] = []
 
             def spawn_and_watch() -> None:
                 try:
-                    self._spawn(log_file, _kill_with_parent)
+                    self._spawn(log_file, hook)
                 except BaseException as exc:
                     failure.append(exc)
                     return
@@ -394,11 +395,21 @@ class SimulationServerProcess:
         return self.exit
 
 
-def _kill_with_parent() -> None:
-    """In the child, before exec: ask Linux for SIGKILL when the spawning thread's process goes."""
+def _kill_with_parent_hook() -> Callable[[], None]:
+    """The ``preexec_fn`` asking Linux for SIGKILL when the spawning thread goes.
+
+    ``prctl`` is looked up here, in the parent: between fork and exec the child of a threaded
+    process (a Ray worker) must not load libraries or take locks another thread may have held.
+    """
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    kill = int(signal.SIGKILL)
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+
+    return hook
 
 
 def _children(pid: int) -> list[int]:

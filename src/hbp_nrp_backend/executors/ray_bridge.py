@@ -31,8 +31,8 @@ from hbp_nrp_backend.executors.ray_node import NodeLaunch, NodeUnreachable, Simu
 logger = logging.getLogger("nrp.ray_bridge")
 
 #: ``capacity``: nothing fits (409); ``unreachable``: a service or the cluster is unreachable (503);
-#: ``failed``: anything else.
-ERROR_KINDS = ("capacity", "unreachable", "failed")
+#: ``invalid``: Ray refused the resource request (400); ``failed``: anything else.
+ERROR_KINDS = ("capacity", "unreachable", "invalid", "failed")
 #: Seconds a started simulation may take to clone its experiment and spawn on its node.
 START_TIMEOUT = 600.0
 #: Seconds between two rounds of the exit monitor.
@@ -101,6 +101,7 @@ class Bridge:
         self._send_lock = threading.Lock()
         self._watched: dict[int, tuple[Any, Any]] = {}  # sim id -> (actor handle, wait_exit ref)
         self._starting: dict[int, Any] = {}  # sim id -> actor handle, until its start returns
+        self._stopping: dict[int, Any] = {}  # sim id -> actor handle, until its stop returns
         self._watch_lock = threading.Lock()
         self._closed = threading.Event()
         self.namespace = "nrp"
@@ -163,9 +164,13 @@ class Bridge:
         """
 
         name = actor_name(launch.sim_id)
-        actor = self._actor_class.options(
-            name=name, namespace=self.namespace, lifetime="detached", **options
-        ).remote(launch)
+        try:
+            actor_class = self._actor_class.options(
+                name=name, namespace=self.namespace, lifetime="detached", **options
+            )
+        except ValueError as exc:
+            raise BridgeError("invalid", f"Ray refused the resource request: {_first_line(exc)}") from None
+        actor = actor_class.remote(launch)
         with self._watch_lock:
             self._starting[launch.sim_id] = actor  # its lease is renewed while it clones
         try:
@@ -199,12 +204,15 @@ class Bridge:
             self._watched[launch.sim_id] = (actor, actor.wait_exit.remote())
         return dict(info)
 
-    def stop(self, sim_id: int, upload: bool = True, timeout: float = 180.0) -> dict[str, Any]:
+    def stop(self, sim_id: int, upload: bool = True, timeout_on_node: float = 190.0) -> dict[str, Any]:
         """Stop the simulation's actor (found by name if not watched) and end it.
+
+        Its lease is renewed while it stops (a stop may take the whole grace period and an upload).
 
         Returns:
             the actor's stop result with ``found: True``, or ``{"found": False, "reason": ...}`` when
-            there is no such actor (any more) or it died meanwhile.
+            there is no such actor (any more), it died meanwhile, or its stop failed (the actor is
+            then killed; what its folder holds can still be salvaged).
         """
         import ray
         from ray.exceptions import RayActorError
@@ -217,12 +225,19 @@ class Bridge:
                 actor = ray.get_actor(actor_name(sim_id), namespace=self.namespace)
             except ValueError:
                 return {"found": False, "reason": "no actor of this simulation is alive in the cluster"}
+        with self._watch_lock:
+            self._stopping[sim_id] = actor
         try:
-            result = dict(ray.get(actor.stop.remote(upload), timeout=timeout))
+            result = dict(ray.get(actor.stop.remote(upload), timeout=timeout_on_node))
         except RayActorError as exc:
             return {"found": False, "reason": f"its Ray actor died: {_first_line(exc)}"}
-        finally:
+        except Exception as exc:
             ray.kill(actor, no_restart=True)
+            return {"found": False, "reason": f"its stop failed: {_first_line(exc)}"}
+        finally:
+            with self._watch_lock:
+                self._stopping.pop(sim_id, None)
+        ray.kill(actor, no_restart=True)
         result["found"] = True
         return result
 
@@ -258,7 +273,11 @@ class Bridge:
             watched = self._watched.get(sim_id)
         if watched is None:
             return {"files": None}
-        return dict(ray.get(watched[0].read_logs.remote(name, tail, offset), timeout=30))
+        try:
+            return dict(ray.get(watched[0].read_logs.remote(name, tail, offset), timeout=30))
+        except Exception as exc:  # died or stuck: as locally once the folder is gone
+            logger.warning("Reading the logs of simulation %s failed: %s", sim_id, _first_line(exc))
+            return {"files": None}
 
     def actors(self) -> list[str]:
         """Names of the alive actors in this namespace."""
@@ -297,32 +316,42 @@ class Bridge:
         from ray.exceptions import RayActorError
 
         while not self._closed.is_set():
+            try:
+                self._watch_once(ray, RayActorError)
+            except Exception:  # keep watching: a lost exit would leave a simulation without its end
+                logger.exception("Watching the simulations' actors failed; retrying")
+                self._closed.wait(1.0)
+
+    def _watch_once(self, ray: Any, actor_error: type[BaseException]) -> None:
+        with self._watch_lock:
+            refs = {ref: sim_id for sim_id, (_actor, ref) in self._watched.items()}
+        if not refs:
+            self._closed.wait(WATCH_PERIOD)
+            return
+        ready, _ = ray.wait(list(refs), num_returns=1, timeout=WATCH_PERIOD)
+        for ref in ready:
+            sim_id = refs[ref]
             with self._watch_lock:
-                refs = {ref: sim_id for sim_id, (_actor, ref) in self._watched.items()}
-            if not refs:
-                self._closed.wait(WATCH_PERIOD)
-                continue
-            ready, _ = ray.wait(list(refs), num_returns=1, timeout=WATCH_PERIOD)
-            for ref in ready:
-                sim_id = refs[ref]
-                with self._watch_lock:
-                    current = self._watched.get(sim_id)
-                    if current is None or current[1] != ref:
-                        continue  # being stopped
-                    del self._watched[sim_id]
-                try:
-                    self.send(("exited", sim_id, ray.get(ref)))
-                except RayActorError as exc:
-                    self.send(("died", sim_id, f"its Ray actor died: {_first_line(exc)}"))
-                except Exception as exc:
-                    self.send(("died", sim_id, f"its Ray actor could not be watched: {_first_line(exc)}"))
+                current = self._watched.get(sim_id)
+                if current is None or current[1] != ref:
+                    continue  # being stopped
+                del self._watched[sim_id]
+            try:
+                self.send(("exited", sim_id, ray.get(ref)))
+            except actor_error as exc:
+                self.send(("died", sim_id, f"its Ray actor died: {_first_line(exc)}"))
+            except OSError:
+                raise
+            except Exception as exc:
+                self.send(("died", sim_id, f"its Ray actor could not be watched: {_first_line(exc)}"))
 
     def renew_leases(self) -> None:
         """Renew every watched actor's lease a few times per lease."""
         period = max(0.2, self.lease / 4)
         while not self._closed.wait(period):
             with self._watch_lock:
-                actors = [actor for actor, _ref in self._watched.values()] + list(self._starting.values())
+                actors = [actor for actor, _ref in self._watched.values()]
+                actors += [*self._starting.values(), *self._stopping.values()]
             for actor in actors:
                 actor.renew.remote()
 
@@ -337,7 +366,9 @@ class Bridge:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 break
-            if message[0] == "call":
+            if message[0] == "call" and message[2] == "ping":
+                self._answer(*message[1:])  # at once: a pool busy with long calls must not look dead
+            elif message[0] == "call":
                 pool.submit(self._answer, *message[1:])
         self._closed.set()
 

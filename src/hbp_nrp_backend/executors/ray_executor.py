@@ -42,8 +42,7 @@ from hbp_nrp_backend.executors.ray_settings import (
 )
 from hbp_nrp_backend.live_logs import NoSuchLog
 from hbp_nrp_backend.logs import PermanentUploadError
-from hbp_nrp_backend.registry import FINAL_STATES
-from hbp_nrp_backend.simserver_process import ProcessExit
+from hbp_nrp_backend.simserver_process import ProcessExit, classify_exit
 
 if TYPE_CHECKING:
     from hbp_nrp_backend.launch import LaunchRequest
@@ -159,6 +158,8 @@ class BridgeProcess:
             raise Conflict(f"The Ray cluster has no room for this simulation: {message}")
         if error_kind == "unreachable":
             raise ServiceUnavailable(message)
+        if error_kind == "invalid":
+            raise ClientError(message)
         raise ApiError(message)
 
     def _read(self) -> None:
@@ -186,8 +187,9 @@ class BridgeProcess:
         for done, box in list(self._pending.values()):
             box[:] = ["lost", self.lost]
             done.set()
-        self.conn.close()
-        self._socket.close()
+        with self._send_lock:  # no send may meet a closed (or reused) descriptor
+            self.conn.close()
+            self._socket.close()
         self._on_lost(self, self.lost)
 
     def kill(self, reason: str | None = None) -> None:
@@ -240,6 +242,10 @@ class RayExecutor:
             ServiceUnavailable: the cluster cannot be joined.
         """
         with self._bridge_lock:
+            if self._closed.is_set():
+                raise ServiceUnavailable(
+                    "The REST server is shutting down: the Ray cluster is no longer reached"
+                )
             if self._bridge is not None and self._bridge.lost is None:
                 return self._bridge
             hello = {
@@ -314,7 +320,12 @@ class RayExecutor:
         if sim is None:
             return
         if kind == "exited":
-            sim.process_exited(ProcessExit(**payload))
+            requested = sim.stop_target is not None  # the node knows only whether *it* stopped it
+            failed = bool(payload["failed"]) or classify_exit(int(payload["returncode"]), requested)
+            reason = str(payload.get("reason") or "")
+            sim.process_exited(
+                ProcessExit(int(payload["returncode"]), requested, failed, reason, bool(payload.get("limit")))
+            )
         else:
             node = (sim.record.node or {}).get("host", "?")
             sim.process_exited(
@@ -394,25 +405,36 @@ class RayExecutor:
     def start(self, sim: Simulation, admission: Any) -> None:
         resources = admission.resources if isinstance(admission, Admission) else self.settings.defaults
         options = resources.ray_options()
-        info = self.call(
-            "start",
-            timeout=self.settings.placement_timeout + 660.0,
-            retry=False,  # a second start would meet the first one's actor
-            launch=self.node_launch(sim),
-            options=options,
-            placement_timeout=self.settings.placement_timeout,
-        )
+        self._running[sim.id] = sim  # before the start returns: its process may end at once
+        try:
+            info = self.call(
+                "start",
+                timeout=self.settings.placement_timeout + 660.0,
+                retry=False,  # a second start would meet the first one's actor
+                launch=self.node_launch(sim),
+                options=options,
+                placement_timeout=self.settings.placement_timeout,
+            )
+        except BaseException:
+            self._running.pop(sim.id, None)
+            self._forget_actor(sim.id)
+            raise
         record = sim.record
         record.node = {**info["node"], "actor": actor_name(sim.id), "resources": resources.describe()}
         record.sim_dir = info["sim_dir"]
         sim.sim_dir = Path(info["sim_dir"])  # on the node: only for making paths relative
         sim.save()
-        if record.state in FINAL_STATES:
-            return
-        self._running[sim.id] = sim
         logger.info(
             "Simulation %s runs on Ray node %s (%s)", sim.id, record.node.get("host"), record.node.get("id")
         )
+
+    def _forget_actor(self, sim_id: int) -> None:
+        """After a failed start: kill the actor if it exists after all (the start may have gone on in
+        the bridge after we stopped waiting, or a new bridge never knew it)."""
+        try:
+            self.call("kill", timeout=30.0, name=actor_name(sim_id))
+        except ApiError as exc:
+            logger.warning("Could not make sure simulation %s left no actor: %s", sim_id, exc.message)
 
     def stop(self, sim: Simulation) -> None:
         self._running.pop(sim.id, None)
@@ -425,7 +447,8 @@ class RayExecutor:
         record = sim.record
         launch = self.node_launch(sim)
         try:
-            result = self.call("stop", timeout=self._host.config.stop_grace + 200.0, sim_id=sim.id)
+            grace = self._host.config.stop_grace
+            result = self.call("stop", timeout=grace + 200.0, sim_id=sim.id, timeout_on_node=grace + 180.0)
         except ApiError as exc:
             message = (
                 f"The Ray cluster is unreachable ({exc}); the simulation's actor stops it and uploads "

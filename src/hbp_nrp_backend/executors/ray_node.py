@@ -182,6 +182,7 @@ class SimulationActor:
         self._exit: dict[str, Any] | None = None
         self._stop_lock = threading.Lock()
         self._stopped: dict[str, Any] | None = None
+        self._lease_expired = False
         if launch.lease > 0:  # from creation on: an actor whose start never comes must end too
             threading.Thread(target=self._watch_lease, name="NrpLease", daemon=True).start()
 
@@ -201,8 +202,29 @@ class SimulationActor:
         check_broker(launch.mqtt_address)
         sim_dir = Path(tempfile.mkdtemp(prefix=f"nrp.{launch.sim_id}."))
         self.sim_dir = sim_dir
+        try:
+            self._clone(sim_dir, node)
+            self.process = spawn_simserver(
+                sim_dir,
+                launch.sim_id,
+                launch.main_script,
+                launch.experiment_configuration,
+                launch.spawn,
+                launch.extra_env,
+                on_exit=self._process_exited,
+                die_with_parent=True,
+            )
+        except BaseException:
+            shutil.rmtree(sim_dir, ignore_errors=True)  # a failed start leaves nothing on the node
+            self.sim_dir = None
+            raise
+        self._last_renewal = time.monotonic()
+        return {"node": node, "pid": self.process.pid, "sim_dir": str(sim_dir)}
+
+    def _clone(self, sim_dir: Path, node: dict[str, Any]) -> None:
         from hbp_nrp_backend.storage_client import StorageClient, StorageError
 
+        launch = self.launch
         try:
             with StorageClient(launch.storage_url, launch.storage_timeout) as client:
                 client.clone_experiment(launch.token, launch.experiment_id, sim_dir)
@@ -213,18 +235,6 @@ class SimulationActor:
                     f"(NRP_RAY_STORAGE_URL): {exc}"
                 ) from exc
             raise
-        self.process = spawn_simserver(
-            sim_dir,
-            launch.sim_id,
-            launch.main_script,
-            launch.experiment_configuration,
-            launch.spawn,
-            launch.extra_env,
-            on_exit=self._process_exited,
-            die_with_parent=True,
-        )
-        self._last_renewal = time.monotonic()
-        return {"node": node, "pid": self.process.pid, "sim_dir": str(sim_dir)}
 
     def wait_exit(self) -> dict[str, Any]:
         """Block until the Simulation Server has ended; how it ended (``ProcessExit``'s fields)."""
@@ -237,7 +247,7 @@ class SimulationActor:
         self._last_renewal = time.monotonic()
         return self.launch.lease
 
-    def stop(self, upload: bool = True) -> dict[str, Any]:
+    def stop(self, upload: bool = True, lease_expired: bool = False) -> dict[str, Any]:
         """Terminate the Simulation Server, read its runtime report, upload its logs, remove the folder.
 
         Idempotent: a second call returns the first one's result.
@@ -248,8 +258,10 @@ class SimulationActor:
         with self._stop_lock:
             if self._stopped is not None:
                 return self._stopped
+            self._lease_expired = lease_expired  # the exit reported to a watcher says why it ended
             exit = self.process.terminate(self.launch.stop_grace) if self.process is not None else None
             result: dict[str, Any] = {"exit": _exit_fields(exit) if exit else None, "runtime_report": None}
+            result["by_lease"] = lease_expired
             if self.sim_dir is not None:
                 result["runtime_report"] = read_runtime_error(self.sim_dir)
                 result["logs"] = upload_logs(self.launch, self.sim_dir) if upload else {"result": "skipped"}
@@ -274,7 +286,15 @@ class SimulationActor:
 
     # -- on its own -------------------------------------------------------------------------------
     def _process_exited(self, exit: ProcessExit) -> None:
-        self._exit = _exit_fields(exit)
+        fields = _exit_fields(exit)
+        if self._lease_expired:  # not asked for by the REST server: a failure with its reason
+            fields.update(
+                requested=False,
+                failed=True,
+                reason=f"Stopped on its Ray node: the REST server did not renew its lease of "
+                f"{self.launch.lease:g} s (NRP_RAY_LEASE)",
+            )
+        self._exit = fields
         self._exited.set()
 
     def _watch_lease(self) -> None:
@@ -289,7 +309,12 @@ class SimulationActor:
                 self.launch.sim_id,
                 lease,
             )
-            result = self.stop(upload=True)
+            with self._stop_lock:
+                if self._stopped is not None:  # the REST server's stop came first: it ends the actor
+                    return
+            result = self.stop(upload=True, lease_expired=True)
+            if result.get("by_lease") is not True:
+                return
             logs = result.get("logs", {})
             if logs.get("result") == "failed":
                 keep = Path(tempfile.gettempdir()) / UNSENT_LOGS

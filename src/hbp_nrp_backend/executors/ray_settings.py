@@ -20,19 +20,31 @@ from hbp_nrp_commons.settings import SettingsError, env_float
 RESOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 MIB = 1024 * 1024
 
+#: Resource names Ray reserves for itself: an experiment may not set them as custom resources.
+RESERVED_NAMES = ("CPU", "GPU", "memory", "object_store_memory", "TPU", "accelerator_type")
+
 #: JSON Schema of ``RayResources`` in ``simulation_config.json`` (``nrp_core`` accepts and ignores it).
+#: Amounts go down to 0.01 (Ray counts fractions in steps of 0.0001); GPUs beyond one are whole.
 RAY_RESOURCES_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "num_cpus": {"type": "number", "exclusiveMinimum": 0, "maximum": 1024},
-        "num_gpus": {"type": "number", "minimum": 0, "maximum": 64},
+        "num_cpus": {"type": "number", "minimum": 0.01, "maximum": 1024},
+        "num_gpus": {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1},
+                {"type": "integer", "minimum": 1, "maximum": 64},
+            ]
+        },
         "memory_mb": {"type": "integer", "minimum": 0, "maximum": 4194304},
         "resources": {
             "type": "object",
             "maxProperties": 16,
-            "propertyNames": {"pattern": RESOURCE_NAME.pattern},
-            "additionalProperties": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+            "propertyNames": {
+                "pattern": RESOURCE_NAME.pattern,
+                "not": {"anyOf": [{"enum": list(RESERVED_NAMES)}, {"pattern": "_group_|^node:"}]},
+            },
+            "additionalProperties": {"type": "number", "minimum": 0.01, "maximum": 1000000},
         },
     },
 }
@@ -124,6 +136,10 @@ def parse_custom(raw: str, name: str) -> tuple[tuple[str, float], ...]:
             raise SettingsError(f"{name}: resource {key!r} needs a name of letters, digits, _.- and a number")
         if amount <= 0:
             raise SettingsError(f"{name}: resource {key!r} must be positive, got {amount}")
+        if key in RESERVED_NAMES:
+            raise SettingsError(
+                f"{name}: {key!r} is Ray's own resource; use NRP_RAY_NUM_CPUS or NRP_RAY_MEMORY_MB"
+            )
         pairs.append((key, float(amount)))
     return tuple(pairs)
 
@@ -175,8 +191,8 @@ def experiment_resources(defaults: Resources, config: Mapping[str, Any], config_
     """What a simulation of this experiment reserves: ``defaults`` with its ``RayResources`` applied.
 
     ``config`` is the parsed ``simulation_config.json``; its ``RayResources`` is checked against
-    :data:`RAY_RESOURCES_SCHEMA`. Given values replace the defaults; custom resources are added to
-    (or replace those of the same name in) ``NRP_RAY_RESOURCES``.
+    :data:`RAY_RESOURCES_SCHEMA`. An experiment may ask for more than the defaults, never less: each
+    amount is the larger of the two; custom resources are added to those of ``NRP_RAY_RESOURCES``.
 
     Raises:
         ResourceRequestError: the request does not follow the schema (the message names the field).
@@ -194,10 +210,11 @@ def experiment_resources(defaults: Resources, config: Mapping[str, Any], config_
         where = ".".join(["RayResources", *(str(part) for part in error.path)])
         raise ResourceRequestError(f"{config_name}: {where}: {error.message}")
     custom = dict(defaults.custom)
-    custom.update({name: float(amount) for name, amount in request.get("resources", {}).items()})
-    return Resources(
-        num_cpus=float(request.get("num_cpus", defaults.num_cpus)),
-        num_gpus=float(request.get("num_gpus", defaults.num_gpus)),
-        memory_mb=int(request.get("memory_mb", defaults.memory_mb)),
+    for name, amount in request.get("resources", {}).items():
+        custom[name] = max(float(amount), custom.get(name, 0.0))
+    return Resources(  # more than the defaults, never less: the operator's defaults are a floor
+        num_cpus=max(float(request.get("num_cpus", 0.0)), defaults.num_cpus),
+        num_gpus=max(float(request.get("num_gpus", 0.0)), defaults.num_gpus),
+        memory_mb=max(int(request.get("memory_mb", 0)), defaults.memory_mb),
         custom=tuple(sorted(custom.items())),
     )
