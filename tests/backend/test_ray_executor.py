@@ -440,3 +440,25 @@ def test_an_unreachable_cluster_answers_503_and_the_server_stays_up(start_backen
     )
     assert backend.rest.get("/simulation").json() == []  # nothing was created
     assert backend.rest.get("/health").status_code == 200
+
+
+def test_an_actor_no_simulation_owns_is_swept_while_the_server_runs(
+    start_backend: BackendFactory, cluster: RayCluster
+) -> None:
+    """Once per lease the REST server kills actors of its namespace that none of its simulations
+    own (e.g. one whose start went on after the server had given up on it); its own stay."""
+    backend, namespace = ray_backend(start_backend, cluster, NRP_RAY_LEASE="2")
+    rest = backend.rest
+    sim_id = rest.launch()["simulationID"]
+
+    @ray.remote
+    class Stray:
+        def ping(self) -> str:
+            return "pong"
+
+    stray = Stray.options(name="nrp-simulation-777", namespace=namespace, lifetime="detached").remote()
+    ray.get(stray.ping.remote())
+    own = f"nrp-simulation-{sim_id}"
+    wait_until(lambda: cluster.actors(namespace) == [own], message="the stray actor to be swept")
+    assert rest.set_state(sim_id, "stopped").json()["state"] == "stopped"
+    assert cluster.actors(namespace) == []

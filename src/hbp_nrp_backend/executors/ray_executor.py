@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -294,10 +295,15 @@ class RayExecutor:
         raise AssertionError("unreachable")
 
     def _heartbeat(self) -> None:
+        """Ping the bridge every :data:`PING_PERIOD`; once per lease, :meth:`sweep` the namespace."""
+        last_sweep = time.monotonic()
         while not self._closed.wait(PING_PERIOD):
             bridge = self._bridge
             if bridge is None or bridge.lost is not None:
                 continue
+            if self.settings.lease > 0 and time.monotonic() - last_sweep >= self.settings.lease:
+                last_sweep = time.monotonic()
+                self.sweep()  # e.g. an actor whose start went on after the REST server gave up
             try:
                 bridge.call("ping", PING_TIMEOUT)
             except BridgeLost as exc:
