@@ -176,17 +176,19 @@ def bwrap_arguments(sim_dir: Path, readonly: Iterable[Path], tmp_mb: int) -> lis
                 created += ["--perms", "0755", "--dir", str(parent)]
         return created
 
+    # the private /tmp first: a Python installation or source tree under /tmp is bound into it
+    # afterwards (mounted later, the tmpfs would hide it)
+    size = str(tmp_mb * MIB)
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for tmp in ("/tmp", "/dev/shm"):
+        made.add(Path(tmp))
+        args += ["--perms", "1777", "--size", size, "--tmpfs", tmp]
     for path in readonly:
         if not any(_inside(path, Path(name)) for name in SYSTEM_PATHS if Path(name).is_dir()):
             args += [*parents(path), "--ro-bind", str(path), str(path)]
     cpu = Path("/sys/devices/system/cpu")
     if cpu.is_dir():  # OpenMP (NEST) reads the CPU count there
         args += ["--ro-bind", str(cpu), str(cpu)]
-    size = str(tmp_mb * MIB)
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    for tmp in ("/tmp", "/dev/shm"):
-        made.add(Path(tmp))
-        args += ["--perms", "1777", "--size", size, "--tmpfs", tmp]
     args += [*parents(sim_dir), "--bind", str(sim_dir), str(sim_dir), "--chdir", str(sim_dir)]
     args += ["--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp"]
     return args

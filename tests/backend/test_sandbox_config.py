@@ -111,3 +111,14 @@ def test_a_sandbox_that_cannot_start_says_so(tmp_path: Path) -> None:
     assert process.exit is not None and process.exit.failed, process.exit
     message = process.exit.error()["msg"]
     assert message.startswith("Sandbox could not start (bwrap: execvp python: No such file)"), message
+
+
+def test_folders_under_tmp_are_bound_after_the_private_tmp(tmp_path: Path) -> None:
+    """A Python installation or source tree under /tmp (pytest's own folders are there) is bound
+    into the sandbox's private /tmp, not hidden by it."""
+    python = tmp_path / "venv"
+    assert str(python).startswith("/tmp/")
+    args = bwrap_arguments(tmp_path / "sim", [python], 64)
+    tmpfs = next(i for i in range(len(args) - 1) if args[i : i + 2] == ["--tmpfs", "/tmp"])
+    bind = next(i for i in range(len(args) - 2) if args[i : i + 3] == ["--ro-bind", str(python), str(python)])
+    assert tmpfs < bind
