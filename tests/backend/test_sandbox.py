@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from hbp_nrp_backend.sandbox import python_paths
 from tests.backend.conftest import REPO, Backend, BackendFactory, Storage
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
@@ -106,8 +108,15 @@ def test_a_script_sees_neither_the_data_root_nor_storage_nor_another_simulation(
     found = json.loads(line[len("PROBE ") :])
     for name in ("data_env", "data_root", "storage_root", "storage_write", "other_simulation", "other_file"):
         assert found[name].startswith("denied"), (name, found)
-    own_tmp = f"allowed: ['nrp.{sim_id}."  # a private /tmp that holds only its own directory
-    assert found["tmp"].startswith(own_tmp) and "," not in found["tmp"], found
+    # a private /tmp that holds only its own directory, and the read-only folders of the Python
+    # installation if it lies under /tmp (a checkout there)
+    installed = {
+        path.parts[2] for path in map(Path, python_paths("hbp_nrp_simserver")) if path.parts[1:2] == ("tmp",)
+    }
+    assert found["tmp"].startswith("allowed: ["), found
+    names = re.findall(r"'([^']*)'", found["tmp"])
+    assert any(name.startswith(f"nrp.{sim_id}.") for name in names), found
+    assert all(name.startswith(f"nrp.{sim_id}.") or name in installed for name in names), (installed, found)
     assert found["own_dir"].startswith("allowed"), found
     if os.geteuid() == 0:
         assert found["uid"] not in (0, os.getuid()), found
