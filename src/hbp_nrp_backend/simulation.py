@@ -157,6 +157,16 @@ class Simulation:
     def save(self) -> None:
         self.manager.registry.save(self.record)
 
+    def note_logs_problem(self, message: str) -> None:
+        """Say in ``error`` what became of the logs: the error itself if there is none, else its
+        ``logs`` field (the error stays)."""
+        record = self.record
+        if record.error is None:
+            record.error = {"msg": message, "error_type": "Logs"}
+        else:
+            record.error = {**record.error, "logs": message}
+        self.save()
+
     # -- lifecycle callbacks -----------------------------------------------------------------
     def state_changed(self, source: str, target: str) -> None:
         """Record the lifecycle's new state (called by the lifecycle after each change)."""

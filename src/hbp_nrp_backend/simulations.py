@@ -147,14 +147,8 @@ class SimulationManager:
     def _logs_refused(self, sim_id: int, message: str) -> None:
         """Storage refused a simulation's logs for good: say so in its ``error`` (kept if any)."""
         sim = self._simulations.get(sim_id)
-        if sim is None:
-            return
-        record = sim.record
-        if record.error is None:
-            record.error = {"msg": message, "error_type": "Logs"}
-        else:
-            record.error = {**record.error, "logs": message}
-        sim.save()
+        if sim is not None:
+            sim.note_logs_problem(message)
 
     # -- lookup and permissions ------------------------------------------------------------------
     def find(self, sim_id: int) -> Simulation:

@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -461,7 +462,7 @@ class RayExecutor:
                 f"its logs itself when its lease of {self.settings.lease:g} s (NRP_RAY_LEASE) runs out"
             )
             logger.error("Simulation %s: %s", sim.id, message)
-            self._note_logs(sim, message)
+            sim.note_logs_problem(message)
             return
         if result.get("found"):
             report = result.get("runtime_report")
@@ -500,20 +501,10 @@ class RayExecutor:
                     zip_path, sim.id, record.experiment_id, record.owner, record.token, reason
                 )
             finally:
-                import shutil
-
                 shutil.rmtree(work, ignore_errors=True)
         elif outcome == "lost":
             node = (record.node or {}).get("host", "?")
-            self._note_logs(sim, f"The logs stayed on Ray node {node}: {logs.get('reason')}")
-
-    def _note_logs(self, sim: Simulation, message: str) -> None:
-        record = sim.record
-        if record.error is None:
-            record.error = {"msg": message, "error_type": "Logs"}
-        else:
-            record.error = {**record.error, "logs": message}
-        sim.save()
+            sim.note_logs_problem(f"The logs stayed on Ray node {node}: {logs.get('reason')}")
 
     def read_logs(
         self, sim: Simulation, name: str | None, tail: int, offset: int
